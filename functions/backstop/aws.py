@@ -1,0 +1,52 @@
+"""The composition root: builds the real adapters from the configuration, lazily, never at import time.
+
+boto3 reads the standard environment (``AWS_ENDPOINT_URL``, ``AWS_REGION``, credentials), so the
+same code talks to AWS and to the embedded emulator.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from backstop.config import Config
+from backstop.notify import SnsNotifier
+from backstop.ports import NoNotifier, Notifier
+from backstop.store import MIB, S3Store
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# Standard retry mode retries throttling, 5xx and dropped connections with back-off before any
+# error reaches Backstop; an upload that still fails is aborted.
+_BOTO = BotoConfig(
+    retries={"mode": "standard", "max_attempts": 5},
+    connect_timeout=10,
+    read_timeout=120,
+    max_pool_connections=32,
+)
+
+
+def s3_client() -> S3Client:
+    return boto3.client("s3", config=_BOTO)
+
+
+def build_store(config: Config, client: S3Client | None = None) -> S3Store:
+    """The S3 store of ``config``."""
+    return S3Store(
+        client or s3_client(),
+        bucket=config.bucket,
+        prefix=config.prefix,
+        kms_key_id=config.kms_key_id,
+        part_size=config.upload.part_size_mb * MIB,
+        concurrency=config.upload.concurrency,
+    )
+
+
+def build_notifier(config: Config) -> Notifier:
+    """SNS when ``alerts_topic_arn`` is configured, else nothing (the caller reports failures itself)."""
+    if config.alerts_topic_arn is None:
+        return NoNotifier()
+    return SnsNotifier(boto3.client("sns", config=_BOTO), config.alerts_topic_arn)

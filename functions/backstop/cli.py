@@ -1,0 +1,445 @@
+"""The `backstop` command: manual backups, listing, verification, download and local restores.
+
+Every command exits 0 on success and 1 with one sentence on stderr on failure; ``--json`` prints
+machine-readable output on stdout. Progress bars go to stderr, only on a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from backstop.config import Config, load_config, resolve_config_path
+from backstop.errors import BackstopError
+from backstop.manifest import Manifest, Trigger
+from backstop.names import check_database_name, parse_backup_id
+from backstop.services.restore import RestorePlan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class BarProgress:
+    """A rich progress bar on stderr, shown only when stderr is a terminal and output is not JSON."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled and err.is_terminal
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def start(self, description: str, total: int | None) -> None:
+        if not self._enabled:
+            return
+        self.finish()
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, amount)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class Context:
+    """What every command needs, built lazily so `--help` and bad arguments never touch AWS."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        self._config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(resolve_config_path(self._config_path))
+        return self._config
+
+    def store(self) -> Any:
+        from backstop.aws import build_store
+
+        return build_store(self.config)
+
+    def notifier(self) -> Any:
+        from backstop.aws import build_notifier
+
+        return build_notifier(self.config)
+
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """Turn every expected failure into one sentence and exit status 1."""
+    try:
+        yield
+    except BackstopError as exc:
+        _fail(str(exc))
+    except NoCredentialsError:
+        _fail("No AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.")
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        _fail(f"AWS refused the request ({code}): {exc.response.get('Error', {}).get('Message', '')}".rstrip() + ".")
+    except BotoCoreError as exc:
+        _fail(f"AWS could not be reached: {exc}.")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    sys.exit(1)
+
+
+def _database(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_database_name(value)
+    except BackstopError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _manifest_json(manifest: Manifest) -> dict[str, Any]:
+    return manifest.model_dump(mode="json")
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="backstop.yaml to use (default: $BACKSTOP_CONFIG, else ./backstop.yaml).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
+@click.version_option(package_name="backstop")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """Backstop: verified backups of SQLite databases and directories into S3, and safe restores."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    ctx.obj = Context(config_path)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+database_argument = click.argument("database", callback=_database)
+
+
+@main.command()
+@database_argument
+@click.option("--type", "backup_type", type=click.Choice(["manual", "scheduled"]), default="manual", show_default=True)
+@click.option(
+    "--at",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S"]),
+    help="Scheduled time (UTC) the backup stands for; a repeated run for the same time returns the same backup.",
+)
+@json_option
+@click.pass_obj
+def backup(obj: Context, database: str, backup_type: str, at: datetime | None, as_json: bool) -> None:
+    """Take a backup of DATABASE now and print its id."""
+    from backstop.services.backup import BackupRequest, BackupService
+
+    with _failures():
+        user = _user()
+        service = BackupService(obj.config, obj.store(), notifier=obj.notifier(), progress=BarProgress(not as_json))
+        when = at.replace(tzinfo=UTC) if at else datetime.now(UTC)
+        outcome = service.run(
+            BackupRequest(
+                database=database,
+                at=when,
+                type="scheduled" if backup_type == "scheduled" else "manual",
+                trigger=Trigger(kind="schedule" if backup_type == "scheduled" else "user", by=user),
+            )
+        )
+        if as_json:
+            _print_json(_manifest_json(outcome.manifest))
+            return
+        click.echo(outcome.manifest.backup_id)
+        if not outcome.created:
+            err.print(f"{outcome.manifest.backup_id} already existed; nothing new was written.")
+
+
+@main.command(name="list")
+@database_argument
+@json_option
+@click.pass_obj
+def list_backups(obj: Context, database: str, as_json: bool) -> None:
+    """List the committed backups of DATABASE, oldest first."""
+    from backstop.services.catalog import CatalogService
+
+    with _failures():
+        manifests = CatalogService(obj.config, obj.store()).backups(database)
+        if as_json:
+            _print_json([_manifest_json(m) for m in manifests])
+            return
+        if not manifests:
+            out.print(f"No backups of {database} yet.")
+            return
+        table = Table("backup id", "type", "tier", "stored", "raw", "check", "sha256")
+        for m in manifests:
+            table.add_row(
+                m.backup_id,
+                m.type,
+                m.retention_tier,
+                _human_bytes(m.object.size),
+                _human_bytes(m.raw.size),
+                "ok" if m.integrity.passed else "FAILED",
+                m.object.sha256[:12],
+            )
+        out.print(table)
+
+
+@main.command()
+@database_argument
+@click.argument("backup_id")
+@json_option
+@click.pass_obj
+def show(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
+    """Show the manifest of BACKUP_ID (or `latest`)."""
+    from backstop.services.catalog import CatalogService
+
+    with _failures():
+        manifest = CatalogService(obj.config, obj.store()).show(database, backup_id)
+        if as_json:
+            _print_json(_manifest_json(manifest))
+            return
+        _print_manifest(manifest)
+
+
+def _print_manifest(m: Manifest) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("backup id", m.backup_id),
+        ("database", f"{m.database} ({m.engine})"),
+        ("type", f"{m.type} by {m.trigger.by}"),
+        ("scheduled for", m.scheduled_for.isoformat()),
+        ("took", str(m.finished_at - m.started_at)),
+        ("object", f"s3://{m.object.bucket}/{m.object.key}"),
+        ("version", str(m.object.version_id)),
+        ("stored", f"{_human_bytes(m.object.size)} ({m.object.size} bytes, {m.object.parts} parts)"),
+        ("raw", f"{_human_bytes(m.raw.size)} ({m.raw.size} bytes)"),
+        ("compression", f"{m.compression.algorithm} level {m.compression.level}"),
+        ("sha256", m.object.sha256),
+        ("encryption", f"{m.object.encryption or 'bucket default'} {m.object.kms_key_id or ''}"),
+        ("integrity", f"{m.integrity.check}: {m.integrity.detail}"),
+        ("tier", m.retention_tier),
+        ("schema version", m.schema_version or "-"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    for name, stat in m.tables.items():
+        table.add_row(f"table {name}", f"{stat.rows} rows")
+    for warning in m.warnings:
+        table.add_row("warning", warning)
+    out.print(table)
+
+
+@main.command()
+@click.argument("database", required=False, callback=_database)
+@json_option
+@click.pass_obj
+def stats(obj: Context, database: str | None, as_json: bool) -> None:
+    """Count, total size, oldest, newest and failed runs per database."""
+    from backstop.services.catalog import CatalogService
+
+    with _failures():
+        rows = CatalogService(obj.config, obj.store()).stats(database)
+        if as_json:
+            _print_json([r.__dict__ for r in rows])
+            return
+        table = Table("database", "backups", "total", "oldest", "newest", "failed")
+        for r in rows:
+            table.add_row(
+                r.database,
+                str(r.count),
+                _human_bytes(r.total_bytes),
+                str(r.oldest or "-"),
+                str(r.newest or "-"),
+                str(r.failed),
+            )
+        out.print(table)
+
+
+@main.command()
+@database_argument
+@click.argument("backup_id", default="latest")
+@json_option
+@click.pass_obj
+def verify(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
+    """Re-read BACKUP_ID (default latest) and check size, SHA-256, manifest, decompression and the engine check."""
+    from backstop.services.verify import VerifyService
+
+    with _failures():
+        report = VerifyService(obj.config, obj.store(), progress=BarProgress(not as_json)).verify(database, backup_id)
+        if as_json:
+            _print_json({"backup_id": report.manifest.backup_id, "ok": True, "checks": dict(report.checks)})
+            return
+        for name, detail in report.checks:
+            out.print(f"[green]ok[/] {name}: {detail}")
+        out.print(f"{report.manifest.backup_id} verified.")
+
+
+@main.command()
+@database_argument
+@click.argument("backup_id")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--decompress", is_flag=True, help="Write the decompressed, checked artifact instead of the stored bytes."
+)
+@click.pass_obj
+def download(obj: Context, database: str, backup_id: str, out_path: Path, decompress: bool) -> None:
+    """Download BACKUP_ID to --out, checked against its manifest."""
+    from backstop.services.download import download as run_download
+
+    with _failures():
+        manifest = run_download(
+            obj.store(), database, backup_id, out_path, decompress=decompress, progress=BarProgress(True)
+        )
+        err.print(f"{manifest.backup_id} written to {out_path} (checked against its manifest).")
+
+
+@main.command()
+@database_argument
+@click.argument("backup_id", default="latest")
+@click.option("--to", "target", type=click.Path(path_type=Path), required=True, help="Path to restore into.")
+@click.option("--dry-run", is_flag=True, help="Verify the backup and show the plan; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_obj
+def restore(obj: Context, database: str, backup_id: str, target: Path, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Restore BACKUP_ID (default latest) of DATABASE into the path --to, atomically."""
+    from backstop.services.restore import RestoreService
+
+    def confirm(plan: RestorePlan) -> bool:
+        _print_plan(plan)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise BackstopError("Refusing to restore without confirmation: pass --yes when not at a terminal.")
+        return click.confirm(f"Replace {plan.target} with {plan.manifest.backup_id}?", default=False, err=True)
+
+    with _failures():
+        service = RestoreService(obj.config, obj.store(), progress=BarProgress(not as_json))
+        if backup_id != "latest":
+            parse_backup_id(backup_id, database)
+        outcome = service.restore(database, backup_id, target, dry_run=dry_run, confirm=confirm)
+        if dry_run:
+            _print_plan(outcome.plan)
+        if as_json:
+            _print_json(
+                {
+                    "backup_id": outcome.plan.manifest.backup_id,
+                    "target": str(outcome.plan.target),
+                    "restored": outcome.restored,
+                    "pre_restore": str(outcome.plan.pre_restore) if outcome.restored else None,
+                    "dry_run": dry_run,
+                }
+            )
+        elif outcome.restored:
+            out.print(f"Restored {outcome.plan.manifest.backup_id} into {outcome.plan.target}; validated.")
+            if outcome.plan.pre_restore:
+                out.print(f"The previous version is kept at {outcome.plan.pre_restore}.")
+        elif not dry_run:
+            _fail("Restore cancelled; the target was not touched.")
+
+
+def _print_plan(plan: RestorePlan) -> None:
+    m = plan.manifest
+    err.print(
+        f"Restore plan: {m.backup_id} ({m.type}, {m.scheduled_for.isoformat()}, {_human_bytes(m.object.size)}, "
+        f"sha256 {m.object.sha256[:16]}..., verified) -> {plan.target}"
+    )
+    if plan.target_exists:
+        err.print(f"  current target kept as {plan.pre_restore}")
+        for name, stat in m.tables.items():
+            now = (plan.current or {}).get(name, "absent")
+            err.print(f"  {name}: {now} rows now, {stat.rows} in the backup")
+    else:
+        err.print("  target does not exist yet")
+
+
+@main.command()
+@json_option
+@click.pass_obj
+def freshness(obj: Context, as_json: bool) -> None:
+    """Age of each database's newest backup against its stale_after; exit 1 if any is stale or missing."""
+    from backstop.services.catalog import CatalogService
+
+    with _failures():
+        report = CatalogService(obj.config, obj.store(), notifier=obj.notifier()).freshness()
+        if as_json:
+            _print_json(
+                [
+                    {
+                        "database": f.database,
+                        "status": f.status,
+                        "newest_backup": f.newest_backup,
+                        "age_seconds": int(f.age.total_seconds()) if f.age else None,
+                        "stale_after_seconds": int(f.stale_after.total_seconds()),
+                    }
+                    for f in report
+                ]
+            )
+        else:
+            table = Table("database", "status", "newest backup", "age", "stale after")
+            for f in report:
+                colour = "green" if f.status == "fresh" else "red"
+                table.add_row(
+                    f.database,
+                    f"[{colour}]{f.status}[/]",
+                    f.newest_backup or "-",
+                    str(f.age).split(".")[0] if f.age else "-",
+                    str(f.stale_after),
+                )
+            out.print(table)
+        stale = [f.database for f in report if f.is_stale]
+        if stale:
+            _fail(f"Stale or missing backups: {', '.join(stale)}.")
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

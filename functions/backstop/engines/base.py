@@ -1,0 +1,71 @@
+"""What every engine provides to the backup, verify and restore services."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from backstop.manifest import IntegrityCheck, Manifest, TableStat
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """The engine check of a snapshot, a downloaded artifact or a restored target, with its statistics."""
+
+    integrity: IntegrityCheck
+    tables: dict[str, TableStat] = field(default_factory=dict)
+    schema_version: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Snapshot(Protocol):
+    """A consistent, point-in-time copy of a source, readable as one raw byte stream."""
+
+    source: dict[str, str | int | None]
+    tools: dict[str, str]
+    warnings: list[str]
+
+    def open(self) -> AbstractContextManager[BinaryIO]:
+        """The raw stream; reading it to EOF succeeds only if the whole snapshot was produced."""
+        ...
+
+    def inspect(self) -> Inspection:
+        """Integrity check and statistics; safe to run while the stream is being read."""
+        ...
+
+    def raw_size(self) -> int | None:
+        """Size of the raw stream if known in advance (for the progress bar)."""
+        ...
+
+
+class Engine(Protocol):
+    """One kind of source: how to snapshot it, check an artifact of it, and restore one into a target."""
+
+    name: str
+    artifact: str  # extension before the compression one: "sqlite", "tar"
+
+    def snapshot(self, run_dir: Path) -> AbstractContextManager[Snapshot]:
+        """Take a snapshot whose temporary files live in ``run_dir``."""
+        ...
+
+    def staging_path(self, target: Path, run_dir: Path, stamp: str) -> Path:
+        """Where the decompressed artifact is written before the swap (same filesystem as the target if it matters)."""
+        ...
+
+    def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:
+        """Check a decompressed artifact and compare it with the manifest; IntegrityError on any difference."""
+        ...
+
+    def describe_target(self, target: Path) -> dict[str, int] | None:
+        """Row or file counts of the current target for the restore plan; None if it does not exist."""
+        ...
+
+    def install(self, raw: Path, target: Path, manifest: Manifest, pre_restore: Path) -> Inspection:
+        """Atomically replace ``target`` with the artifact, keeping the old target at ``pre_restore``.
+
+        Validates the result against the manifest and puts the old target back if it does not match;
+        the target is never left half-restored.
+        """
+        ...

@@ -1,0 +1,76 @@
+"""The project's own exceptions.
+
+Adapters turn library and AWS errors into these; the command line prints their message as one
+sentence and exits 1; the restore state machine (later) branches on their class names through
+``Cls.__name__``. Messages never contain secrets: they are built from names, keys and counts only.
+"""
+
+from __future__ import annotations
+
+
+class BackstopError(Exception):
+    """Base of every error a user or operator can act on; ``str(exc)`` is the one sentence to show."""
+
+
+class ConfigError(BackstopError):
+    """backstop.yaml is missing, unreadable or invalid."""
+
+
+class InvalidNameError(BackstopError):
+    """A database, backup id or target name failed the allow-list."""
+
+
+class UnknownDatabaseError(BackstopError):
+    """The configuration has no database by that name."""
+
+
+class BackupNotFoundError(BackstopError):
+    """No committed backup (manifest) matches the request."""
+
+
+class BackupAlreadyRunningError(BackstopError):
+    """Another run holds the backup lock of this database."""
+
+
+class SourceError(BackstopError):
+    """The source database or directory could not be read."""
+
+
+class SourceLockedError(SourceError):
+    """The source stayed locked by another writer past the bounded retries."""
+
+
+class IntegrityError(BackstopError):
+    """An engine integrity check failed (source snapshot, downloaded artifact or restored target)."""
+
+
+class ChecksumMismatchError(IntegrityError):
+    """Stored bytes do not match the size or SHA-256 recorded in the manifest."""
+
+
+class ManifestError(IntegrityError):
+    """A manifest is missing, unparsable, or fails its own checksum."""
+
+
+class DecompressionBombError(IntegrityError):
+    """Decompressed output grew past the raw size recorded in the manifest."""
+
+
+class UnsafeArchiveError(IntegrityError):
+    """A tar member would land outside the restore target (absolute, ``..``, link out, device)."""
+
+
+class UploadError(BackstopError):
+    """S3 refused or lost the upload after retries; the multipart upload was aborted."""
+
+
+class StorageError(BackstopError):
+    """S3 could not be reached or refused a read or a listing."""
+
+
+class RestoreError(BackstopError):
+    """A restore could not be carried out; the target was left as it was (or rolled back)."""
+
+
+class ValidationError(RestoreError):
+    """Restored data does not match the manifest (row counts, integrity)."""

@@ -1,0 +1,100 @@
+"""What the services need from the outside world; adapters (store.py, notify.py) provide it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from backstop.manifest import Manifest, Tier
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What S3 holds after a completed upload whose size and checksum were compared with the stream."""
+
+    key: str
+    version_id: str | None
+    size: int
+    s3_checksum_sha256: str
+    parts: int
+    encryption: str | None
+    kms_key_id: str | None
+
+
+@dataclass(frozen=True)
+class RunLock:
+    """A held backup lock; ``etag`` identifies our write of it."""
+
+    database: str
+    owner: str
+    etag: str
+
+
+class Upload(Protocol):
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+    def complete(self) -> UploadResult: ...
+
+
+class BackupStore(Protocol):
+    """The bucket, in domain terms (implemented by ``backstop.store.S3Store``)."""
+
+    bucket: str
+
+    def object_key(self, backup_id: str, ext: str) -> str: ...
+    def tags_for(self, database: str, engine: str, tier: Tier) -> dict[str, str]: ...
+    def upload(self, key: str, tags: dict[str, str]) -> AbstractContextManager[Upload]: ...
+    def delete_version(self, key: str, version_id: str | None) -> None: ...
+    def put_manifest(self, manifest: Manifest, tags: dict[str, str]) -> bool: ...
+    def get_manifest(self, backup_id: str) -> Manifest: ...
+    def manifest_exists(self, backup_id: str) -> bool: ...
+    def manifests(self, database: str) -> list[Manifest]: ...
+    def read_object(self, key: str, version_id: str | None) -> Iterator[bytes]: ...
+    def object_size(self, key: str, version_id: str | None) -> int | None: ...
+    def newest_backup_id(self, database: str) -> str | None: ...
+    def earliest_backup_since(self, database: str, since: datetime) -> datetime | None: ...
+    def inventory(self, database: str) -> dict[str, int]: ...
+    def acquire_run_lock(self, database: str, owner: str, now: datetime, ttl: timedelta) -> RunLock: ...
+    def release_run_lock(self, lock: RunLock) -> None: ...
+    def record_failure(self, database: str, backup_id: str, at: datetime, error: BaseException) -> None: ...
+    def failure_count(self, database: str) -> int: ...
+
+
+class Notifier(Protocol):
+    """Where failure and staleness alerts go (SNS in AWS)."""
+
+    def publish(self, subject: str, message: dict[str, object]) -> None: ...
+
+
+class Progress(Protocol):
+    """A progress display for work that takes more than a moment (a rich bar at the terminal)."""
+
+    def start(self, description: str, total: int | None) -> None: ...
+    def advance(self, amount: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+class NoProgress:
+    """Progress that shows nothing (handlers, --json)."""
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class NoNotifier:
+    """Alerts that go nowhere: the command line reports failures itself when no topic is configured."""
+
+    def publish(self, subject: str, message: dict[str, object]) -> None:
+        pass

@@ -1,0 +1,213 @@
+"""The backup use case: snapshot, check, compress, hash, upload, verify, then commit the manifest.
+
+A backup exists only once its manifest is written, and the manifest is written only after the
+stored object's size and SHA-256 match what was streamed and the engine check passed. Any failure
+before that aborts the upload (or deletes the uncommitted version), records the failure and
+publishes an alert; the run directory is removed in every case.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import zstandard
+
+import backstop
+from backstop.config import Config, FilesDatabase, SqliteDatabase
+from backstop.engines import engine_for
+from backstop.engines.base import Engine
+from backstop.errors import BackstopError, ChecksumMismatchError, IntegrityError
+from backstop.manifest import BackupType, Compression, Manifest, RawStream, StoredObject, Trigger
+from backstop.names import backup_id_for
+from backstop.pipeline import compress_stream, extension
+from backstop.ports import BackupStore, Clock, NoNotifier, NoProgress, Notifier, Progress
+from backstop.retention import tier_for
+
+log = logging.getLogger(__name__)
+
+RUN_LOCK_TTL = timedelta(hours=12)
+RUN_DIR_PREFIX = "backstop-run-"
+
+
+@dataclass(frozen=True)
+class BackupRequest:
+    """One backup to take: which database, for which scheduled or requested time, and why."""
+
+    database: str
+    at: datetime
+    type: BackupType
+    trigger: Trigger
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """The committed manifest, and whether this run created it (False: it already existed)."""
+
+    manifest: Manifest
+    created: bool
+
+
+class BackupService:
+    """Takes backups of configured databases into the store."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: BackupStore,
+        *,
+        clock: Clock = lambda: datetime.now(UTC),
+        notifier: Notifier | None = None,
+        progress: Progress | None = None,
+        work_dir: Path | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._notifier = notifier or NoNotifier()
+        self._progress = progress or NoProgress()
+        self._work_dir = work_dir or config.work_dir or Path(tempfile.gettempdir())
+
+    def run(self, request: BackupRequest) -> BackupOutcome:
+        """Take the backup of ``request``, or return the existing one for the same time.
+
+        Raises BackupAlreadyRunningError when another run holds the database's lock, and any
+        BackstopError of the engine, pipeline or store after recording and alerting the failure.
+        """
+        db = self._config.database(request.database)
+        at = request.at.astimezone(UTC).replace(microsecond=0)
+        backup_id = backup_id_for(db.name, at)
+        if self._store.manifest_exists(backup_id):
+            return BackupOutcome(self._store.get_manifest(backup_id), created=False)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lock = self._store.acquire_run_lock(db.name, owner, self._clock(), RUN_LOCK_TTL)
+        try:
+            if self._store.manifest_exists(backup_id):  # committed by a run that just finished
+                return BackupOutcome(self._store.get_manifest(backup_id), created=False)
+            return self._run_locked(db, request, at, backup_id)
+        except BackstopError as exc:
+            self._report_failure(db.name, backup_id, exc)
+            raise
+        finally:
+            self._store.release_run_lock(lock)
+
+    def _run_locked(
+        self, db: SqliteDatabase | FilesDatabase, request: BackupRequest, at: datetime, backup_id: str
+    ) -> BackupOutcome:
+        self._remove_leftovers(db.name)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{db.name}-", dir=self._work_dir))
+        try:
+            return self._take(db, engine_for(db), request, at, backup_id, run_dir)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _remove_leftovers(self, database: str) -> None:
+        """Delete run directories of this database left by a killed run (we hold its lock, so none is live)."""
+        for stale in self._work_dir.glob(f"{RUN_DIR_PREFIX}{database}-*"):
+            log.warning("removing leftover run directory %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def _take(
+        self,
+        db: SqliteDatabase | FilesDatabase,
+        engine: Engine,
+        request: BackupRequest,
+        at: datetime,
+        backup_id: str,
+        run_dir: Path,
+    ) -> BackupOutcome:
+        started = self._clock()
+        tier = tier_for(at, self._earlier_backups(db.name, at))
+        key = self._store.object_key(backup_id, f"{engine.artifact}.{extension(db.compression)}")
+        tags = self._store.tags_for(db.name, engine.name, tier)
+        self._progress.start(f"Snapshot of {db.name}", None)
+        with engine.snapshot(run_dir) as snapshot, ThreadPoolExecutor(max_workers=1) as checker:
+            self._progress.start(f"Backing up {db.name}", snapshot.raw_size())
+            with self._store.upload(key, tags) as upload:
+                with snapshot.open() as raw:
+                    # The engine check reads the snapshot while the pipeline compresses and uploads
+                    # it; the upload is completed only if the check passed.
+                    inspection_future = checker.submit(snapshot.inspect)
+                    digest = compress_stream(
+                        raw, upload.write, algorithm=db.compression, level=db.level, progress=self._progress.advance
+                    )
+                inspection = inspection_future.result()
+                if not inspection.integrity.passed:
+                    raise IntegrityError(
+                        f"The snapshot of {db.name} fails {inspection.integrity.check} "
+                        f"({inspection.integrity.detail}); nothing was committed."
+                    )
+                stored = upload.complete()
+            self._progress.finish()
+        if stored.size != digest.stored_size:
+            self._store.delete_version(stored.key, stored.version_id)
+            raise ChecksumMismatchError(f"S3 holds {stored.size} bytes of {key}, {digest.stored_size} were streamed.")
+        manifest = Manifest(
+            backup_id=backup_id,
+            database=db.name,
+            engine=engine.name,
+            type=request.type,
+            trigger=request.trigger,
+            scheduled_for=at,
+            started_at=started,
+            finished_at=self._clock(),
+            source=snapshot.source,
+            tools={"backstop": backstop.__version__, "zstandard": zstandard.__version__, **snapshot.tools},
+            object=StoredObject(
+                bucket=self._store.bucket,
+                key=stored.key,
+                version_id=stored.version_id,
+                size=stored.size,
+                sha256=digest.stored_sha256,
+                s3_checksum_sha256=stored.s3_checksum_sha256,
+                parts=stored.parts,
+                encryption=stored.encryption,
+                kms_key_id=stored.kms_key_id,
+            ),
+            raw=RawStream(size=digest.raw_size, sha256=digest.raw_sha256),
+            compression=Compression(algorithm=db.compression, level=db.level),
+            integrity=inspection.integrity,
+            tables=inspection.tables,
+            schema_version=inspection.schema_version,
+            retention_tier=tier,
+            warnings=tuple(snapshot.warnings),
+        ).sealed()
+        if not self._store.put_manifest(manifest, tags):
+            # Another delivery of the same scheduled run committed first: keep its backup, drop ours.
+            self._store.delete_version(stored.key, stored.version_id)
+            return BackupOutcome(self._store.get_manifest(backup_id), created=False)
+        log.info("committed backup %s (%d bytes, tier %s)", backup_id, stored.size, tier)
+        return BackupOutcome(manifest, created=True)
+
+    def _earlier_backups(self, database: str, at: datetime) -> list[datetime]:
+        """The first committed backup since the start of the year, month and ISO week of ``at``."""
+        day = at.replace(hour=0, minute=0, second=0)
+        starts = [day.replace(month=1, day=1), day.replace(day=1), day - timedelta(days=at.weekday())]
+        found = (self._store.earliest_backup_since(database, start) for start in starts)
+        return [t for t in found if t is not None]
+
+    def _report_failure(self, database: str, backup_id: str, error: BackstopError) -> None:
+        self._progress.finish()
+        log.error("backup %s failed: %s", backup_id, error)
+        try:
+            self._store.record_failure(database, backup_id, self._clock(), error)
+        except Exception:  # the original failure is what the caller must see
+            log.exception("could not record the failure of %s", backup_id)
+        self._notifier.publish(
+            f"Backstop: backup of {database} failed",
+            {
+                "event": "backup_failed",
+                "database": database,
+                "backup_id": backup_id,
+                "error": type(error).__name__,
+                "message": str(error),
+            },
+        )

@@ -1,0 +1,507 @@
+"""S3 adapter: keys, verified multipart uploads, manifests, listing, run locks and failure records.
+
+Layout (docs/storage.md)::
+
+    <prefix>/<database>/<YYYY>/<MM>/<DD>/<backup_id>.<ext>            the artifact
+    <prefix>/<database>/<YYYY>/<MM>/<DD>/<backup_id>.manifest.json    its commit marker, written last
+    <prefix>/_locks/<database>.backup.json                            run lock (conditional write)
+    <prefix>/_failures/<database>/<backup_id>.json                    record of a failed run
+
+The multipart uploader is ours rather than s3transfer's because the backup contract needs what
+s3transfer does not expose: the SHA-256 of every part as we cut it (sent so S3 verifies each part
+on receipt), the composite checksum to compare with HEAD, and the exact VersionId created.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backstop.errors import (
+    BackupAlreadyRunningError,
+    BackupNotFoundError,
+    ChecksumMismatchError,
+    ManifestError,
+    StorageError,
+    UploadError,
+)
+from backstop.manifest import Manifest, Tier
+from backstop.names import check_database_name, parse_backup_id
+from backstop.ports import RunLock, UploadResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MANIFEST_SUFFIX = ".manifest.json"
+MIB = 1024 * 1024
+_MAX_PARTS = 10_000
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _missing(exc: ClientError) -> bool:
+    return _code(exc) in {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+
+
+class MultipartUpload:
+    """One streaming multipart upload; use through ``S3Store.upload`` so a failure always aborts it.
+
+    ``write`` cuts the stream into parts of ``part_size`` bytes and uploads up to ``concurrency``
+    of them at once; the writer blocks when that many are in flight, which bounds memory.
+    """
+
+    def __init__(self, store: S3Store, key: str, upload_id: str) -> None:
+        self._store = store
+        self.key = key
+        self.upload_id = upload_id
+        self._buffer = bytearray()
+        self._part_size = store.part_size
+        self._slots = threading.BoundedSemaphore(store.concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=store.concurrency, thread_name_prefix="upload")
+        self._futures: list[Future[dict[str, Any]]] = []
+        self._digests: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._raise_failed_part()
+        self._buffer += data
+        while len(self._buffer) >= self._part_size:
+            part = bytes(self._buffer[: self._part_size])
+            del self._buffer[: self._part_size]
+            self._submit(part)
+
+    def _submit(self, body: bytes) -> None:
+        number = len(self._futures) + 1
+        if number > _MAX_PARTS:
+            raise UploadError(f"Upload of {self.key} needs more than {_MAX_PARTS} parts; raise upload.part_size_mb.")
+        digest = hashlib.sha256(body).digest()
+        self._digests.append(digest)
+        self.size += len(body)
+        # Past 1,000 parts, double the part size: S3 allows parts of different sizes, and this keeps
+        # a stream of unknown length (up to terabytes) within the 10,000-part limit.
+        if number % 1000 == 0:
+            self._part_size *= 2
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(self._upload_part, number, body, digest)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _f: self._slots.release())
+        self._futures.append(future)
+
+    def _upload_part(self, number: int, body: bytes, digest: bytes) -> dict[str, Any]:
+        checksum = base64.b64encode(digest).decode()
+        response = self._store.client.upload_part(
+            Bucket=self._store.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumSHA256=checksum,
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+
+    def _raise_failed_part(self) -> None:
+        for future in self._futures:
+            if future.done() and future.exception() is not None:
+                self._part_result(future)
+
+    def _part_result(self, future: Future[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return future.result()
+        except (ClientError, BotoCoreError) as exc:
+            raise UploadError(
+                f"S3 failed a part of {self.key} after retries ({exc}); the upload was aborted."
+            ) from None
+
+    def complete(self) -> UploadResult:
+        """Upload the last part, complete, then HEAD the new version and compare size and checksum."""
+        if self._buffer or not self._futures:
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        parts = [self._part_result(future) for future in self._futures]
+        self._pool.shutdown(wait=True)
+        try:
+            response = self._store.client.complete_multipart_upload(
+                Bucket=self._store.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]  # built above with the right keys
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise UploadError(f"S3 did not complete the upload of {self.key} ({exc}); it was aborted.") from None
+        version_id = response.get("VersionId")
+        expected = base64.b64encode(hashlib.sha256(b"".join(self._digests)).digest()).decode()
+        return self._store.check_stored_object(self.key, version_id, self.size, expected, len(parts))
+
+    def abort(self) -> None:
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._store.client.abort_multipart_upload(Bucket=self._store.bucket, Key=self.key, UploadId=self.upload_id)
+
+
+class S3Store:
+    """Everything Backstop keeps in the bucket, behind domain-named methods.
+
+    ``client`` is a boto3 S3 client (built by ``backstop.aws``); the store never creates one.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        *,
+        bucket: str,
+        prefix: str,
+        kms_key_id: str | None = None,
+        part_size: int = 16 * MIB,
+        concurrency: int = 4,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.kms_key_id = kms_key_id
+        self.part_size = part_size
+        self.concurrency = concurrency
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _day_prefix(self, database: str, at: datetime) -> str:
+        return f"{self.prefix}/{check_database_name(database)}/{at:%Y/%m/%d}/"
+
+    def object_key(self, backup_id: str, ext: str) -> str:
+        """Key of the artifact of ``backup_id`` (``ext`` like ``sqlite.zst``)."""
+        database, at = parse_backup_id(backup_id)
+        return f"{self._day_prefix(database, at)}{backup_id}.{ext}"
+
+    def manifest_key(self, backup_id: str) -> str:
+        """Key of the manifest of ``backup_id``."""
+        database, at = parse_backup_id(backup_id)
+        return f"{self._day_prefix(database, at)}{backup_id}{MANIFEST_SUFFIX}"
+
+    def _lock_key(self, database: str) -> str:
+        return f"{self.prefix}/_locks/{check_database_name(database)}.backup.json"
+
+    def _failure_prefix(self, database: str) -> str:
+        return f"{self.prefix}/_failures/{check_database_name(database)}/"
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def sse_args(self) -> dict[str, Any]:
+        """Server-side encryption arguments for a new object (none: the bucket default applies)."""
+        if self.kms_key_id is None:
+            return {}
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id, "BucketKeyEnabled": True}
+
+    @staticmethod
+    def tagging(tags: dict[str, str]) -> str:
+        return urlencode(sorted(tags.items()))
+
+    @staticmethod
+    def tags_for(database: str, engine: str, tier: Tier) -> dict[str, str]:
+        """The tags lifecycle rules and operators filter on."""
+        return {"backstop:tier": tier, "backstop:engine": engine, "backstop:database": database}
+
+    def upload(self, key: str, tags: dict[str, str]) -> _UploadContext:
+        """Start a multipart upload of ``key``; the context aborts it if the block raises."""
+        return _UploadContext(self, key, tags)
+
+    def check_stored_object(
+        self, key: str, version_id: str | None, size: int, checksum: str, parts: int
+    ) -> UploadResult:
+        """HEAD exactly ``version_id`` and compare size and composite SHA-256 with what we streamed."""
+        try:
+            args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"}
+            if version_id:
+                args["VersionId"] = version_id
+            head = self.client.head_object(**args)
+        except (ClientError, BotoCoreError) as exc:
+            raise UploadError(f"The uploaded object {key} cannot be read back: {exc}.") from None
+        stored = head.get("ChecksumSHA256", "")
+        value, _, count = stored.partition("-")
+        if head["ContentLength"] != size:
+            raise ChecksumMismatchError(
+                f"S3 holds {head['ContentLength']} bytes for {key} but {size} were streamed; the upload is not trusted."
+            )
+        if value != checksum or (count and int(count) != parts):
+            raise ChecksumMismatchError(
+                f"S3's SHA-256 of {key} ({stored or 'none'}) differs from the {parts}-part checksum of what was "
+                "streamed; the upload is not trusted."
+            )
+        return UploadResult(
+            key=key,
+            version_id=version_id,
+            size=size,
+            s3_checksum_sha256=stored,
+            parts=parts,
+            encryption=head.get("ServerSideEncryption"),
+            kms_key_id=head.get("SSEKMSKeyId"),
+        )
+
+    def delete_version(self, key: str, version_id: str | None) -> None:
+        """Remove one object version we created but will not commit (best effort under Object Lock)."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id
+        self.client.delete_object(**args)
+
+    def put_manifest(self, manifest: Manifest, tags: dict[str, str]) -> bool:
+        """Commit ``manifest``; False if one already exists for its backup id (never overwritten)."""
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.manifest_key(manifest.backup_id),
+                Body=manifest.to_json(),
+                ContentType="application/json",
+                ChecksumAlgorithm="SHA256",
+                IfNoneMatch="*",
+                Tagging=self.tagging(tags),
+                **self.sse_args(),
+            )
+        except ClientError as exc:
+            if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                return False
+            raise StorageError(f"The manifest of {manifest.backup_id} could not be written: {_code(exc)}.") from None
+        return True
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get_manifest(self, backup_id: str) -> Manifest:
+        """The committed manifest of ``backup_id``; BackupNotFoundError if there is none."""
+        key = self.manifest_key(backup_id)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if _missing(exc):
+                raise BackupNotFoundError(
+                    f"Backup {backup_id} has no manifest, so it was never committed (or has expired)."
+                ) from None
+            raise StorageError(f"The manifest of {backup_id} cannot be read: {_code(exc)}.") from None
+        manifest = Manifest.from_json(body, where=f"s3://{self.bucket}/{key}")
+        if manifest.backup_id != backup_id:
+            raise ManifestError(f"Manifest at {key} describes {manifest.backup_id}, not {backup_id}.")
+        return manifest
+
+    def manifest_exists(self, backup_id: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.manifest_key(backup_id))
+        except ClientError as exc:
+            if _missing(exc):
+                return False
+            raise StorageError(f"The bucket {self.bucket} cannot be read: {_code(exc)}.") from None
+        return True
+
+    def read_object(self, key: str, version_id: str | None) -> Iterator[bytes]:
+        """Chunks of exactly the object version a manifest names."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id
+        try:
+            body = self.client.get_object(**args)["Body"]
+        except ClientError as exc:
+            if _missing(exc):
+                raise ChecksumMismatchError(
+                    f"The object {key} (version {version_id}) named by the manifest is missing from the bucket."
+                ) from None
+            raise StorageError(f"The object {key} cannot be read: {_code(exc)}.") from None
+        return body.iter_chunks(chunk_size=MIB)
+
+    def object_size(self, key: str, version_id: str | None) -> int | None:
+        """Size of the object version, or None if it is missing."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if version_id:
+            args["VersionId"] = version_id
+        try:
+            return int(self.client.head_object(**args)["ContentLength"])
+        except ClientError as exc:
+            if _missing(exc) or _code(exc) == "400":
+                return None
+            raise StorageError(f"The object {key} cannot be read: {_code(exc)}.") from None
+
+    def _keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if start_after:
+            args["StartAfter"] = start_after
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"The bucket {self.bucket} cannot be listed: {exc}.") from None
+
+    def _subfolders(self, prefix: str) -> list[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            )
+            return [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"The bucket {self.bucket} cannot be listed: {exc}.") from None
+
+    def _sized_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], int(item["Size"])
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"The bucket {self.bucket} cannot be listed: {exc}.") from None
+
+    def inventory(self, database: str) -> dict[str, int]:
+        """Stored size of every committed backup of ``database`` by id, from one listing (no GETs)."""
+        sizes: dict[str, int] = {}
+        committed: set[str] = set()
+        for key, size in self._sized_keys(f"{self.prefix}/{check_database_name(database)}/"):
+            name = key.rsplit("/", 1)[1]
+            if name.endswith(MANIFEST_SUFFIX):
+                committed.add(name.removesuffix(MANIFEST_SUFFIX))
+            else:
+                sizes[name.split(".", 1)[0]] = size
+        return {backup_id: sizes.get(backup_id, 0) for backup_id in sorted(committed)}
+
+    def backup_ids(self, database: str) -> list[str]:
+        """Ids of every committed backup of ``database``, oldest first (one listing, no GETs)."""
+        prefix = f"{self.prefix}/{check_database_name(database)}/"
+        return [
+            k.rsplit("/", 1)[1].removesuffix(MANIFEST_SUFFIX) for k in self._keys(prefix) if k.endswith(MANIFEST_SUFFIX)
+        ]
+
+    def manifests(self, database: str) -> list[Manifest]:
+        """Every committed manifest of ``database``, oldest first (read in parallel)."""
+        ids = self.backup_ids(database)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(self.get_manifest, ids))
+
+    def newest_backup_id(self, database: str) -> str | None:
+        """Id of the newest committed backup, walking years/months/days newest first.
+
+        A handful of requests per database whatever its number of backups (the freshness check
+        runs this for every database).
+        """
+        root = f"{self.prefix}/{check_database_name(database)}/"
+        for year in sorted(self._subfolders(root), reverse=True):
+            for month in sorted(self._subfolders(year), reverse=True):
+                for day in sorted(self._subfolders(month), reverse=True):
+                    ids = [k for k in self._keys(day) if k.endswith(MANIFEST_SUFFIX)]
+                    if ids:
+                        return max(ids).rsplit("/", 1)[1].removesuffix(MANIFEST_SUFFIX)
+        return None
+
+    def earliest_backup_since(self, database: str, since: datetime) -> datetime | None:
+        """Time of the first committed backup at or after the day of ``since`` (usually one request)."""
+        root = f"{self.prefix}/{check_database_name(database)}/"
+        start = self._day_prefix(database, since - timedelta(days=1))
+        start = start[:-1] + "~"  # sorts after every key of the day before ``since``
+        for key in self._keys(root, start_after=start):
+            if key.endswith(MANIFEST_SUFFIX):
+                _, at = parse_backup_id(key.rsplit("/", 1)[1].removesuffix(MANIFEST_SUFFIX))
+                return at
+        return None
+
+    # -- run lock -----------------------------------------------------------------------------
+
+    def acquire_run_lock(self, database: str, owner: str, now: datetime, ttl: timedelta) -> RunLock:
+        """Take the backup lock of ``database`` by conditional write; a lock past its expiry is taken over."""
+        key = self._lock_key(database)
+        body = json.dumps({"owner": owner, "acquired_at": now.isoformat(), "expires_at": (now + ttl).isoformat()})
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(), IfNoneMatch="*")
+            return RunLock(database, owner, response["ETag"])
+        except ClientError as exc:
+            if _code(exc) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                raise StorageError(f"The backup lock of {database} cannot be written: {_code(exc)}.") from None
+        current = self.client.get_object(Bucket=self.bucket, Key=key)
+        held = json.loads(current["Body"].read())
+        if datetime.fromisoformat(held["expires_at"]) > now:
+            raise BackupAlreadyRunningError(
+                f"A backup of {database} is already running (started {held['acquired_at']} by {held['owner']}); "
+                "this run is skipped."
+            )
+        try:
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(), IfMatch=current["ETag"])
+        except ClientError as exc:
+            if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                raise BackupAlreadyRunningError(
+                    f"Another run took over the expired backup lock of {database}; this run is skipped."
+                ) from None
+            raise StorageError(f"The backup lock of {database} cannot be written: {_code(exc)}.") from None
+        return RunLock(database, owner, response["ETag"])
+
+    def release_run_lock(self, lock: RunLock) -> None:
+        """Release the lock if it is still ours (an expired lock taken over by another run is left alone)."""
+        key = self._lock_key(lock.database)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return
+            raise
+        if head["ETag"] == lock.etag:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    # -- failure records ----------------------------------------------------------------------
+
+    def record_failure(self, database: str, backup_id: str, at: datetime, error: BaseException) -> None:
+        """Keep a small record of a failed run (for `backstop stats`); expires with the daily tier."""
+        body = json.dumps(
+            {
+                "backup_id": backup_id,
+                "database": database,
+                "at": at.isoformat(),
+                "error": type(error).__name__,
+                "message": str(error),
+            },
+            indent=2,
+        )
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=f"{self._failure_prefix(database)}{backup_id}.json",
+            Body=body.encode(),
+            ContentType="application/json",
+            Tagging=self.tagging({"backstop:tier": "daily", "backstop:database": database}),
+            **self.sse_args(),
+        )
+
+    def failure_count(self, database: str) -> int:
+        return sum(1 for _ in self._keys(self._failure_prefix(database)))
+
+
+class _UploadContext:
+    def __init__(self, store: S3Store, key: str, tags: dict[str, str]) -> None:
+        self._store = store
+        self._key = key
+        self._tags = tags
+        self._upload: MultipartUpload | None = None
+
+    def __enter__(self) -> MultipartUpload:
+        try:
+            response = self._store.client.create_multipart_upload(
+                Bucket=self._store.bucket,
+                Key=self._key,
+                ChecksumAlgorithm="SHA256",
+                Tagging=S3Store.tagging(self._tags),
+                **self._store.sse_args(),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise UploadError(f"S3 refused to start the upload of {self._key}: {exc}.") from None
+        self._upload = MultipartUpload(self._store, self._key, response["UploadId"])
+        return self._upload
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or self._upload is None:
+            return
+        # If even the abort fails, the bucket's lifecycle rule aborts the upload after one day.
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._upload.abort()
