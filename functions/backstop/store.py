@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 
 from backstop.errors import (
     BackupAlreadyRunningError,
@@ -317,7 +317,19 @@ class S3Store:
                     f"The object {key} (version {version_id}) named by the manifest is missing from the bucket."
                 ) from None
             raise StorageError(f"The object {key} cannot be read: {_code(exc)}.") from None
-        return body.iter_chunks(chunk_size=MIB)
+        return self._checked_chunks(key, body.iter_chunks(chunk_size=MIB))
+
+    @staticmethod
+    def _checked_chunks(key: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """botocore validates S3's own checksum of single-part objects while reading: say so in our terms."""
+        try:
+            yield from chunks
+        except FlexibleChecksumError:
+            raise ChecksumMismatchError(
+                f"The object {key} does not match the checksum S3 stored with it (the stored bytes were altered)."
+            ) from None
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"Reading {key} failed midway: {exc}.") from None
 
     def object_size(self, key: str, version_id: str | None) -> int | None:
         """Size of the object version, or None if it is missing."""

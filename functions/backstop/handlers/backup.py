@@ -1,0 +1,47 @@
+"""Lambda entry point of the scheduled backup: parse the schedule's input, run one backup, return its id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from backstop.aws import build_notifier, build_store
+from backstop.events import ScheduledBackupEvent
+from backstop.manifest import Trigger
+from backstop.services.backup import BackupRequest, BackupService
+from backstop.settings import FunctionSettings
+
+logger = Logger(service="backstop-backup")
+metrics = Metrics(namespace="Backstop", service="backup")
+
+
+@logger.inject_lambda_context(log_event=False)  # the event holds only config, but keep logs lean
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = ScheduledBackupEvent.model_validate(event)
+    config = FunctionSettings.from_env().config_for(request.database)
+    outcome = BackupService(config, build_store(config), notifier=build_notifier(config)).run(
+        BackupRequest(
+            database=request.database.name,
+            at=request.scheduled_time,
+            type="scheduled",
+            trigger=Trigger(kind="schedule", by=context.invoked_function_arn),
+        )
+    )
+    manifest = outcome.manifest
+    metrics.add_dimension(name="database", value=manifest.database)
+    metrics.add_metric(name="BackupCommitted" if outcome.created else "BackupDuplicate", unit=MetricUnit.Count, value=1)
+    if outcome.created:
+        metrics.add_metric(name="BackupBytes", unit=MetricUnit.Bytes, value=manifest.object.size)
+        duration = (manifest.finished_at - manifest.started_at).total_seconds()
+        metrics.add_metric(name="BackupDuration", unit=MetricUnit.Seconds, value=duration)
+    return {
+        "backup_id": manifest.backup_id,
+        "created": outcome.created,
+        "key": manifest.object.key,
+        "size": manifest.object.size,
+        "tier": manifest.retention_tier,
+    }

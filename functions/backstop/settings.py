@@ -1,0 +1,42 @@
+"""The functions' environment, validated once per container (values are names and ARNs, never secrets)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backstop.config import Config, Database, Upload
+from backstop.errors import ConfigError
+
+
+class FunctionSettings(BaseModel):
+    """``BACKSTOP_*`` environment variables of a deployed function."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bucket: str = Field(min_length=3)
+    prefix: str = "backups"
+    kms_key_id: str | None = None
+    alerts_topic_arn: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> FunctionSettings:
+        fields = {name: environ.get(f"BACKSTOP_{name.upper()}") for name in cls.model_fields}
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v})
+        except ValidationError as exc:
+            problems = "; ".join(f"BACKSTOP_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"The function's environment is invalid: {problems}.") from None
+
+    def config_for(self, database: Database) -> Config:
+        """A one-database Config, as the services expect it."""
+        return Config(
+            bucket=self.bucket,
+            prefix=self.prefix,
+            kms_key_id=self.kms_key_id,
+            alerts_topic_arn=self.alerts_topic_arn,
+            upload=Upload(),
+            databases=(database,),
+        )
