@@ -178,7 +178,8 @@ def run(workspace: Path) -> DemoResult:
             f"bucket: {BUCKET}\nprefix: backups\nkms_key_id: {key_arn}\nalerts_topic_arn: {topic}\n"
             f"work_dir: {workspace / 'tmp'}\n"
             "databases:\n"
-            f"  - name: shop\n    engine: sqlite\n    path: {db}\n    schedule: cron(0 2 * * ? *)\n    stale_after: 26h\n"
+            f"  - name: shop\n    engine: sqlite\n    path: {db}\n"
+            "    schedule: cron(0 2 * * ? *)\n    stale_after: 26h\n"
             f"  - name: uploads\n    engine: files\n    path: {files}\n    compression: gzip\n"
         )
         (workspace / "tmp").mkdir()
