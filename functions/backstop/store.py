@@ -72,6 +72,7 @@ class MultipartUpload:
         self._pool = ThreadPoolExecutor(max_workers=store.concurrency, thread_name_prefix="upload")
         self._futures: list[Future[dict[str, Any]]] = []
         self._digests: list[bytes] = []
+        self._failed: Future[dict[str, Any]] | None = None
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -99,8 +100,13 @@ class MultipartUpload:
         except BaseException:
             self._slots.release()
             raise
-        future.add_done_callback(lambda _f: self._slots.release())
+        future.add_done_callback(self._part_done)
         self._futures.append(future)
+
+    def _part_done(self, future: Future[dict[str, Any]]) -> None:
+        self._slots.release()
+        if not future.cancelled() and future.exception() is not None:
+            self._failed = future
 
     def _upload_part(self, number: int, body: bytes, digest: bytes) -> dict[str, Any]:
         checksum = base64.b64encode(digest).decode()
@@ -115,9 +121,9 @@ class MultipartUpload:
         return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
 
     def _raise_failed_part(self) -> None:
-        for future in self._futures:
-            if future.done() and future.exception() is not None:
-                self._part_result(future)
+        """Stop the stream at the first failed part instead of compressing the rest for nothing."""
+        if self._failed is not None:
+            self._part_result(self._failed)
 
     def _part_result(self, future: Future[dict[str, Any]]) -> dict[str, Any]:
         try:
