@@ -137,5 +137,7 @@ class Manifest(_Part):
 
 
 def _checksum(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # ASCII-escaped like the stored file, so the compact form can be rebuilt from the file's own text
+    # with sed and checked with sha256sum (docs/runbooks/manual-recovery.md does exactly that).
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
