@@ -1,0 +1,47 @@
+"""CDK entry point: read backstop.yaml, build BackstopStack, check it with cdk-nag, synthesize.
+
+No AWS calls, no credentials and no Docker: `cdk synth` works offline. The configuration file is
+the CDK context value ``config`` (``cdk synth -c config=other.yaml``), backstop.yaml by default.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from aws_cdk import App, Validations
+from backstop.config import DEFAULT_CONFIG, load_config
+from backstop.errors import ConfigError
+from cdk_nag import AwsSolutionsChecks
+
+from infra.backup_vault import LifecycleRuleLimitError
+from infra.stack import BackstopStack
+
+STACK_NAME = "Backstop"
+
+
+def build(app: App) -> BackstopStack:
+    """Add the Backstop stack for the configured backstop.yaml to ``app``, with the AwsSolutions checks.
+
+    The checks run when the app is synthesized and fail the synthesis on any unacknowledged finding,
+    warnings included; acknowledgments are copied into the template metadata as an audit trail.
+    """
+    config_path = Path(str(app.node.try_get_context("config") or DEFAULT_CONFIG))
+    if not config_path.is_file():
+        raise ConfigError(f"Configuration file {str(config_path)!r} not found: pass `-c config=FILE` to cdk.")
+    stack = BackstopStack(app, STACK_NAME, config=load_config(config_path))
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True, write_suppressions_to_cloud_formation=True))
+    return stack
+
+
+def main() -> None:
+    app = App()
+    try:
+        build(app)
+    except (ConfigError, LifecycleRuleLimitError) as exc:
+        sys.exit(f"error: {exc}")
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The vault bucket, its key and its access-log bucket in the synthesized template of the example config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.infra import Synthesized, synthesized_example
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+# Logical IDs are derived from construct IDs: if one changes, CloudFormation replaces the resource,
+# and a replaced vault bucket or key means every backup is gone. Change these only with a migration.
+VAULT_BUCKET = "VaultBucket0925C477"
+VAULT_KEY = "VaultKeyCB88EF1A"
+ACCESS_LOGS = "VaultAccessLogsC5E11DDC"
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
+
+
+def properties(example: Synthesized, logical_id: str) -> dict[str, Any]:
+    props: dict[str, Any] = example.resources[logical_id]["Properties"]
+    return props
+
+
+def policy_statements(example: Synthesized, bucket_id: str) -> list[dict[str, Any]]:
+    for resource in example.resources.values():
+        if resource["Type"] == "AWS::S3::BucketPolicy" and resource["Properties"]["Bucket"] == {"Ref": bucket_id}:
+            statements: list[dict[str, Any]] = resource["Properties"]["PolicyDocument"]["Statement"]
+            return statements
+    raise AssertionError(f"no bucket policy for {bucket_id}")
+
+
+def test_construct_ids_keep_the_vault_in_place(example: Synthesized) -> None:
+    assert example.resources[VAULT_BUCKET]["Type"] == "AWS::S3::Bucket"
+    assert example.resources[VAULT_KEY]["Type"] == "AWS::KMS::Key"
+    assert example.resources[ACCESS_LOGS]["Type"] == "AWS::S3::Bucket"
+    example.template.resource_count_is("AWS::S3::Bucket", 2)
+    example.template.resource_count_is("AWS::KMS::Key", 1)
+
+
+def test_vault_bucket_has_the_configured_name_and_keeps_versions(example: Synthesized) -> None:
+    props = properties(example, VAULT_BUCKET)
+
+    assert props["BucketName"] == "backstop-example-backups"
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+
+
+def test_vault_bucket_encrypts_with_its_own_key_and_a_bucket_key(example: Synthesized) -> None:
+    (rule,) = properties(example, VAULT_BUCKET)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": [VAULT_KEY, "Arn"]},
+    }
+    assert rule["BucketKeyEnabled"] is True
+    assert rule["BlockedEncryptionTypes"] == {"EncryptionType": ["SSE-C"]}
+
+
+def test_key_is_customer_managed_and_rotates(example: Synthesized) -> None:
+    example.template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    assert "KeySpec" not in properties(example, VAULT_KEY)  # symmetric: the only kind S3 SSE-KMS accepts
+
+
+@pytest.mark.parametrize("bucket_id", [VAULT_BUCKET, ACCESS_LOGS])
+def test_buckets_block_public_access_and_acls(example: Synthesized, bucket_id: str) -> None:
+    props = properties(example, bucket_id)
+
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert "AccessControl" not in props
+
+
+@pytest.mark.parametrize("bucket_id", [VAULT_BUCKET, ACCESS_LOGS])
+def test_buckets_refuse_requests_without_tls_1_2(example: Synthesized, bucket_id: str) -> None:
+    denials = [s for s in policy_statements(example, bucket_id) if s["Effect"] == "Deny"]
+    resources = [
+        {"Fn::GetAtt": [bucket_id, "Arn"]},
+        {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
+    ]
+
+    assert {
+        "Action": "s3:*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Resource": resources,
+    } in denials
+    assert {
+        "Action": "s3:*",
+        "Condition": {"NumericLessThan": {"s3:TlsVersion": 1.2}},
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Resource": resources,
+    } in denials
+
+
+def test_vault_access_is_logged_to_the_separate_log_bucket(example: Synthesized) -> None:
+    assert properties(example, VAULT_BUCKET)["LoggingConfiguration"] == {
+        "DestinationBucketName": {"Ref": ACCESS_LOGS},
+        "LogFilePrefix": "vault/",
+    }
+
+
+def test_log_bucket_accepts_only_s3_log_delivery_for_the_vault(example: Synthesized) -> None:
+    allows = [s for s in policy_statements(example, ACCESS_LOGS) if s["Effect"] == "Allow"]
+
+    assert allows == [
+        {
+            "Action": "s3:PutObject",
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": [VAULT_BUCKET, "Arn"]}},
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            },
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [ACCESS_LOGS, "Arn"]}, "/vault/*"]]},
+        }
+    ]
+
+
+def test_log_bucket_is_encrypted_and_expires_its_logs(example: Synthesized) -> None:
+    props = properties(example, ACCESS_LOGS)
+
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    ]
+    assert props["LifecycleConfiguration"]["Rules"] == [
+        {
+            "Id": "expire-access-logs",
+            "Status": "Enabled",
+            "ExpirationInDays": 365,
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+    ]
+
+
+@pytest.mark.parametrize("logical_id", [VAULT_BUCKET, VAULT_KEY, ACCESS_LOGS])
+def test_buckets_and_key_outlive_the_stack(example: Synthesized, logical_id: str) -> None:
+    resource = example.resources[logical_id]
+
+    assert resource["DeletionPolicy"] == "Retain"
+    assert resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_outputs_name_the_bucket_and_the_key(example: Synthesized) -> None:
+    example.template.has_output("BucketName", {"Value": {"Ref": VAULT_BUCKET}})
+    example.template.has_output("KeyArn", {"Value": {"Fn::GetAtt": [VAULT_KEY, "Arn"]}})
