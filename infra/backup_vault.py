@@ -11,7 +11,7 @@ Decisions worth knowing before changing this file:
   a lower one would punch holes in the lower chain: with ``weekly: 0`` and a 1-day expiry every
   Monday backup would vanish while Sunday's and Tuesday's stay. A tier configured to 0 ("keep none
   of this tier") therefore expires with the tier below it (a weekly backup then lives as long as a
-  daily one). ``retention_days`` computes this running maximum over daily, weekly, monthly, yearly.
+  daily one). ``backstop.retention.expiry_days`` computes this running maximum over daily, weekly, monthly, yearly.
 - **Cold storage only when it pays.** Monthly and yearly backups move to a colder class after
   ``cold_after_days`` (30 by default), but only when they then stay there at least the class's
   minimum storage duration (90 days for the Glacier classes, 180 for Deep Archive); otherwise the
@@ -38,15 +38,12 @@ from __future__ import annotations
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from backstop.config import Config, Retention
-from backstop.retention import expiry_days
+from backstop.config import Config
+from backstop.retention import TIERS, expiry_days
 from constructs import Construct
 
 TIER_TAG = "backstop:tier"
 """The object tag the runtime writes with the backup's tier (see ``S3Store.tags_for``)."""
-
-TIERS = ("daily", "weekly", "monthly", "yearly")
-"""Lowest first: the order in which ``retention_days`` carries a tier's age up to the next."""
 
 MAX_LIFECYCLE_RULES = 1000
 """S3's limit on lifecycle rules in one bucket configuration."""
@@ -64,17 +61,6 @@ MINIMUM_STORAGE_DAYS = {
 
 class LifecycleRuleLimitError(ValueError):
     """The configuration needs more lifecycle rules than one S3 bucket accepts."""
-
-
-def retention_days(retention: Retention) -> dict[str, int]:
-    """Days after which each tier expires: its configured age, but never less than a lower tier's age."""
-    configured: dict[str, int] = dict(expiry_days(retention).items())
-    days: dict[str, int] = {}
-    floor = 0
-    for tier in TIERS:
-        floor = max(floor, configured[tier])
-        days[tier] = floor
-    return days
 
 
 def cold_transition_days(expire_after: int, cold_after: int, storage_class: s3.StorageClass) -> int | None:
@@ -215,7 +201,7 @@ class BackupVault(Construct):
             ),
         ]
         for db in self._config.databases:
-            for tier, days in retention_days(db.retention).items():
+            for tier, days in expiry_days(db.retention).items():
                 rules.append(
                     s3.LifecycleRule(
                         id=f"{db.name}-{tier}",

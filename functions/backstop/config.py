@@ -44,7 +44,7 @@ def parse_duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-DatabaseName = Annotated[str, Field(pattern=DATABASE_NAME.pattern + "$")]
+DatabaseName = Annotated[str, Field(pattern="^" + DATABASE_NAME.pattern + "$")]
 
 _SCHEDULE = re.compile(r"(cron\((\S+ ){5}\S+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\)|at\(\S+\))")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -53,6 +53,14 @@ _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*"
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _LocatedError(ValueError):
+    """A problem found by a validator of a list, located at an element inside it (``subpath``)."""
+
+    def __init__(self, subpath: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.subpath = subpath
 
 
 class Retention(_Model):
@@ -86,6 +94,12 @@ class _DatabaseBase(_Model):
         if not _SCHEDULE.fullmatch(value):
             raise ValueError(f"{value!r} is not an EventBridge schedule: use cron(m h dom mon dow y) or rate(N unit)")
         return value
+
+    @model_validator(mode="after")
+    def _level_fits_algorithm(self) -> _DatabaseBase:
+        if self.compression == "gzip" and self.compression_level is not None and self.compression_level > 9:
+            raise ValueError(f"compression_level {self.compression_level} is too high for gzip: use 1-9")
+        return self
 
     @property
     def level(self) -> int:
@@ -127,30 +141,34 @@ class Config(_Model):
     alerts_topic_arn: str | None = None
     work_dir: Path | None = None
     upload: Upload = Upload()
-    databases: tuple[Database, ...] = Field(min_length=1)
+    databases: tuple[Database, ...]
 
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str) -> str:
-        if not _BUCKET.fullmatch(value) or ".." in value:
+        if not _BUCKET.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
             raise ValueError(f"{value!r} is not a valid S3 bucket name")
         return value
 
     @field_validator("prefix")
     @classmethod
     def _prefix_shape(cls, value: str) -> str:
+        value = value.rstrip("/")
         if not _PREFIX.fullmatch(value) or ".." in value.split("/"):
             raise ValueError(f"{value!r} is not a valid key prefix: use letters, digits, '.', '_', '-' and '/'")
         return value
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Config:
-        seen: set[str] = set()
-        for db in self.databases:
-            if db.name in seen:
-                raise ValueError(f"database name {db.name!r} is used twice")
-            seen.add(db.name)
-        return self
+    @field_validator("databases")
+    @classmethod
+    def _named_once(cls, databases: tuple[Database, ...]) -> tuple[Database, ...]:
+        if not databases:
+            raise ValueError("list at least one database")
+        first: dict[str, int] = {}
+        for index, db in enumerate(databases):
+            if db.name in first:
+                raise _LocatedError((index, "name"), f"{db.name!r} is already the name of databases[{first[db.name]}]")
+            first[db.name] = index
+        return databases
 
     def database(self, name: str) -> SqliteDatabase | FilesDatabase:
         """The database called ``name``; UnknownDatabaseError names the ones that exist."""
@@ -206,18 +224,21 @@ _ENGINE_TAGS = {"sqlite", "files"}
 
 def _describe(error: Any, tree: yaml.Node | None, source: str) -> str:
     loc: list[str | int] = []
+    located = (error.get("ctx") or {}).get("error")
+    subpath = located.subpath if isinstance(located, _LocatedError) else ()
     for i, part in enumerate(error["loc"]):
         # pydantic puts the discriminator value in the path of a tagged union; the file has no such level
         if isinstance(part, str) and part in _ENGINE_TAGS and i > 0 and isinstance(error["loc"][i - 1], int):
             continue
         loc.append(part)
+    loc.extend(subpath)
     dotted = ""
     for part in loc:
         dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
     line = _line_of(tree, loc)
     where = f"{source}:{line}" if line else source
     message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "union_tag_invalid":
+    if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
         message = f"engine must be one of {', '.join(sorted(_ENGINE_TAGS))}"
     elif error["type"] == "missing":
         message = "required field is missing"

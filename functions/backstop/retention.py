@@ -8,7 +8,7 @@ objects, and the bucket's lifecycle rules expire each tier after its own age.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from backstop.config import Retention
 from backstop.manifest import Tier
@@ -30,13 +30,12 @@ def tier_for(at: datetime, earlier: Iterable[datetime]) -> Tier:
     return "daily"
 
 
-def period_start(at: datetime) -> datetime:
-    """The earliest time whose backups can change the tier of ``at``: the start of its year."""
-    return at.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+TIERS: tuple[Tier, ...] = ("daily", "weekly", "monthly", "yearly")
+"""Lowest first: the order in which a tier's age carries up to the next."""
 
 
-def expiry_days(retention: Retention) -> dict[Tier, int]:
-    """Age in days after which the lifecycle rules expire each tier (0 = the tier is not kept)."""
+def configured_days(retention: Retention) -> dict[Tier, int]:
+    """Each tier's configured age in days (7 daily = 7, 4 weekly = 28, 12 monthly = 372, 3 yearly = 1098)."""
     return {
         "daily": retention.daily,
         "weekly": retention.weekly * 7,
@@ -45,6 +44,17 @@ def expiry_days(retention: Retention) -> dict[Tier, int]:
     }
 
 
-def keeps(retention: Retention, tier: Tier, age: timedelta) -> bool:
-    """Whether a backup of ``tier`` and ``age`` is still inside its retention (used by the freshness guard)."""
-    return age < timedelta(days=expiry_days(retention)[tier])
+def expiry_days(retention: Retention) -> dict[Tier, int]:
+    """Age in days after which each tier expires: its configured age, never less than a lower tier's.
+
+    A tier configured as 0 therefore lives as long as the tier below it: expiring it sooner would
+    punch holes in the daily series (every Monday's backup gone while Sunday's and Tuesday's stay).
+    The bucket's lifecycle rules are built from this, and nothing else decides retention.
+    """
+    configured = configured_days(retention)
+    days: dict[Tier, int] = {}
+    floor = 0
+    for tier in TIERS:
+        floor = max(floor, configured[tier])
+        days[tier] = floor
+    return days

@@ -151,7 +151,13 @@ class MultipartUpload:
             raise UploadError(f"S3 did not complete the upload of {self.key} ({exc}); it was aborted.") from None
         version_id = response.get("VersionId")
         expected = base64.b64encode(hashlib.sha256(b"".join(self._digests)).digest()).decode()
-        return self._store.check_stored_object(self.key, version_id, self.size, expected, len(parts))
+        try:
+            return self._store.check_stored_object(self.key, version_id, self.size, expected, len(parts))
+        except (ChecksumMismatchError, UploadError):
+            # Completed but not trusted: remove exactly this version so it can never be mistaken for a backup.
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self._store.delete_version(self.key, version_id)
+            raise
 
     def abort(self) -> None:
         for future in self._futures:
@@ -281,6 +287,8 @@ class S3Store:
             if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
                 return False
             raise StorageError(f"The manifest of {manifest.backup_id} could not be written: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The manifest of {manifest.backup_id} could not be written: {exc}.") from None
         return True
 
     # -- reading ------------------------------------------------------------------------------
@@ -296,6 +304,8 @@ class S3Store:
                     f"Backup {backup_id} has no manifest, so it was never committed (or has expired)."
                 ) from None
             raise StorageError(f"The manifest of {backup_id} cannot be read: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The manifest of {backup_id} cannot be read: {exc}.") from None
         manifest = Manifest.from_json(body, where=f"s3://{self.bucket}/{key}")
         if manifest.backup_id != backup_id:
             raise ManifestError(f"Manifest at {key} describes {manifest.backup_id}, not {backup_id}.")
@@ -308,6 +318,8 @@ class S3Store:
             if _missing(exc):
                 return False
             raise StorageError(f"The bucket {self.bucket} cannot be read: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The bucket {self.bucket} cannot be read: {exc}.") from None
         return True
 
     def read_object(self, key: str, version_id: str | None) -> Iterator[bytes]:
@@ -323,6 +335,8 @@ class S3Store:
                     f"The object {key} (version {version_id}) named by the manifest is missing from the bucket."
                 ) from None
             raise StorageError(f"The object {key} cannot be read: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The object {key} cannot be read: {exc}.") from None
         return self._checked_chunks(key, body.iter_chunks(chunk_size=MIB))
 
     @staticmethod
@@ -348,6 +362,8 @@ class S3Store:
             if _missing(exc) or _code(exc) == "400":
                 return None
             raise StorageError(f"The object {key} cannot be read: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The object {key} cannot be read: {exc}.") from None
 
     def _keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
@@ -431,48 +447,75 @@ class S3Store:
     # -- run lock -----------------------------------------------------------------------------
 
     def acquire_run_lock(self, database: str, owner: str, now: datetime, ttl: timedelta) -> RunLock:
-        """Take the backup lock of ``database`` by conditional write; a lock past its expiry is taken over."""
+        """Take the backup lock of ``database`` by conditional write; a lock past its expiry is taken over.
+
+        BackupAlreadyRunningError when a live lock is held (or another run wins the takeover).
+        """
         key = self._lock_key(database)
-        body = json.dumps({"owner": owner, "acquired_at": now.isoformat(), "expires_at": (now + ttl).isoformat()})
-        try:
-            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(), IfNoneMatch="*")
-            return RunLock(database, owner, response["ETag"])
-        except ClientError as exc:
-            if _code(exc) not in {"PreconditionFailed", "ConditionalRequestConflict"}:
-                raise StorageError(f"The backup lock of {database} cannot be written: {_code(exc)}.") from None
-        current = self.client.get_object(Bucket=self.bucket, Key=key)
-        held = json.loads(current["Body"].read())
-        if datetime.fromisoformat(held["expires_at"]) > now:
-            raise BackupAlreadyRunningError(
-                f"A backup of {database} is already running (started {held['acquired_at']} by {held['owner']}); "
-                "this run is skipped."
-            )
-        try:
-            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(), IfMatch=current["ETag"])
-        except ClientError as exc:
-            if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
+        body = json.dumps(
+            {"owner": owner, "acquired_at": now.isoformat(), "expires_at": (now + ttl).isoformat()}
+        ).encode()
+        for _attempt in range(3):
+            etag = self._conditional_put(key, body, IfNoneMatch="*")
+            if etag is not None:
+                return RunLock(database, owner, etag)
+            held = self._read_lock(key)
+            if held is None:  # released between our write and our read: try again
+                continue
+            current, etag_held = held
+            if datetime.fromisoformat(current["expires_at"]) > now:
+                raise BackupAlreadyRunningError(
+                    f"A backup of {database} is already running (started {current['acquired_at']} by "
+                    f"{current['owner']}); this run is skipped."
+                )
+            etag = self._conditional_put(key, body, IfMatch=etag_held)
+            if etag is None:
                 raise BackupAlreadyRunningError(
                     f"Another run took over the expired backup lock of {database}; this run is skipped."
-                ) from None
-            raise StorageError(f"The backup lock of {database} cannot be written: {_code(exc)}.") from None
-        return RunLock(database, owner, response["ETag"])
+                )
+            return RunLock(database, owner, etag)
+        raise BackupAlreadyRunningError(f"The backup lock of {database} keeps changing hands; this run is skipped.")
 
-    def release_run_lock(self, lock: RunLock) -> None:
-        """Release the lock if it is still ours (an expired lock taken over by another run is left alone)."""
-        key = self._lock_key(lock.database)
+    def _conditional_put(self, key: str, body: bytes, **condition: str) -> str | None:
+        """PUT under a condition; the new ETag, or None when the condition did not hold."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)  # type: ignore[arg-type]  # IfNoneMatch / IfMatch
+        except ClientError as exc:
+            if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                return None
+            raise StorageError(f"The lock {key} cannot be written: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The lock {key} cannot be written: {exc}.") from None
+        return str(response["ETag"])
+
+    def _read_lock(self, key: str) -> tuple[dict[str, str], str] | None:
+        try:
+            current = self.client.get_object(Bucket=self.bucket, Key=key)
+            return json.loads(current["Body"].read()), str(current["ETag"])
         except ClientError as exc:
             if _missing(exc):
-                return
-            raise
-        if head["ETag"] == lock.etag:
-            self.client.delete_object(Bucket=self.bucket, Key=key)
+                return None
+            raise StorageError(f"The lock {key} cannot be read: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The lock {key} cannot be read: {exc}.") from None
+
+    def release_run_lock(self, lock: RunLock) -> None:
+        """Release the lock only if it is still ours: a conditional delete on the ETag we wrote."""
+        key = self._lock_key(lock.database)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=lock.etag)
+        except ClientError as exc:
+            if _missing(exc) or _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                return  # gone already, or taken over by another run after it expired
+            raise StorageError(f"The lock {key} cannot be released: {_code(exc)}.") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"The lock {key} cannot be released: {exc}.") from None
 
     # -- failure records ----------------------------------------------------------------------
 
     def record_failure(self, database: str, backup_id: str, at: datetime, error: BaseException) -> None:
         """Keep a small record of a failed run (for `backstop stats`); expires with the daily tier."""
+        parse_backup_id(backup_id, database)
         body = json.dumps(
             {
                 "backup_id": backup_id,

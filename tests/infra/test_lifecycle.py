@@ -10,19 +10,17 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
 from backstop.config import Config, Retention, load_config, parse_config
-from backstop.retention import expiry_days
+from backstop.retention import TIERS, configured_days, expiry_days
 from backstop.store import S3Store
 from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.backup_vault import (
     TIER_TAG,
-    TIERS,
     BackupVault,
     LifecycleRuleLimitError,
     cold_transition_days,
     lifecycle_rule_count,
-    retention_days,
 )
 from tests.infra import EXAMPLE_CONFIG, Synthesized, synthesized_example
 
@@ -93,7 +91,7 @@ def test_rules_cover_every_database_and_tier_of_the_configuration(example: Synth
     rules = rules_by_id(example.template)
 
     expected = {
-        f"{db.name}-{tier}": days for db in config.databases for tier, days in retention_days(db.retention).items()
+        f"{db.name}-{tier}": days for db in config.databases for tier, days in expiry_days(db.retention).items()
     }
     assert {rule_id: rules[rule_id]["ExpirationInDays"] for rule_id in expected} == expected
     assert len(rules) == lifecycle_rule_count(config) == len(expected) + 3  # housekeeping, locks, failures
@@ -154,7 +152,7 @@ def test_rules_filter_on_the_tag_the_runtime_writes(tier: str) -> None:
 def test_a_zero_tier_is_kept_as_long_as_the_tier_below() -> None:
     retention = Retention(daily=10, weekly=0, monthly=2, yearly=0)
 
-    assert retention_days(retention) == {"daily": 10, "weekly": 10, "monthly": 62, "yearly": 62}
+    assert expiry_days(retention) == {"daily": 10, "weekly": 10, "monthly": 62, "yearly": 62}
 
 
 @given(
@@ -168,8 +166,8 @@ def test_no_tier_expires_before_a_lower_tier_or_before_its_configured_age(
 ) -> None:
     retention = Retention(daily=daily, weekly=weekly, monthly=monthly, yearly=yearly)
 
-    days = retention_days(retention)
-    configured = expiry_days(retention)
+    days = expiry_days(retention)
+    configured = configured_days(retention)
 
     assert [days[tier] for tier in TIERS] == sorted(days[tier] for tier in TIERS)
     assert all(days[tier] >= configured[tier] for tier in TIERS)  # type: ignore[index]  # tier is a Tier literal

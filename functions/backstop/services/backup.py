@@ -25,7 +25,7 @@ import backstop
 from backstop.config import Config, FilesDatabase, SqliteDatabase
 from backstop.engines import engine_for
 from backstop.engines.base import Engine
-from backstop.errors import BackstopError, ChecksumMismatchError, IntegrityError
+from backstop.errors import ChecksumMismatchError, IntegrityError
 from backstop.manifest import BackupType, Compression, Manifest, RawStream, StoredObject, Trigger
 from backstop.names import backup_id_for
 from backstop.pipeline import compress_stream, extension
@@ -93,7 +93,7 @@ class BackupService:
             if self._store.manifest_exists(backup_id):  # committed by a run that just finished
                 return BackupOutcome(self._store.get_manifest(backup_id), created=False)
             return self._run_locked(db, request, at, backup_id)
-        except BackstopError as exc:
+        except Exception as exc:  # every failure is recorded and alerted, expected or not, then re-raised
             self._report_failure(db.name, backup_id, exc)
             raise
         finally:
@@ -194,7 +194,7 @@ class BackupService:
         found = (self._store.earliest_backup_since(database, start) for start in starts)
         return [t for t in found if t is not None]
 
-    def _report_failure(self, database: str, backup_id: str, error: BackstopError) -> None:
+    def _report_failure(self, database: str, backup_id: str, error: Exception) -> None:
         self._progress.finish()
         log.error("backup %s failed: %s", backup_id, error)
         try:

@@ -1,0 +1,1 @@
+"""The real S3 adapter on moto: uploads, checksums, verification, manifests, listings, locks."""

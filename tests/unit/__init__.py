@@ -1,0 +1,1 @@
+"""Pure logic: configuration, names, manifest, retention tiers, the streaming pipeline."""
