@@ -165,7 +165,9 @@ class _Rows:
         rng = self.rng
         binary = rng.randbytes(rng.randint(100, 1_200))
         text = self.text(80, 500).encode()
-        return b"%DOC-1.4\n" + text[: len(text) // 2] + b"\nstream\n" + binary + b"\nendstream\n" + text[len(text) // 2 :]
+        return (
+            b"%DOC-1.4\n" + text[: len(text) // 2] + b"\nstream\n" + binary + b"\nendstream\n" + text[len(text) // 2 :]
+        )
 
 
 def database_path(out_dir: Path, size_mib: int) -> Path:

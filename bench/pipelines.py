@@ -28,14 +28,15 @@ _MARK = 'mark() { printf "mark %s %s\\n" "$1" "$EPOCHREALTIME" >&2; }\n'
 
 RUNBOOK = (
     "set -euo pipefail\n"
-    'db=$1 snap=$2 bucket=$3 key=$4 endpoint=$5\n' + _MARK + "mark start\n"
-    "sqlite3 \"$db\" \".backup '$snap'\"\n"
+    "db=$1 snap=$2 bucket=$3 key=$4 endpoint=$5\n" + _MARK + "mark start\n"
+    'sqlite3 "$db" ".backup \'$snap\'"\n'
     "mark snapshot\n"
     'result=$(sqlite3 "$snap" "PRAGMA integrity_check")\n'
     '[ "$result" = ok ] || { echo "integrity_check: $result" >&2; exit 1; }\n'
     "mark integrity_check\n"
     'gzip -6 -c "$snap" > "$snap.gz"\n'
     "mark compress\n"
+    'printf "size %s\\n" "$(stat -c %s "$snap.gz")" >&2\n'
     'aws s3 cp "$snap.gz" "s3://$bucket/$key" --endpoint-url "$endpoint" --only-show-errors\n'
     "mark upload\n"
     'aws s3api head-object --bucket "$bucket" --key "$key" --endpoint-url "$endpoint" > /dev/null\n'
@@ -47,13 +48,14 @@ RUNBOOK = (
 FLOOR = (
     "set -euo pipefail\n"
     "db=$1 snap=$2\n" + _MARK + "mark start\n"
-    "sqlite3 \"$db\" \".backup '$snap'\"\n"
+    'sqlite3 "$db" ".backup \'$snap\'"\n'
     "mark snapshot\n"
     'result=$(sqlite3 "$snap" "PRAGMA integrity_check")\n'
     '[ "$result" = ok ] || { echo "integrity_check: $result" >&2; exit 1; }\n'
     "mark integrity_check\n"
     'zstd -1 -q -c "$snap" > "$snap.zst"\n'
     "mark compress\n"
+    'printf "size %s\\n" "$(stat -c %s "$snap.zst")" >&2\n'
     'rm -f "$snap" "$snap.zst"\n'
     "mark cleanup\n"
 )
@@ -88,6 +90,12 @@ def _steps(stderr: str) -> dict[str, float]:
     return {name: round(t - marks[i][1], 3) for i, (name, t) in enumerate(marks[1:])}
 
 
+def _artifact_size(stderr: str) -> int:
+    """The ``size N`` line a shell pipeline printed for its compressed file (0 if none)."""
+    sizes = [int(parts[1]) for line in stderr.splitlines() if (parts := line.split())[:1] == ["size"]]
+    return sizes[-1] if sizes else 0
+
+
 def timed(
     pipeline: str, size_mib: int, argv: list[str], env: dict[str, str], cwd: Path
 ) -> tuple[Measurement, subprocess.CompletedProcess[str]]:
@@ -113,6 +121,7 @@ def timed(
         user_s=float(user),
         system_s=float(system),
         steps=_steps(done.stderr),
+        stored_bytes=_artifact_size(done.stderr),
     )
     return measurement, done
 

@@ -126,12 +126,14 @@ class MotoServer:
                 return int(line.split()[1]) / 1024
         return 0.0
 
-    def stored_bytes(self) -> int:
-        """Bytes of every object version in the bucket."""
-        total = 0
-        for page in self._client.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
-            total += sum(int(v["Size"]) for v in page.get("Versions", []))
-        return total
+    def largest_object(self) -> int:
+        """Size of the largest object version in the bucket: the artifact (manifests are small)."""
+        sizes = [
+            int(v["Size"])
+            for page in self._client.get_paginator("list_object_versions").paginate(Bucket=BUCKET)
+            for v in page.get("Versions", [])
+        ]
+        return max(sizes, default=0)
 
     def empty_bucket(self) -> None:
         """Delete every version, delete marker and unfinished multipart upload, so moto frees them."""

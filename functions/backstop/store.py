@@ -71,7 +71,6 @@ class MultipartUpload:
         self._slots = threading.BoundedSemaphore(store.concurrency)
         self._pool = ThreadPoolExecutor(max_workers=store.concurrency, thread_name_prefix="upload")
         self._futures: list[Future[dict[str, Any]]] = []
-        self._digests: list[bytes] = []
         self._failed: Future[dict[str, Any]] | None = None
         self.size = 0
 
@@ -79,24 +78,30 @@ class MultipartUpload:
         self._raise_failed_part()
         self._buffer += data
         while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
-            self._submit(part)
+            self._submit(self._part_size)
 
-    def _submit(self, body: bytes) -> None:
+    def submit_tail(self) -> None:
+        """Upload what remains of the stream now; ``complete`` then only has to wait and commit."""
+        if self._buffer or not self._futures:
+            self._submit(len(self._buffer))
+
+    def _submit(self, size: int) -> None:
+        # Wait for a free upload slot before cutting the part, so at most ``concurrency`` parts plus
+        # the buffer are in memory, and cut it with a single copy.
+        self._slots.acquire()
+        with memoryview(self._buffer) as view:
+            body = bytes(view[:size])
+        del self._buffer[:size]
         number = len(self._futures) + 1
         if number > _MAX_PARTS:
             raise UploadError(f"Upload of {self.key} needs more than {_MAX_PARTS} parts; raise upload.part_size_mb.")
-        digest = hashlib.sha256(body).digest()
-        self._digests.append(digest)
         self.size += len(body)
         # Past 1,000 parts, double the part size: S3 allows parts of different sizes, and this keeps
         # a stream of unknown length (up to terabytes) within the 10,000-part limit.
         if number % 1000 == 0:
             self._part_size *= 2
-        self._slots.acquire()
         try:
-            future = self._pool.submit(self._upload_part, number, body, digest)
+            future = self._pool.submit(self._upload_part, number, body)
         except BaseException:
             self._slots.release()
             raise
@@ -108,8 +113,9 @@ class MultipartUpload:
         if not future.cancelled() and future.exception() is not None:
             self._failed = future
 
-    def _upload_part(self, number: int, body: bytes, digest: bytes) -> dict[str, Any]:
-        checksum = base64.b64encode(digest).decode()
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        # Hashed here, in the worker, so hashing overlaps with compression; S3 checks it on receipt.
+        checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
         response = self._store.client.upload_part(
             Bucket=self._store.bucket,
             Key=self.key,
@@ -135,9 +141,7 @@ class MultipartUpload:
 
     def complete(self) -> UploadResult:
         """Upload the last part, complete, then HEAD the new version and compare size and checksum."""
-        if self._buffer or not self._futures:
-            self._submit(bytes(self._buffer))
-            self._buffer.clear()
+        self.submit_tail()
         parts = [self._part_result(future) for future in self._futures]
         self._pool.shutdown(wait=True)
         try:
@@ -150,7 +154,8 @@ class MultipartUpload:
         except (ClientError, BotoCoreError) as exc:
             raise UploadError(f"S3 did not complete the upload of {self.key} ({exc}); it was aborted.") from None
         version_id = response.get("VersionId")
-        expected = base64.b64encode(hashlib.sha256(b"".join(self._digests)).digest()).decode()
+        digests = b"".join(base64.b64decode(part["ChecksumSHA256"]) for part in parts)
+        expected = base64.b64encode(hashlib.sha256(digests).digest()).decode()
         try:
             return self._store.check_stored_object(self.key, version_id, self.size, expected, len(parts))
         except (ChecksumMismatchError, UploadError):

@@ -139,6 +139,7 @@ class BackupService:
                     digest = compress_stream(
                         raw, upload.write, algorithm=db.compression, level=db.level, progress=self._progress.advance
                     )
+                upload.submit_tail()
                 inspection = inspection_future.result()
                 if not inspection.integrity.passed:
                     raise IntegrityError(
