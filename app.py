@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from aws_cdk import App, Validations
-from backstop.config import DEFAULT_CONFIG, load_config
-from backstop.errors import ConfigError
 from cdk_nag import AwsSolutionsChecks
 
+from backstop.config import DEFAULT_CONFIG, load_config
+from backstop.errors import ConfigError
 from infra.backup_vault import LifecycleRuleLimitError
 from infra.stack import BackstopStack
 

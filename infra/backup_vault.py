@@ -38,9 +38,10 @@ from __future__ import annotations
 from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
 from backstop.config import Config
 from backstop.retention import TIERS, expiry_days
-from constructs import Construct
 
 TIER_TAG = "backstop:tier"
 """The object tag the runtime writes with the backup's tier (see ``S3Store.tags_for``)."""

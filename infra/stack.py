@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, Stack
-from backstop.config import Config
 from constructs import Construct
 
+from backstop.config import Config
 from infra.backup_vault import BackupVault
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -105,10 +106,13 @@ def _failures() -> Iterator[None]:
         _fail(f"AWS refused the request ({code}): {exc.response.get('Error', {}).get('Message', '')}".rstrip() + ".")
     except BotoCoreError as exc:
         _fail(f"AWS could not be reached: {exc}.")
+    except OSError as exc:  # the local disk: a missing work_dir, a full disk, a permission
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"A local file operation failed: {exc.strerror or exc}{where}.")
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     sys.exit(1)
 
 
@@ -150,7 +154,8 @@ def _human_bytes(size: int) -> str:
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
     """Backstop: verified backups of SQLite databases and directories into S3, and safe restores."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    # Without -v the command speaks for itself (one sentence on failure); -v shows what happens underneath.
+    logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, format="%(levelname)s %(message)s")
     ctx.obj = Context(config_path)
 
 

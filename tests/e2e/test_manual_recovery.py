@@ -26,11 +26,11 @@ from typing import Any, Literal
 
 import pytest
 import zstandard
+
 from backstop.aws import build_store
 from backstop.config import Config
 from backstop.manifest import Manifest, RawStream, TableStat, Trigger
 from backstop.services.backup import BackupRequest, BackupService
-
 from local.emulator import Emulator, child_env, flip_byte, running
 from tests.conftest import create_orders_db, table_rows
 

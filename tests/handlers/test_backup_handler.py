@@ -40,9 +40,7 @@ def test_every_backup_sample_validates_against_the_event_model(sample: Path) -> 
     ScheduledBackupEvent.model_validate_json(sample.read_text())
 
 
-def test_scheduled_delivery_twice_creates_one_backup(
-    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_scheduled_delivery_twice_creates_one_backup(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Backstop")
     monkeypatch.setenv("TMPDIR", str(tmp_path))

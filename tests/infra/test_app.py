@@ -10,8 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from backstop.config import FilesDatabase, Retention, SqliteDatabase, load_config
 
+from backstop.config import FilesDatabase, Retention, SqliteDatabase, load_config
 from tests.infra import CDK_CONTEXT, EXAMPLE_CONFIG, ROOT, synthesize
 
 pytestmark = pytest.mark.xdist_group("infra")

@@ -9,12 +9,12 @@ import yaml
 from aws_cdk import App, Stack
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
-from backstop.config import Config, Retention, load_config, parse_config
-from backstop.retention import TIERS, configured_days, expiry_days
-from backstop.store import S3Store
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backstop.config import Config, Retention, load_config, parse_config
+from backstop.retention import TIERS, configured_days, expiry_days
+from backstop.store import S3Store
 from infra.backup_vault import (
     TIER_TAG,
     BackupVault,

@@ -9,7 +9,6 @@ from typing import Any
 from backstop.errors import SourceError
 from backstop.names import backup_id_for
 from backstop.store import S3Store
-
 from tests.conftest import BUCKET
 from tests.unit.test_manifest import sample_manifest
 

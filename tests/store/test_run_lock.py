@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from backstop.errors import BackupAlreadyRunningError
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.store import S3Store
-
 from tests.conftest import BUCKET
 
 LOCK_KEY = "backups/_locks/orders.backup.json"

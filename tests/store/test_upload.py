@@ -18,15 +18,15 @@ from urllib.parse import parse_qs, urlparse
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError, ConnectionClosedError
+
 from backstop.aws import s3_client
 from backstop.errors import ChecksumMismatchError, UploadError
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.verify import VerifyService
 from backstop.store import MIB, S3Store
-from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError, ConnectionClosedError
-
 from tests.conftest import BUCKET, REGION
 
 KEY = "backups/assets/2026/11/21/assets-20261121T020000Z.tar.zst"

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from backstop.config import DEFAULT_CONFIG, load_config, parse_config, parse_duration, resolve_config_path
 from backstop.errors import ConfigError, UnknownDatabaseError
 

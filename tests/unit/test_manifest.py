@@ -8,6 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from backstop.errors import ManifestError
 from backstop.manifest import (
     Compression,
@@ -20,8 +23,6 @@ from backstop.manifest import (
     Trigger,
 )
 from backstop.names import parse_backup_id
-from hypothesis import given
-from hypothesis import strategies as st
 
 WHERE = "s3://backstop-test/backups/orders/2026/11/21/orders-20261121T020000Z.manifest.json"
 

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NoReturn
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from backstop.errors import InvalidNameError
 from backstop.names import DATABASE_NAME, backup_id_for, check_database_name, check_target_name, parse_backup_id
 from backstop.store import S3Store
-from hypothesis import given
-from hypothesis import strategies as st
 
 STAMP = "20261121T020000Z"
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from backstop.errors import ChecksumMismatchError, DecompressionBombError, IntegrityError
-from backstop.pipeline import CHUNK, Algorithm, StreamDigest, compress_stream, decompress_stream, extension
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from backstop.errors import ChecksumMismatchError, DecompressionBombError, IntegrityError
+from backstop.pipeline import CHUNK, Algorithm, StreamDigest, compress_stream, decompress_stream, extension
 
 MIB = 1024 * 1024
 ALGORITHMS: list[Algorithm] = ["zstd", "gzip"]

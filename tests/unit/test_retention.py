@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from backstop.config import Retention
-from backstop.retention import configured_days, expiry_days, tier_for
 from hypothesis import given
 from hypothesis import strategies as st
+
+from backstop.config import Retention
+from backstop.retention import configured_days, expiry_days, tier_for
 
 
 def at(year: int, month: int, day: int, hour: int = 2) -> datetime:

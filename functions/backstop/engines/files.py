@@ -60,6 +60,7 @@ class _TarProducer(threading.Thread):
         self._exclude = exclude
         self._fd = fd
         self.error: BaseException | None = None
+        self.skipped: list[str] = []
         self.files = 0
         self.dirs = 0
         self.bytes = 0
@@ -76,6 +77,11 @@ class _TarProducer(threading.Thread):
                 for path in sorted(self._walk()):
                     relative = path.relative_to(self._root).as_posix()
                     info = tar.gettarinfo(str(path), arcname=relative)
+                    if info.islnk():  # a second name of a hard-linked file: archive its content again
+                        info.type, info.linkname, info.size = tarfile.REGTYPE, "", path.stat().st_size
+                    if info.issym() and _link_escapes(self._root, path.parent, info.linkname):
+                        self.skipped.append(f"{relative} -> {info.linkname}")
+                        continue
                     if info.isfile():
                         with path.open("rb") as handle:
                             tar.addfile(info, handle)
@@ -147,12 +153,21 @@ class DirectorySnapshot:
             return Inspection(integrity=IntegrityCheck(check=_CHECK, passed=False, detail=str(producer.error)))
         stats = {"files": producer.files, "directories": producer.dirs, "bytes": producer.bytes}
         self.source.update(stats)
+        # Links out of the tree are not archived: a restore could never follow them safely.
+        self.warnings.extend(f"symlink {link} points outside the directory; not archived" for link in producer.skipped)
         return Inspection(
             integrity=IntegrityCheck(
                 check=_CHECK, passed=True, detail=f"{producer.files} files, {producer.bytes} bytes"
             ),
             stats=stats,
         )
+
+
+def _link_escapes(root: Path, directory: Path, linkname: str) -> bool:
+    """Whether a symlink in ``directory`` to ``linkname`` is absolute or leads (lexically) out of ``root``."""
+    if linkname.startswith("/"):
+        return True
+    return not Path(os.path.normpath(directory / linkname)).is_relative_to(os.path.normpath(root))
 
 
 def _safe_members(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
@@ -164,12 +179,10 @@ def _safe_members(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]
             raise UnsafeArchiveError(f"Archive member {name!r} would be written outside the target; refused.")
         if not (member.isfile() or member.isdir() or member.issym()):
             raise UnsafeArchiveError(f"Archive member {name!r} is a device, fifo or hard link; refused.")
-        if member.issym():
-            link = (root / name).parent / member.linkname
-            if member.linkname.startswith("/") or not os.path.normpath(link).startswith(str(root)):
-                raise UnsafeArchiveError(
-                    f"Archive member {name!r} links outside the target ({member.linkname!r}); refused."
-                )
+        if member.issym() and _link_escapes(root, (root / name).parent, member.linkname):
+            raise UnsafeArchiveError(
+                f"Archive member {name!r} links outside the target ({member.linkname!r}); refused."
+            )
         yield member
 
 

@@ -61,7 +61,8 @@ def inspect_database(
     pragma = "integrity_check" if check == "full" else "quick_check"
     try:
         with closing(_connect(path, timeout=5.0, read_only=not ours)) as conn:
-            rows = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}").fetchall()]
+            # SQLite may return several problems per row, newline-joined: one line each, at most five shown.
+            rows = [line for r in conn.execute(f"PRAGMA {pragma}").fetchall() for line in str(r[0]).splitlines()]
             passed = rows == ["ok"]
             detail = "ok" if passed else "; ".join(rows[:5]) + (f" (+{len(rows) - 5} more)" if len(rows) > 5 else "")
             integrity = IntegrityCheck(check=pragma, passed=passed, detail=detail)
@@ -97,6 +98,24 @@ def _schema_version(conn: sqlite3.Connection, tables: list[str], configured: str
         if row and row[0] is not None:
             return f"{table}:{row[0]}"
     return None
+
+
+def run_validation_queries(path: Path, queries: tuple[str, ...], what: str) -> None:
+    """Run the configured validation queries read-only; each must return a row whose first value is truthy.
+
+    For example ``SELECT count(*) FROM schema_migrations`` fails on an empty or missing table.
+    """
+    if not queries:
+        return
+    with closing(_connect(path, timeout=5.0, read_only=False)) as conn:
+        conn.execute("PRAGMA query_only = ON")
+        for query in queries:
+            try:
+                row = conn.execute(query).fetchone()
+            except sqlite3.Error as exc:
+                raise IntegrityError(f"{what} fails the validation query {query!r}: {exc}.") from None
+            if row is None or not row[0]:
+                raise IntegrityError(f"{what} fails the validation query {query!r}: it returned {row!r}.")
 
 
 def compare_with_manifest(found: Inspection, manifest: Manifest, what: str) -> None:
@@ -206,6 +225,7 @@ class SqliteEngine:
     def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:
         found = inspect_database(raw, check="full", migrations_table=self._db.migrations_table)
         compare_with_manifest(found, manifest, f"Backup {manifest.backup_id}")
+        run_validation_queries(raw, self._db.validation_queries, f"Backup {manifest.backup_id}")
         return found
 
     def describe_target(self, target: Path) -> dict[str, int] | None:
@@ -224,6 +244,7 @@ class SqliteEngine:
         found = inspect_database(target, check="full", migrations_table=self._db.migrations_table)
         try:
             compare_with_manifest(found, manifest, f"Restored {target}")
+            run_validation_queries(target, self._db.validation_queries, f"Restored {target}")
         except IntegrityError as exc:
             if had_target:
                 self._roll_back(target, pre_restore)

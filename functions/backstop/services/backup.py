@@ -38,6 +38,11 @@ RUN_LOCK_TTL = timedelta(hours=12)
 RUN_DIR_PREFIX = "backstop-run-"
 
 
+def run_dir_prefix(database: str) -> str:
+    """Prefix of a run directory of ``database``; '.' cannot occur in a name, so no database matches another's."""
+    return f"{RUN_DIR_PREFIX}{database}."
+
+
 @dataclass(frozen=True)
 class BackupRequest:
     """One backup to take: which database, for which scheduled or requested time, and why."""
@@ -103,7 +108,7 @@ class BackupService:
         self, db: SqliteDatabase | FilesDatabase, request: BackupRequest, at: datetime, backup_id: str
     ) -> BackupOutcome:
         self._remove_leftovers(db.name)
-        run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{db.name}-", dir=self._work_dir))
+        run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix(db.name), dir=self._work_dir))
         try:
             return self._take(db, engine_for(db), request, at, backup_id, run_dir)
         finally:
@@ -111,7 +116,7 @@ class BackupService:
 
     def _remove_leftovers(self, database: str) -> None:
         """Delete run directories of this database left by a killed run (we hold its lock, so none is live)."""
-        for stale in self._work_dir.glob(f"{RUN_DIR_PREFIX}{database}-*"):
+        for stale in self._work_dir.glob(run_dir_prefix(database) + "*"):
             log.warning("removing leftover run directory %s", stale)
             shutil.rmtree(stale, ignore_errors=True)
 
