@@ -19,10 +19,11 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
@@ -47,12 +48,40 @@ MIB = 1024 * 1024
 _MAX_PARTS = 10_000
 
 
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion"})
+_CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+T = TypeVar("T")
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _missing(exc: ClientError) -> bool:
-    return _code(exc) in {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+def _call(what: str, call: Callable[[], T], *, absent: frozenset[str] = frozenset()) -> T | None:
+    """Run one S3 call: None when S3 answers one of the ``absent`` codes, StorageError on any other failure.
+
+    Every read, listing and lock operation goes through here (or ``_listing``), so no botocore error
+    ever reaches a service: they all become one sentence naming ``what`` failed.
+    """
+    try:
+        return call()
+    except ClientError as exc:
+        if _code(exc) in absent:
+            return None
+        raise StorageError(f"{what} failed: S3 answered {_code(exc) or 'an error'}.") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"{what} failed: {exc}.") from None
+
+
+@contextmanager
+def _listing(what: str) -> Iterator[None]:
+    """``_call`` for paginated listings, which make their requests lazily while being iterated."""
+    try:
+        yield
+    except ClientError as exc:
+        raise StorageError(f"{what} failed: S3 answered {_code(exc) or 'an error'}.") from None
+    except BotoCoreError as exc:
+        raise StorageError(f"{what} failed: {exc}.") from None
 
 
 class MultipartUpload:
@@ -241,10 +270,7 @@ class S3Store:
     ) -> UploadResult:
         """HEAD exactly ``version_id`` and compare size and composite SHA-256 with what we streamed."""
         try:
-            args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"}
-            if version_id:
-                args["VersionId"] = version_id
-            head = self.client.head_object(**args)
+            head = self.client.head_object(**self._version_args(key, version_id), ChecksumMode="ENABLED")
         except (ClientError, BotoCoreError) as exc:
             raise UploadError(f"The uploaded object {key} cannot be read back: {exc}.") from None
         stored = head.get("ChecksumSHA256", "")
@@ -270,15 +296,13 @@ class S3Store:
 
     def delete_version(self, key: str, version_id: str | None) -> None:
         """Remove one object version we created but will not commit (best effort under Object Lock)."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if version_id:
-            args["VersionId"] = version_id
-        self.client.delete_object(**args)
+        self.client.delete_object(**self._version_args(key, version_id))
 
     def put_manifest(self, manifest: Manifest, tags: dict[str, str]) -> bool:
         """Commit ``manifest``; False if one already exists for its backup id (never overwritten)."""
-        try:
-            self.client.put_object(
+        written = _call(
+            f"Writing the manifest of {manifest.backup_id}",
+            lambda: self.client.put_object(
                 Bucket=self.bucket,
                 Key=self.manifest_key(manifest.backup_id),
                 Body=manifest.to_json(),
@@ -287,116 +311,94 @@ class S3Store:
                 IfNoneMatch="*",
                 Tagging=self.tagging(tags),
                 **self.sse_args(),
-            )
-        except ClientError as exc:
-            if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
-                return False
-            raise StorageError(f"The manifest of {manifest.backup_id} could not be written: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The manifest of {manifest.backup_id} could not be written: {exc}.") from None
-        return True
+            ),
+            absent=_CONFLICT,
+        )
+        return written is not None
 
     # -- reading ------------------------------------------------------------------------------
 
     def get_manifest(self, backup_id: str) -> Manifest:
         """The committed manifest of ``backup_id``; BackupNotFoundError if there is none."""
         key = self.manifest_key(backup_id)
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if _missing(exc):
-                raise BackupNotFoundError(
-                    f"Backup {backup_id} has no manifest, so it was never committed (or has expired)."
-                ) from None
-            raise StorageError(f"The manifest of {backup_id} cannot be read: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The manifest of {backup_id} cannot be read: {exc}.") from None
+        body = _call(
+            f"Reading the manifest of {backup_id}",
+            lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
+            absent=_MISSING,
+        )
+        if body is None:
+            raise BackupNotFoundError(
+                f"Backup {backup_id} has no manifest, so it was never committed (or has expired)."
+            )
         manifest = Manifest.from_json(body, where=f"s3://{self.bucket}/{key}")
         if manifest.backup_id != backup_id:
             raise ManifestError(f"Manifest at {key} describes {manifest.backup_id}, not {backup_id}.")
         return manifest
 
     def manifest_exists(self, backup_id: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.manifest_key(backup_id))
-        except ClientError as exc:
-            if _missing(exc):
-                return False
-            raise StorageError(f"The bucket {self.bucket} cannot be read: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The bucket {self.bucket} cannot be read: {exc}.") from None
-        return True
+        key = self.manifest_key(backup_id)
+        head = _call(
+            f"Looking for the manifest of {backup_id}",
+            lambda: self.client.head_object(Bucket=self.bucket, Key=key),
+            absent=_MISSING,
+        )
+        return head is not None
+
+    def _version_args(self, key: str, version_id: str | None) -> dict[str, Any]:
+        return {"Bucket": self.bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
 
     def read_object(self, key: str, version_id: str | None) -> Iterator[bytes]:
         """Chunks of exactly the object version a manifest names."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if version_id:
-            args["VersionId"] = version_id
-        try:
-            body = self.client.get_object(**args)["Body"]
-        except ClientError as exc:
-            if _missing(exc):
-                raise ChecksumMismatchError(
-                    f"The object {key} (version {version_id}) named by the manifest is missing from the bucket."
-                ) from None
-            raise StorageError(f"The object {key} cannot be read: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The object {key} cannot be read: {exc}.") from None
+        body = _call(
+            f"Reading {key}",
+            lambda: self.client.get_object(**self._version_args(key, version_id))["Body"],
+            absent=_MISSING,
+        )
+        if body is None:
+            raise ChecksumMismatchError(
+                f"The object {key} (version {version_id}) named by the manifest is missing from the bucket."
+            )
         return self._checked_chunks(key, body.iter_chunks(chunk_size=MIB))
 
     @staticmethod
     def _checked_chunks(key: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """botocore validates S3's own checksum of single-part objects while reading: say so in our terms."""
         try:
-            yield from chunks
+            with _listing(f"Reading {key}"):
+                yield from chunks
         except FlexibleChecksumError:
             raise ChecksumMismatchError(
                 f"The object {key} does not match the checksum S3 stored with it (the stored bytes were altered)."
             ) from None
-        except (BotoCoreError, ClientError) as exc:
-            raise StorageError(f"Reading {key} failed midway: {exc}.") from None
 
     def object_size(self, key: str, version_id: str | None) -> int | None:
         """Size of the object version, or None if it is missing."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if version_id:
-            args["VersionId"] = version_id
-        try:
-            return int(self.client.head_object(**args)["ContentLength"])
-        except ClientError as exc:
-            if _missing(exc) or _code(exc) == "400":
-                return None
-            raise StorageError(f"The object {key} cannot be read: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The object {key} cannot be read: {exc}.") from None
+        head = _call(
+            f"Reading {key}",
+            lambda: self.client.head_object(**self._version_args(key, version_id)),
+            absent=_MISSING | {"400"},
+        )
+        return None if head is None else int(head["ContentLength"])
 
     def _keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        for key, _size in self._sized_keys(prefix, start_after):
+            yield key
+
+    def _sized_keys(self, prefix: str, start_after: str | None = None) -> Iterator[tuple[str, int]]:
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if start_after:
             args["StartAfter"] = start_after
-        try:
+        with _listing(f"Listing {self.bucket}/{prefix}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(**args):
                 for item in page.get("Contents", []):
-                    yield item["Key"]
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"The bucket {self.bucket} cannot be listed: {exc}.") from None
+                    yield item["Key"], int(item["Size"])
 
     def _subfolders(self, prefix: str) -> list[str]:
-        try:
+        with _listing(f"Listing {self.bucket}/{prefix}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix, Delimiter="/"
             )
             return [p["Prefix"] for page in pages for p in page.get("CommonPrefixes", [])]
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"The bucket {self.bucket} cannot be listed: {exc}.") from None
-
-    def _sized_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"], int(item["Size"])
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"The bucket {self.bucket} cannot be listed: {exc}.") from None
 
     def inventory(self, database: str) -> dict[str, int]:
         """Stored size of every committed backup of ``database`` by id, from one listing (no GETs)."""
@@ -483,38 +485,31 @@ class S3Store:
 
     def _conditional_put(self, key: str, body: bytes, **condition: str) -> str | None:
         """PUT under a condition; the new ETag, or None when the condition did not hold."""
-        try:
-            response = self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)  # type: ignore[arg-type]  # IfNoneMatch / IfMatch
-        except ClientError as exc:
-            if _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
-                return None
-            raise StorageError(f"The lock {key} cannot be written: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The lock {key} cannot be written: {exc}.") from None
-        return str(response["ETag"])
+        response = _call(
+            f"Writing the lock {key}",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition),  # type: ignore[arg-type]  # IfNoneMatch / IfMatch
+            absent=_CONFLICT,
+        )
+        return None if response is None else str(response["ETag"])
 
     def _read_lock(self, key: str) -> tuple[dict[str, str], str] | None:
-        try:
+        def read() -> tuple[dict[str, str], str]:
             current = self.client.get_object(Bucket=self.bucket, Key=key)
             return json.loads(current["Body"].read()), str(current["ETag"])
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise StorageError(f"The lock {key} cannot be read: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The lock {key} cannot be read: {exc}.") from None
+
+        return _call(f"Reading the lock {key}", read, absent=_MISSING)
 
     def release_run_lock(self, lock: RunLock) -> None:
-        """Release the lock only if it is still ours: a conditional delete on the ETag we wrote."""
+        """Release the lock only if it is still ours: a conditional delete on the ETag we wrote.
+
+        Nothing happens if it is gone already, or was taken over by another run after it expired.
+        """
         key = self._lock_key(lock.database)
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=lock.etag)
-        except ClientError as exc:
-            if _missing(exc) or _code(exc) in {"PreconditionFailed", "ConditionalRequestConflict"}:
-                return  # gone already, or taken over by another run after it expired
-            raise StorageError(f"The lock {key} cannot be released: {_code(exc)}.") from None
-        except BotoCoreError as exc:
-            raise StorageError(f"The lock {key} cannot be released: {exc}.") from None
+        _call(
+            f"Releasing the lock {key}",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=lock.etag),
+            absent=_MISSING | _CONFLICT,
+        )
 
     # -- failure records ----------------------------------------------------------------------
 
