@@ -50,17 +50,17 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def inspect_database(
-    path: Path, *, check: str = "full", migrations_table: str | None = None, ours: bool = True
-) -> Inspection:
+def inspect_database(path: Path, *, check: str = "full", migrations_table: str | None = None) -> Inspection:
     """Run the integrity check on ``path`` and gather table row counts and the schema version.
 
-    ``ours`` is for files Backstop made (snapshots, staged and restored copies): they are opened
-    read-write so SQLite removes its -wal and -shm files on close. Anything else is opened read-only.
+    The connection is read-write at the file level but ``query_only``: nothing is ever written, and
+    SQLite can still remove the -wal and -shm files it creates when it closes (a read-only open
+    of a WAL database would leave them behind, next to a restore target for instance).
     """
     pragma = "integrity_check" if check == "full" else "quick_check"
     try:
-        with closing(_connect(path, timeout=5.0, read_only=not ours)) as conn:
+        with closing(_connect(path, timeout=5.0, read_only=False)) as conn:
+            conn.execute("PRAGMA query_only = ON")
             # SQLite may return several problems per row, newline-joined: one line each, at most five shown.
             rows = [line for r in conn.execute(f"PRAGMA {pragma}").fetchall() for line in str(r[0]).splitlines()]
             passed = rows == ["ok"]
@@ -231,7 +231,7 @@ class SqliteEngine:
     def describe_target(self, target: Path) -> dict[str, int] | None:
         if not target.exists():
             return None
-        found = inspect_database(target, check="quick", migrations_table=self._db.migrations_table, ours=False)
+        found = inspect_database(target, check="quick", migrations_table=self._db.migrations_table)
         return {name: stat.rows for name, stat in found.tables.items()}
 
     def install(self, raw: Path, target: Path, manifest: Manifest, pre_restore: Path) -> Inspection:
