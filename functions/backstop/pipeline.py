@@ -21,6 +21,7 @@ from backstop.errors import ChecksumMismatchError, DecompressionBombError, Integ
 
 CHUNK = 1024 * 1024
 ZSTD_JOB_SIZE = 4 * 1024 * 1024
+ZSTD_WORKERS = 1
 Algorithm = Literal["zstd", "gzip"]
 Sink = Callable[[bytes], object]
 Progress = Callable[[int], None]
@@ -46,10 +47,11 @@ class _Gzip:
 
 def _compressor(algorithm: Algorithm, level: int) -> _Compressor:
     if algorithm == "zstd":
-        # threads=-1: one compression worker per core, overlapping with reading and hashing; 4 MiB jobs
+        # One compression worker beside the reading and hashing thread: on two cores, a worker per core
+        # starves the integrity check that runs alongside (measured in docs/benchmarks.md). 4 MiB jobs
         # keep zstd's own buffers small (the default job size at level 3 costs ~60 MiB of memory).
         params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=-1, job_size=ZSTD_JOB_SIZE, write_checksum=True
+            level, threads=ZSTD_WORKERS, job_size=ZSTD_JOB_SIZE, write_checksum=True
         )
         return zstandard.ZstdCompressor(compression_params=params).compressobj()
     return _Gzip(level)

@@ -157,6 +157,10 @@ class SqliteSnapshot:
                     "application_id": int(src.execute("PRAGMA application_id").fetchone()[0]),
                 }
                 with closing(sqlite3.connect(self.path)) as dst:
+                    # A scratch file in the run directory: no fsync and no journal (a killed run's
+                    # directory is discarded), which saves a third of the snapshot time.
+                    dst.execute("PRAGMA synchronous = OFF")
+                    dst.execute("PRAGMA journal_mode = OFF")
                     src.backup(dst)
             except sqlite3.DatabaseError as exc:
                 raise SourceError(f"SQLite database {self._db.name} cannot be copied: {exc}.") from None
