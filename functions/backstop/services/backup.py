@@ -25,7 +25,7 @@ import backstop
 from backstop.config import Config, FilesDatabase, SqliteDatabase
 from backstop.engines import engine_for
 from backstop.engines.base import Engine
-from backstop.errors import ChecksumMismatchError, IntegrityError
+from backstop.errors import IntegrityError
 from backstop.manifest import BackupType, Compression, Manifest, RawStream, StoredObject, Trigger
 from backstop.names import backup_id_for
 from backstop.pipeline import compress_stream, extension
@@ -153,9 +153,6 @@ class BackupService:
                     )
                 stored = upload.complete()
             self._progress.finish()
-        if stored.size != digest.stored_size:
-            self._store.delete_version(stored.key, stored.version_id)
-            raise ChecksumMismatchError(f"S3 holds {stored.size} bytes of {key}, {digest.stored_size} were streamed.")
         manifest = Manifest(
             backup_id=backup_id,
             database=db.name,
