@@ -175,5 +175,5 @@ def test_control_a_valid_name_does_reach_the_endpoint(config_file: Path, endpoin
     assert all("/backstop-test" in request for request in endpoint)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ")
-    assert "(AccessDenied)" in result.stderr
+    assert "S3 answered AccessDenied" in result.stderr
     assert "Traceback" not in result.output
