@@ -15,7 +15,14 @@ import boto3
 import pytest
 
 from backstop.aws import build_notifier
-from backstop.errors import BackstopError, BackupAlreadyRunningError, IntegrityError, SourceLockedError
+from backstop.errors import (
+    BackstopError,
+    BackupAlreadyRunningError,
+    IntegrityError,
+    SourceError,
+    SourceLockedError,
+    StorageError,
+)
 from backstop.services.artifacts import resolve_backup
 from backstop.services.backup import RUN_DIR_PREFIX
 from backstop.services.verify import VerifyService
@@ -410,3 +417,38 @@ def test_an_unusable_work_dir_is_a_recorded_and_alerted_failure(
     assert len(failure_records(s3)) == 1
     assert len(notifier.alerts) == 1
     assert not lock_is_held(s3)
+
+
+# -- lock release ----------------------------------------------------------------------------------
+
+
+def _release_fails(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable(_lock: Any) -> None:
+        raise StorageError("Releasing the lock failed: S3 could not be reached.")
+
+    monkeypatch.setattr(store, "release_run_lock", unreachable)
+
+
+def test_a_lock_that_cannot_be_released_does_not_fail_a_good_backup(
+    make_config: Any, store: Any, orders_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given S3 refusing the lock release at the very end of the run
+    config = make_config({"name": "orders", "engine": "sqlite", "path": str(orders_db)})
+    _release_fails(store, monkeypatch)
+
+    # when a backup runs, then it is committed (the lock expires by itself)
+    outcome = run_backup(config, store, at(21))
+    assert outcome.created
+    assert store.manifest_exists(outcome.manifest.backup_id)
+
+
+def test_a_lock_that_cannot_be_released_does_not_hide_why_the_backup_failed(
+    make_config: Any, store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a missing source, and S3 refusing the lock release afterwards
+    config = make_config({"name": "orders", "engine": "sqlite", "path": str(tmp_path / "gone.db")})
+    _release_fails(store, monkeypatch)
+
+    # when the backup runs, then the error is the source's, not the lock's
+    with pytest.raises(SourceError, match="does not exist"):
+        run_backup(config, store, at(21))

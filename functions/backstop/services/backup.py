@@ -25,11 +25,11 @@ import backstop
 from backstop.config import Config, FilesDatabase, SqliteDatabase
 from backstop.engines import engine_for
 from backstop.engines.base import Engine
-from backstop.errors import IntegrityError
+from backstop.errors import IntegrityError, StorageError
 from backstop.manifest import BackupType, Compression, Manifest, RawStream, StoredObject, Trigger
 from backstop.names import backup_id_for
 from backstop.pipeline import compress_stream, extension
-from backstop.ports import BackupStore, Clock, NoNotifier, NoProgress, Notifier, Progress
+from backstop.ports import BackupStore, Clock, NoNotifier, NoProgress, Notifier, Progress, RunLock
 from backstop.retention import tier_for
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,8 @@ class BackupService:
     def run(self, request: BackupRequest) -> BackupOutcome:
         """Take the backup of ``request``, or return the existing one for the same time.
 
-        Raises BackupAlreadyRunningError when another run holds the database's lock, and any
-        BackstopError of the engine, pipeline or store after recording and alerting the failure.
+        Raises BackupAlreadyRunningError when another run holds the database's lock; any other
+        failure is recorded in the bucket and alerted, then re-raised.
         """
         db = self._config.database(request.database)
         at = request.at.astimezone(UTC).replace(microsecond=0)
@@ -102,7 +102,16 @@ class BackupService:
             self._report_failure(db.name, backup_id, exc)
             raise
         finally:
+            self._release(lock)
+
+    def _release(self, lock: RunLock) -> None:
+        """Release the run lock without hiding the run's own outcome; an unreleased lock expires by itself."""
+        try:
             self._store.release_run_lock(lock)
+        except StorageError as exc:
+            log.warning(
+                "the backup lock of %s could not be released (it expires in %s): %s", lock.database, RUN_LOCK_TTL, exc
+            )
 
     def _run_locked(
         self, db: SqliteDatabase | FilesDatabase, request: BackupRequest, at: datetime, backup_id: str
