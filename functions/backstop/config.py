@@ -129,7 +129,83 @@ class FilesDatabase(_DatabaseBase):
     exclude: tuple[str, ...] = ()
 
 
-Database = Annotated[SqliteDatabase | FilesDatabase, Field(discriminator="engine")]
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
+
+
+class _ServerDatabase(_DatabaseBase):
+    """A database on a server, dumped by its own tool. The password is never in this file.
+
+    In AWS the password is fetched at run time from ``password_secret`` (a Secrets Manager ARN,
+    either the plain password or a JSON object with a ``password`` key); locally it may come from
+    the environment variable named by ``password_env``; with neither, the server must not ask
+    (trust, peer, or the tool's own option file).
+    """
+
+    host: str
+    dbname: str
+    user: str
+    password_secret: str | None = None
+    password_env: str | None = None
+    connect_timeout: Duration = timedelta(seconds=10)
+    lock_wait_timeout: Duration = timedelta(seconds=30)
+    exact_count_limit: int = Field(default=1_000_000, ge=0)
+    validation_queries: tuple[str, ...] = ()
+
+    @field_validator("host")
+    @classmethod
+    def _host_shape(cls, value: str) -> str:
+        if not _HOST.fullmatch(value):
+            raise ValueError(f"{value!r} is not a host name or address")
+        return value
+
+    @field_validator("dbname", "user")
+    @classmethod
+    def _sql_name(cls, value: str) -> str:
+        if not _SQL_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a plain database or user name (letters, digits, _, $, -)")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @field_validator("password_secret")
+    @classmethod
+    def _secret_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _SECRET_ARN.fullmatch(value):
+            raise ValueError("password_secret must be a Secrets Manager secret ARN (never the password itself)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> _ServerDatabase:
+        if self.password_secret and self.password_env:
+            raise ValueError("set password_secret or password_env, not both")
+        return self
+
+
+class PostgresDatabase(_ServerDatabase):
+    """A PostgreSQL database, dumped with ``pg_dump --format=custom`` in one exported snapshot."""
+
+    engine: Literal["postgres"]
+    port: int = Field(default=5432, ge=1, le=65535)
+
+
+class MysqlDatabase(_ServerDatabase):
+    """A MySQL or MariaDB database, dumped with ``--single-transaction`` (InnoDB tables are consistent)."""
+
+    engine: Literal["mysql"]
+    port: int = Field(default=3306, ge=1, le=65535)
+
+
+ServerDatabase = PostgresDatabase | MysqlDatabase
+AnyDatabase = SqliteDatabase | FilesDatabase | PostgresDatabase | MysqlDatabase
+Database = Annotated[AnyDatabase, Field(discriminator="engine")]
 
 
 class Config(_Model):
@@ -170,7 +246,7 @@ class Config(_Model):
             first[db.name] = index
         return databases
 
-    def database(self, name: str) -> SqliteDatabase | FilesDatabase:
+    def database(self, name: str) -> AnyDatabase:
         """The database called ``name``; UnknownDatabaseError names the ones that exist."""
         for db in self.databases:
             if db.name == name:
@@ -219,7 +295,7 @@ def parse_config(text: str, source: str = "backstop.yaml") -> Config:
         raise ConfigError(f"{source} is invalid: " + "; ".join(problems)) from None
 
 
-_ENGINE_TAGS = {"sqlite", "files"}
+_ENGINE_TAGS = {"sqlite", "files", "postgres", "mysql"}
 
 
 def _describe(error: Any, tree: yaml.Node | None, source: str) -> str:

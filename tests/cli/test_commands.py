@@ -425,7 +425,7 @@ BAD_CONFIGS = {
     "unknown-engine": (
         VALID_HEAD.replace("engine: sqlite", "engine: oracle"),
         3,
-        "engine must be one of files, sqlite",
+        "engine must be one of files, mysql, postgres, sqlite",
     ),
     "unknown-field": (
         "bucket: backstop-test\nbukcet: typo\n" + VALID_HEAD[len("bucket: backstop-test\n") :],

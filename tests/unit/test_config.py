@@ -79,7 +79,7 @@ def test_unknown_engine_names_line_path_and_the_engines_that_exist() -> None:
 
     message = config_error(text)
 
-    assert "backstop.yaml:7: databases[1]: engine must be one of files, sqlite" in message
+    assert "backstop.yaml:7: databases[1]: engine must be one of files, mysql, postgres, sqlite" in message
 
 
 def test_database_without_engine_is_refused_at_its_line() -> None:

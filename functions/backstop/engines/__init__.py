@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from backstop.config import FilesDatabase, SqliteDatabase
-from backstop.engines.base import Engine
+from backstop.config import AnyDatabase, FilesDatabase, SqliteDatabase
+from backstop.engines.base import Engine, LocalRestoreEngine
 from backstop.engines.files import FilesEngine
 from backstop.engines.sqlite import SqliteEngine
+from backstop.errors import RestoreError
 
 
-def engine_for(db: SqliteDatabase | FilesDatabase) -> Engine:
+def engine_for(db: AnyDatabase) -> Engine:
     """The engine of a configured database."""
+    if isinstance(db, SqliteDatabase | FilesDatabase):
+        return local_restore_engine(db)
+    raise RestoreError(f"Engine {db.engine} of {db.name} is not available in this version of Backstop.")
+
+
+def local_restore_engine(db: AnyDatabase) -> LocalRestoreEngine:
+    """The engine of a database that restores into a local path (``backstop restore --to PATH``)."""
     if isinstance(db, SqliteDatabase):
         return SqliteEngine(db)
-    return FilesEngine(db)
+    if isinstance(db, FilesDatabase):
+        return FilesEngine(db)
+    raise RestoreError(
+        f"{db.name} is a {db.engine} database: it restores into a database server, not into a local path."
+    )

@@ -41,21 +41,25 @@ class Snapshot(Protocol):
 
 
 class Engine(Protocol):
-    """One kind of source: how to snapshot it, check an artifact of it, and restore one into a target."""
+    """One kind of source: how to snapshot it, and how to check an artifact of it."""
 
     name: str
-    artifact: str  # extension before the compression one: "sqlite", "tar"
+    artifact: str  # extension before the compression one: "sqlite", "tar", "pgdump", "sql"
 
     def snapshot(self, run_dir: Path) -> AbstractContextManager[Snapshot]:
         """Take a snapshot whose temporary files live in ``run_dir``."""
         ...
 
-    def staging_path(self, target: Path, run_dir: Path, stamp: str) -> Path:
-        """Where the decompressed artifact is written before the swap (same filesystem as the target if it matters)."""
-        ...
-
     def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:
         """Check a decompressed artifact and compare it with the manifest; IntegrityError on any difference."""
+        ...
+
+
+class LocalRestoreEngine(Engine, Protocol):
+    """An engine whose artifacts restore into a local path (SQLite files and directories)."""
+
+    def staging_path(self, target: Path, run_dir: Path, stamp: str) -> Path:
+        """Where the decompressed artifact is written before the swap (same filesystem as the target if it matters)."""
         ...
 
     def describe_target(self, target: Path) -> dict[str, int] | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import zstandard
 
 import backstop
-from backstop.config import Config, FilesDatabase, SqliteDatabase
+from backstop.config import AnyDatabase, Config
 from backstop.engines import engine_for
 from backstop.engines.base import Engine
 from backstop.errors import IntegrityError, StorageError
@@ -113,9 +113,7 @@ class BackupService:
                 "the backup lock of %s could not be released (it expires in %s): %s", lock.database, RUN_LOCK_TTL, exc
             )
 
-    def _run_locked(
-        self, db: SqliteDatabase | FilesDatabase, request: BackupRequest, at: datetime, backup_id: str
-    ) -> BackupOutcome:
+    def _run_locked(self, db: AnyDatabase, request: BackupRequest, at: datetime, backup_id: str) -> BackupOutcome:
         self._remove_leftovers(db.name)
         run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix(db.name), dir=self._work_dir))
         try:
@@ -131,7 +129,7 @@ class BackupService:
 
     def _take(
         self,
-        db: SqliteDatabase | FilesDatabase,
+        db: AnyDatabase,
         engine: Engine,
         request: BackupRequest,
         at: datetime,

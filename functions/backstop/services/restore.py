@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backstop.config import Config
-from backstop.engines import engine_for
+from backstop.engines import local_restore_engine
 from backstop.engines.base import Inspection
 from backstop.errors import RestoreError
 from backstop.manifest import Manifest
@@ -69,7 +69,7 @@ class RestoreService:
         putting the old target back if validation fails. The target is never half-restored.
         """
         db = self._config.database(database)
-        engine = engine_for(db)
+        engine = local_restore_engine(db)
         manifest = resolve_backup(self._store, database, ref)
         target = target.absolute()
         if not target.parent.is_dir():
