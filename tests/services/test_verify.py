@@ -144,7 +144,7 @@ def test_verify_passes_on_an_intact_backup(committed: tuple[Any, Manifest], stor
         "integrity_check",
         "row counts",
     ]
-    assert dict(report.checks)["row counts"] == f"{len(manifest.tables)} tables match"
+    assert dict(report.checks)["row counts"] == f"{len(manifest.tables)} tables match the manifest"
     assert leftovers(work_dir) == []
 
 

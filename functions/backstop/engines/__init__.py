@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backstop.config import AnyDatabase, FilesDatabase, SqliteDatabase
+from backstop.config import AnyDatabase, FilesDatabase, MysqlDatabase, PostgresDatabase, SqliteDatabase
 from backstop.engines.base import Engine, LocalRestoreEngine
 from backstop.engines.files import FilesEngine
 from backstop.engines.sqlite import SqliteEngine
@@ -10,10 +10,16 @@ from backstop.errors import RestoreError
 
 
 def engine_for(db: AnyDatabase) -> Engine:
-    """The engine of a configured database."""
-    if isinstance(db, SqliteDatabase | FilesDatabase):
-        return local_restore_engine(db)
-    raise RestoreError(f"Engine {db.engine} of {db.name} is not available in this version of Backstop.")
+    """The engine of a configured database (server engines are imported only when used)."""
+    if isinstance(db, PostgresDatabase):
+        from backstop.engines.postgres import PostgresEngine
+
+        return PostgresEngine(db)
+    if isinstance(db, MysqlDatabase):
+        from backstop.engines.mysql import MysqlEngine
+
+        return MysqlEngine(db)
+    return local_restore_engine(db)
 
 
 def local_restore_engine(db: AnyDatabase) -> LocalRestoreEngine:

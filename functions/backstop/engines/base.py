@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from backstop.errors import IntegrityError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
 
@@ -18,6 +19,21 @@ class Inspection:
     tables: dict[str, TableStat] = field(default_factory=dict)
     schema_version: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
+
+
+def compare_with_manifest(found: Inspection, manifest: Manifest, what: str) -> None:
+    """IntegrityError unless the check passed and every table has the manifest's row count."""
+    if not found.integrity.passed:
+        raise IntegrityError(f"{what} fails {found.integrity.check}: {found.integrity.detail}.")
+    expected = {name: stat.rows for name, stat in manifest.tables.items()}
+    actual = {name: stat.rows for name, stat in found.tables.items()}
+    if expected != actual:
+        diffs = [
+            f"{name}: {expected.get(name, 'absent')} expected, {actual.get(name, 'absent')} found"
+            for name in sorted(set(expected) | set(actual))
+            if expected.get(name) != actual.get(name)
+        ]
+        raise IntegrityError(f"{what} does not match the manifest's row counts ({'; '.join(diffs[:5])}).")
 
 
 class Snapshot(Protocol):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backstop.config import SqliteDatabase
-from backstop.engines.base import Inspection
+from backstop.engines.base import Inspection, compare_with_manifest
 from backstop.errors import IntegrityError, RestoreError, SourceError, SourceLockedError, ValidationError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
@@ -116,21 +116,6 @@ def run_validation_queries(path: Path, queries: tuple[str, ...], what: str) -> N
                 raise IntegrityError(f"{what} fails the validation query {query!r}: {exc}.") from None
             if row is None or not row[0]:
                 raise IntegrityError(f"{what} fails the validation query {query!r}: it returned {row!r}.")
-
-
-def compare_with_manifest(found: Inspection, manifest: Manifest, what: str) -> None:
-    """IntegrityError unless the check passed and every table has the manifest's row count."""
-    if not found.integrity.passed:
-        raise IntegrityError(f"{what} fails {found.integrity.check}: {found.integrity.detail}.")
-    expected = {name: stat.rows for name, stat in manifest.tables.items()}
-    actual = {name: stat.rows for name, stat in found.tables.items()}
-    if expected != actual:
-        diffs = [
-            f"{name}: {expected.get(name, 'absent')} expected, {actual.get(name, 'absent')} found"
-            for name in sorted(set(expected) | set(actual))
-            if expected.get(name) != actual.get(name)
-        ]
-        raise IntegrityError(f"{what} does not match the manifest's row counts ({'; '.join(diffs[:5])}).")
 
 
 class SqliteSnapshot:

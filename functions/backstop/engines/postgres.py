@@ -1,0 +1,525 @@
+"""PostgreSQL: ``pg_dump --format=custom`` inside one exported snapshot, checked by ``pg_restore`` as it streams.
+
+Backstop opens a REPEATABLE READ transaction, exports its snapshot and hands it to pg_dump
+(``--snapshot``), keeping the transaction open for the whole dump: the row counts taken in that
+transaction describe exactly the rows in the archive. pg_dump writes the archive uncompressed;
+Backstop's pipeline compresses it. Its stdout is streamed as the raw snapshot and teed into two
+``pg_restore`` processes: ``--file=/dev/null`` reads every block (a truncated or torn archive fails
+it) and ``--list`` counts the table of contents. A pg_dump that dies or exits non-zero is raised by
+the reader before it reports end of stream, so a partial archive is never committed.
+
+The password reaches psycopg in-process and pg_dump through a 0600 ``.pgpass`` in the run directory
+(``PGPASSFILE``); it is never in argv or in a child's environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from pathlib import Path
+from typing import IO, BinaryIO
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
+
+from backstop.config import PostgresDatabase
+from backstop.credentials import pgpass_line, private_file, resolve_password
+from backstop.engines.base import Inspection
+from backstop.engines.sqlite import MIGRATION_TABLES
+from backstop.errors import IntegrityError, SourceError
+from backstop.manifest import IntegrityCheck, Manifest, TableStat
+
+_CHECK = "pg_restore"
+DUMP_FORMAT = "custom, uncompressed (zstd by backstop)"
+_EXIT_WAIT_SECONDS = 60.0
+_EXCERPT_CHARS = 300
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+# Ordinary tables of the database's own schemas (not the catalogs, not extension members), with the
+# planner's estimate of their rows (-1 when never analysed).
+_TABLES = """
+SELECT n.nspname, c.relname, c.reltuples
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_depend d
+    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY n.nspname, c.relname
+"""
+
+_COLUMN_EXISTS = """
+SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s AND NOT a.attisdropped AND a.attnum > 0
+"""
+
+
+def server_version_num(conn: psycopg.Connection[TupleRow]) -> int:
+    """The server's ``server_version_num`` (150020 for 15.20); a function of its own so tests can simulate others."""
+    row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    return int(str(row[0])) if row else 0
+
+
+def tool_path(tool: str) -> str:
+    """The full path of a PostgreSQL client tool on PATH; SourceError when it is missing."""
+    path = shutil.which(tool)
+    if path is None:
+        raise SourceError(f"{tool} is not installed or not on PATH; install the PostgreSQL client tools.")
+    return path
+
+
+def tool_version(tool: str) -> tuple[int, str]:
+    """Major version and version text of a PostgreSQL client tool on PATH (``pg_dump``, ``pg_restore``)."""
+    path = tool_path(tool)
+    try:
+        output = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=True, env=child_env(None)
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        raise SourceError(f"{tool} --version failed; check the PostgreSQL client installation.") from None
+    match = _VERSION.search(output)
+    if match is None:
+        raise SourceError(f"{tool} --version printed an unrecognised version ({output.strip()[:80]!r}).")
+    text = match.group(1) + (f".{match.group(2)}" if match.group(2) else "")
+    return int(match.group(1)), text
+
+
+def child_env(pgpass: Path | None) -> dict[str, str]:
+    """The environment of a PostgreSQL tool: ours without PGPASSWORD, and our ``.pgpass`` when there is one."""
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    if pgpass is not None:
+        env["PGPASSFILE"] = str(pgpass)
+    return env
+
+
+def _excerpt(path: Path, secret: str | None) -> str:
+    """The last lines of a tool's stderr file, short and with the password (should it appear) masked."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "no error output"
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    excerpt = " | ".join(lines[-4:]) or "no error output"
+    if secret:
+        excerpt = excerpt.replace(secret, "***")
+    return excerpt if len(excerpt) <= _EXCERPT_CHARS else "..." + excerpt[-_EXCERPT_CHARS:]
+
+
+def _exit_text(code: int) -> str:
+    return f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+
+
+def _count_toc(listing: Path) -> int:
+    """Entries in a ``pg_restore --list`` output (comment lines start with ';')."""
+    with listing.open(encoding="utf-8", errors="replace") as handle:
+        return sum(1 for line in handle if line.strip() and not line.startswith(";"))
+
+
+def _wait(process: subprocess.Popen[bytes]) -> int:
+    try:
+        return process.wait(timeout=_EXIT_WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+class _RestoreCheck:
+    """``pg_restore --file=/dev/null`` and ``pg_restore --list`` reading a copy of the archive as it streams."""
+
+    def __init__(self, run_dir: Path, env: dict[str, str]) -> None:
+        self._run_dir = run_dir
+        self.listing = run_dir / "pg_restore.list"
+        self.full_err = run_dir / "pg_restore-read.stderr"
+        self.list_err = run_dir / "pg_restore-list.stderr"
+        with self.full_err.open("wb") as err:
+            self.full = subprocess.Popen(
+                [tool_path("pg_restore"), "--format=custom", "--file=/dev/null"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
+        with self.list_err.open("wb") as err, self.listing.open("wb") as out:
+            self.lister = subprocess.Popen(
+                [tool_path("pg_restore"), "--format=custom", "--list"],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
+        self._open: list[IO[bytes]] = [p.stdin for p in (self.full, self.lister) if p.stdin is not None]
+
+    def feed(self, data: bytes) -> None:
+        for pipe in list(self._open):
+            try:
+                pipe.write(data)
+            except (OSError, ValueError):
+                # --list stops reading after the table of contents; a reader that quit early for
+                # another reason fails through its exit status.
+                self._open.remove(pipe)
+                self._close(pipe)
+
+    def finish(self) -> None:
+        for pipe in self._open:
+            self._close(pipe)
+        self._open = []
+
+    def kill(self) -> None:
+        self.finish()
+        for process in (self.full, self.lister):
+            if process.poll() is None:
+                process.kill()
+
+    @staticmethod
+    def _close(pipe: IO[bytes]) -> None:
+        with suppress(OSError):  # a reader that already quit: its exit status tells
+            pipe.close()
+
+    def result(self) -> IntegrityCheck:
+        full, listed = _wait(self.full), _wait(self.lister)
+        if full != 0:
+            return IntegrityCheck(
+                check=_CHECK, passed=False, detail=f"full read {_exit_text(full)}: {_excerpt(self.full_err, None)}"
+            )
+        if listed != 0:
+            return IntegrityCheck(
+                check=_CHECK, passed=False, detail=f"--list {_exit_text(listed)}: {_excerpt(self.list_err, None)}"
+            )
+        entries = _count_toc(self.listing)
+        return IntegrityCheck(check=_CHECK, passed=True, detail=f"{entries} TOC entries, every data block read")
+
+
+class _DumpReader:
+    """pg_dump's stdout, teed into the restore check; raises pg_dump's failure instead of a clean end of stream."""
+
+    def __init__(self, snapshot: PostgresSnapshot, dump: subprocess.Popen[bytes], check: _RestoreCheck) -> None:
+        assert dump.stdout is not None
+        self._snapshot = snapshot
+        self._dump = dump
+        self._stdout = dump.stdout
+        self._check = check
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stdout.read(size)
+        if data:
+            self._check.feed(data)
+            return data
+        self._snapshot.finish_dump(self._dump)
+        self._check.finish()
+        return data
+
+    def close(self) -> None:
+        self._stdout.close()
+
+
+class PostgresSnapshot:
+    """One exported snapshot of a database, dumped by pg_dump while the exporting transaction stays open."""
+
+    def __init__(
+        self,
+        db: PostgresDatabase,
+        conn: psycopg.Connection[TupleRow],
+        snapshot_id: str,
+        run_dir: Path,
+        pgpass: Path | None,
+        password: str | None,
+    ) -> None:
+        self._db = db
+        self._conn = conn
+        self._snapshot_id = snapshot_id
+        self._run_dir = run_dir
+        self._pgpass = pgpass
+        self._password = password
+        self.source: dict[str, str | int | None] = {}
+        self.tools: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self._check: _RestoreCheck | None = None
+        self._dump_stderr = run_dir / "pg_dump.stderr"
+
+    def _dump_command(self) -> list[str]:
+        conninfo = make_conninfo(
+            host=self._db.host,
+            port=str(self._db.port),
+            dbname=self._db.dbname,
+            user=self._db.user,
+            connect_timeout=str(max(2, int(self._db.connect_timeout.total_seconds()))),
+            application_name="backstop",
+        )
+        lock_ms = max(1, int(self._db.lock_wait_timeout.total_seconds() * 1000))
+        return [
+            tool_path("pg_dump"),
+            "--format=custom",
+            "--compress=0",
+            f"--snapshot={self._snapshot_id}",
+            f"--lock-wait-timeout={lock_ms}",
+            "--no-password",
+            f"--dbname={conninfo}",
+        ]
+
+    @contextmanager
+    def _stream(self) -> Iterator[BinaryIO]:
+        env = child_env(self._pgpass)
+        check = _RestoreCheck(self._run_dir, env)
+        self._check = check
+        with self._dump_stderr.open("wb") as err:
+            try:
+                dump = subprocess.Popen(
+                    self._dump_command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env
+                )
+            except OSError as exc:
+                check.kill()
+                raise SourceError(f"pg_dump cannot be started for database {self._db.name}: {exc.strerror}.") from None
+        reader = _DumpReader(self, dump, check)
+        completed = False
+        try:
+            yield reader  # type: ignore[misc]  # a minimal binary reader: read() and close()
+            completed = True
+        finally:
+            if not completed:
+                # The stream was abandoned (pg_dump failed, the upload failed): stop everything so the
+                # concurrent check returns at once instead of waiting for input that will never come.
+                if dump.poll() is None:
+                    dump.kill()
+                check.kill()
+                with suppress(psycopg.Error):
+                    self._conn.cancel_safe(timeout=5)
+            reader.close()
+            _wait(dump)
+            check.finish()
+
+    def finish_dump(self, dump: subprocess.Popen[bytes]) -> None:
+        """Called at pg_dump's end of output: SourceError unless it exited 0."""
+        code = _wait(dump)
+        if code != 0:
+            raise SourceError(
+                f"pg_dump of database {self._db.name} {_exit_text(code)}: "
+                f"{_excerpt(self._dump_stderr, self._password)}{self._lock_hint()}"
+            )
+        warnings = [
+            line.strip() for line in self._dump_stderr.read_text(errors="replace").splitlines() if "warning" in line
+        ]
+        self.warnings.extend(w.replace(self._password, "***") if self._password else w for w in warnings)
+
+    def _lock_hint(self) -> str:
+        text = self._dump_stderr.read_text(errors="replace").lower()
+        if "lock" in text or "statement timeout" in text:
+            return (
+                f" (a table stayed locked by another session for longer than lock_wait_timeout "
+                f"{self._db.lock_wait_timeout}; retry later or raise lock_wait_timeout)"
+            )
+        return "."
+
+    def open(self) -> AbstractContextManager[BinaryIO]:
+        return self._stream()
+
+    def raw_size(self) -> int | None:
+        return None
+
+    def inspect(self) -> Inspection:
+        """Row counts in the exported snapshot (while pg_dump runs), then the verdict of the restore check."""
+        check = self._check
+        if check is None:
+            raise IntegrityError(f"Database {self._db.name} was not dumped.")
+        try:
+            tables = count_rows(self._conn, self._db.exact_count_limit)
+            schema_version = _schema_version(self._conn, tables)
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"Row counts of database {self._db.name} failed: {_psycopg_message(exc, self._password)}"
+                f"{' (a table is locked by another session past lock_wait_timeout)' if _is_lock_error(exc) else ''}."
+            ) from None
+        integrity = check.result()
+        if integrity.passed:
+            self.source["toc_entries"] = _count_toc(check.listing)
+        return Inspection(integrity=integrity, tables=tables, schema_version=schema_version)
+
+
+def _is_lock_error(exc: psycopg.Error) -> bool:
+    return isinstance(exc, psycopg.errors.LockNotAvailable)
+
+
+def _psycopg_message(exc: psycopg.Error, secret: str | None) -> str:
+    """libpq's own explanation (its last line, e.g. 'FATAL: password authentication failed ...'), password masked."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    text = " ".join(text.split()).rstrip(".")
+    if secret:
+        text = text.replace(secret, "***")
+    return text[:_EXCERPT_CHARS]
+
+
+def count_rows(conn: psycopg.Connection[TupleRow], exact_limit: int) -> dict[str, TableStat]:
+    """Rows per table (``schema.table``): exact below ``exact_limit`` estimated rows, else the planner's estimate."""
+    tables: dict[str, TableStat] = {}
+    for schema, name, estimate in conn.execute(_TABLES).fetchall():
+        reltuples = float(str(estimate))
+        qualified = f"{schema}.{name}"
+        if reltuples < 0 or reltuples < exact_limit:  # -1: never analysed, so no estimate to trust
+            query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(str(schema), str(name)))
+            row = conn.execute(query).fetchone()
+            tables[qualified] = TableStat(rows=int(str(row[0])) if row else 0, exact=True)
+        else:
+            tables[qualified] = TableStat(rows=int(reltuples), exact=False)
+    return tables
+
+
+def _schema_version(conn: psycopg.Connection[TupleRow], tables: dict[str, TableStat]) -> str | None:
+    """``table:max(version)`` of the first known migrations table (public schema first), if any."""
+    candidates = sorted(
+        (q for q in tables if q.split(".", 1)[1] in MIGRATION_TABLES), key=lambda q: (not q.startswith("public."), q)
+    )
+    for qualified in candidates:
+        schema, table = qualified.split(".", 1)
+        column = MIGRATION_TABLES[table]
+        if conn.execute(_COLUMN_EXISTS, (schema, table, column)).fetchone() is None:
+            continue
+        query = sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), sql.Identifier(schema, table))
+        row = conn.execute(query).fetchone()
+        if row and row[0] is not None:
+            return f"{table}:{row[0]}"
+    return None
+
+
+class PostgresEngine:
+    """Dumps and checks of one configured PostgreSQL database (restores into a server come later)."""
+
+    name = "postgres"
+    artifact = "pgdump"
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    def snapshot(self, run_dir: Path) -> AbstractContextManager[PostgresSnapshot]:
+        return self._snapshot(run_dir)
+
+    @contextmanager
+    def _snapshot(self, run_dir: Path) -> Iterator[PostgresSnapshot]:
+        db = self._db
+        password = resolve_password(db)
+        dump_major, dump_version = tool_version("pg_dump")
+        with ExitStack() as stack:
+            pgpass = None
+            if password is not None:
+                pgpass = stack.enter_context(private_file(run_dir, ".pgpass", pgpass_line(db, password)))
+            conn = self._connect(password)
+            stack.callback(conn.close)
+            source = self._identity(conn, dump_major, dump_version)
+            warnings: list[str] = []
+            if source["system_identifier"] is None:
+                warnings.append(
+                    f"system_identifier of {db.name} not recorded: user {db.user} may not call pg_control_system()."
+                )
+            try:
+                conn.autocommit = False
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                lock_ms = max(1, int(db.lock_wait_timeout.total_seconds() * 1000))
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_ms}ms")))
+                conn.execute("SET LOCAL statement_timeout = 0")
+                conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            except psycopg.Error as exc:
+                raise SourceError(
+                    f"PostgreSQL database {db.name} cannot export a snapshot: {_psycopg_message(exc, password)}."
+                ) from None
+            snapshot = PostgresSnapshot(db, conn, str(row[0]) if row else "", run_dir, pgpass, password)
+            snapshot.source = source
+            snapshot.tools = {"pg_dump": dump_version}
+            snapshot.warnings = warnings
+            try:
+                yield snapshot
+            finally:
+                with suppress(psycopg.Error):
+                    conn.rollback()
+
+    def _connect(self, password: str | None) -> psycopg.Connection[TupleRow]:
+        db = self._db
+        try:
+            return psycopg.connect(
+                host=db.host,
+                port=db.port,
+                dbname=db.dbname,
+                user=db.user,
+                password=password,
+                connect_timeout=max(2, int(db.connect_timeout.total_seconds())),
+                application_name="backstop",
+                autocommit=True,
+            )
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"Cannot connect to PostgreSQL database {db.name} ({db.dbname} at {db.host}:{db.port} as {db.user}): "
+                f"{_psycopg_message(exc, password)}."
+            ) from None
+
+    def _identity(
+        self, conn: psycopg.Connection[TupleRow], dump_major: int, dump_version: str
+    ) -> dict[str, str | int | None]:
+        """Who the server is, refusing a server newer than pg_dump (its dump could silently miss objects)."""
+        db = self._db
+        try:
+            version_num = server_version_num(conn)
+            server_major = version_num // 10000
+            if server_major > dump_major:
+                raise SourceError(
+                    f"PostgreSQL server of database {db.name} is version {server_major} ({version_num}) but pg_dump "
+                    f"is version {dump_major} ({dump_version}); install pg_dump {server_major} or newer."
+                )
+            row = conn.execute("SHOW server_version").fetchone()
+            server_version = str(row[0]) if row else ""
+            try:
+                ident = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+                system_identifier: str | None = str(ident[0]) if ident else None
+            except psycopg.errors.InsufficientPrivilege:
+                system_identifier = None
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"PostgreSQL database {db.name} cannot be queried: {_psycopg_message(exc, None)}."
+            ) from None
+        return {
+            "host": db.host,
+            "port": db.port,
+            "dbname": db.dbname,
+            "user": db.user,
+            "server_version": server_version,
+            "server_version_num": version_num,
+            "system_identifier": system_identifier,
+            "dump_format": DUMP_FORMAT,
+        }
+
+    def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:
+        """``pg_restore --list`` and a full read of the archive; IntegrityError naming what failed."""
+        what = f"Backup {manifest.backup_id}"
+        listing, errors = work_dir / "pg_restore.list", work_dir / "pg_restore.stderr"
+        env = child_env(None)
+        for args, out in ((["--list"], listing), (["--file=/dev/null"], None)):
+            with errors.open("wb") as err, out.open("wb") if out else Path(os.devnull).open("wb") as stdout:
+                try:
+                    code = subprocess.run(
+                        [tool_path("pg_restore"), "--format=custom", *args, str(raw)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=stdout,
+                        stderr=err,
+                        env=env,
+                        check=False,
+                    ).returncode
+                except OSError as exc:
+                    raise IntegrityError(f"{what} cannot be checked: pg_restore cannot run ({exc.strerror}).") from None
+            if code != 0:
+                raise IntegrityError(
+                    f"{what} fails pg_restore {args[0]} ({_exit_text(code)}): {_excerpt(errors, None)}."
+                )
+        entries = _count_toc(listing)
+        recorded = manifest.source.get("toc_entries")
+        if isinstance(recorded, int) and recorded != entries:
+            raise IntegrityError(f"{what} lists {entries} TOC entries, but the manifest records {recorded}.")
+        return Inspection(
+            integrity=IntegrityCheck(check=_CHECK, passed=True, detail=f"{entries} TOC entries, every data block read"),
+            stats={"toc_entries": entries},
+        )
