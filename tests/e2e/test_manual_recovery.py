@@ -43,9 +43,14 @@ PREFIX = "prod/backstop"
 FIRST = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 SECOND = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
 
-Variant = Literal["sqlite", "files"]
-# Headings of the runbook's engine-specific sections; every other section is common to both.
-VARIANT_TAGS: dict[Variant, str] = {"sqlite": "SQLite:", "files": "Directory:"}
+Engine = Literal["sqlite", "files", "postgres", "mysql"]
+# The engine tag a `## ` heading carries makes its section engine-specific (see the top of the runbook).
+ENGINE_TAGS: dict[Engine, str] = {
+    "sqlite": "SQLite:",
+    "files": "Directory:",
+    "postgres": "PostgreSQL:",
+    "mysql": "MySQL/MariaDB:",
+}
 
 _FENCE = re.compile(r"^```(\S*)\s*$")
 
@@ -56,27 +61,36 @@ class Block:
     code: str
 
 
-def runbook_blocks(variant: Variant) -> list[Block]:
-    """The ```bash blocks of the runbook in document order, without the other variant's sections."""
+def runbook_blocks(engine: Engine) -> list[Block]:
+    """The ```bash blocks in document order: the common sections plus those tagged for ``engine``.
+
+    Lines inside HTML comments are ignored. A block is labelled with its `### ` heading when its
+    section has one, else with its `## ` heading.
+    """
     blocks: list[Block] = []
-    heading = ""
+    section = label = ""
     fence: str | None = None
+    in_comment = False
     lines: list[str] = []
     for line in RUNBOOK.read_text().splitlines():
         match = _FENCE.match(line.strip())
-        if fence is None:
-            if line.startswith("## "):
-                heading = line[3:].strip()
-            elif match:
-                fence, lines = match.group(1), []
-        elif match and not match.group(1):
-            other = [tag for v, tag in VARIANT_TAGS.items() if v != variant]
-            if fence == "bash" and not any(tag in heading for tag in other):
-                blocks.append(Block(heading, "\n".join(lines)))
-            fence = None
-        else:
-            lines.append(line)
-    assert fence is None, "the runbook has an unclosed code fence"
+        if fence is not None:
+            if match and not match.group(1):
+                tags = [tag for tag in ENGINE_TAGS.values() if tag in section]
+                if fence == "bash" and (not tags or tags == [ENGINE_TAGS[engine]]):
+                    blocks.append(Block(label, "\n".join(lines)))
+                fence = None
+            else:
+                lines.append(line)
+        elif in_comment or line.lstrip().startswith("<!--"):
+            in_comment = "-->" not in line
+        elif line.startswith("## "):
+            section = label = line[3:].strip()
+        elif line.startswith("### "):
+            label = line[4:].strip()
+        elif match:
+            fence, lines = match.group(1), []
+    assert fence is None and not in_comment, "the runbook has an unclosed code fence or comment"
     return blocks
 
 
@@ -108,7 +122,7 @@ class Recovery:
     bucket: str
     tmp: Path
 
-    def run_runbook(self, variant: Variant, *, db: str, work: Path, target: Path, **env: str) -> RunbookRun:
+    def run_runbook(self, variant: Engine, *, db: str, work: Path, target: Path, **env: str) -> RunbookRun:
         """Run the runbook's blocks in one `bash -euo pipefail`, with only BUCKET/PREFIX/DB/WORK/TARGET set."""
         blocks = runbook_blocks(variant)
         # Instrumentation only: say which block runs, and which command failed.
