@@ -3,6 +3,10 @@
     .venv/bin/python -m bench.run                  # 1 GiB database, 3 interleaved runs, RSS at 100, 1024, 2048 MiB
     .venv/bin/python -m bench.run --quick          # 64 MiB, 1 run: checks the harness in about a minute
     .venv/bin/python -m bench.run --size-mb 2048 --runs 5 --rss-sizes 100,500,1000,2000
+    .venv/bin/python -m bench.run --only postgres  # the PostgreSQL part alone (--pg-scale, default 68: ~1 GiB)
+
+A second part (bench/postgres.py, after the SQLite part unless ``--only`` picks one) times
+Backstop's PostgreSQL backup against ``pg_dump -Fc -f FILE`` alone, on the same moto server.
 
 Every pipeline runs as its own process under ``/usr/bin/time`` against one local moto S3 server
 (its own process too), on the same generated database, warm in the page cache. Results are
@@ -26,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from bench import postgres
 from bench.generate import MIB, database_path, generate
 from bench.machine import describe, load_average
 from bench.pipelines import (
@@ -66,7 +71,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "--rss-sizes", type=_sizes, help="database sizes in MiB for Backstop's peak RSS (default 100,1024,2048)"
     )
     parser.add_argument("--quick", action="store_true", help="small scale to check the harness: 64 MiB, 1 run")
-    parser.add_argument("--no-phases", action="store_true", help="skip the instrumented Backstop run")
+    parser.add_argument("--no-phases", action="store_true", help="skip the instrumented Backstop runs")
+    parser.add_argument(
+        "--only", choices=("sqlite", "postgres"), help="run one part of the benchmark (default: both, SQLite first)"
+    )
+    postgres.add_arguments(parser)
     parser.add_argument(
         "--output",
         type=Path,
@@ -194,8 +203,8 @@ def _print_run(m: Measurement) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _arguments(argv)
+def _sqlite(args: argparse.Namespace, s3: MotoServer, machine: dict[str, str]) -> int:
+    """The SQLite part: Backstop against the runbook and the serial floor."""
     for tool in ("/usr/bin/time", "sqlite3", "zstd", "gzip"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is required but not installed", file=sys.stderr)
@@ -204,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     work = OUT / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    machine = describe(OUT, VENV_BIN)
     print(
         f"bench: {args.size_mb} MiB database, {args.runs} interleaved run{'s' if args.runs != 1 else ''} of each "
         f"pipeline, Backstop peak RSS at {', '.join(map(str, args.rss_sizes))} MiB"
@@ -216,22 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     rss: list[Measurement] = []
     phases: dict[str, Any] | None = None
     try:
-        with MotoServer(OUT / "moto.log") as s3:
-            bench = Bench(s3, config, work, databases)
-            _warm([databases[args.size_mb]], bench.env)
-            print(f"bench: moto S3 server pid {s3.pid} on {s3.endpoint}; interleaved runs:")
-            for rep in range(args.runs):
-                order = PIPELINES[rep % 3 :] + PIPELINES[: rep % 3]
-                runs += [bench.run(pipeline, args.size_mb) for pipeline in order]
-            if not args.no_phases:
-                print("bench: instrumented Backstop run:")
-                phases = bench.phases(args.size_mb)
-            print("bench: Backstop peak RSS by database size:")
-            for size in args.rss_sizes:
-                _warm([databases[size]], bench.env)
-                rss.append(bench.run("backstop", size))
-            s3.empty_bucket()
-            server_peak = s3.peak_rss_mib()
+        bench = Bench(s3, config, work, databases)
+        _warm([databases[args.size_mb]], bench.env)
+        print(f"bench: moto S3 server pid {s3.pid} on {s3.endpoint}; interleaved runs:")
+        for rep in range(args.runs):
+            order = PIPELINES[rep % 3 :] + PIPELINES[: rep % 3]
+            runs += [bench.run(pipeline, args.size_mb) for pipeline in order]
+        if not args.no_phases:
+            print("bench: instrumented Backstop run:")
+            phases = bench.phases(args.size_mb)
+        print("bench: Backstop peak RSS by database size:")
+        for size in args.rss_sizes:
+            _warm([databases[size]], bench.env)
+            rss.append(bench.run("backstop", size))
+        s3.empty_bucket()
+        server_peak = s3.peak_rss_mib()
     except PipelineError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -269,6 +276,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"bench: wrote {args.output} and {raw}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    machine = describe(OUT, VENV_BIN)
+    code = 0
+    # One moto server for both parts (its own process; the bucket is emptied before every run).
+    with MotoServer(OUT / "moto.log") as s3:
+        if args.only in (None, "sqlite"):
+            code = _sqlite(args, s3, machine)
+        if code == 0 and args.only in (None, "postgres"):
+            if args.only is None:
+                print()
+            code = postgres.run(args, s3, machine)
+    return code
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from backstop.errors import IntegrityError, SourceError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
 _CHECK = "pg_restore"
+# 1 MiB pipes between pg_dump, Backstop and pg_restore: fewer, larger reads and writes (64 KiB by default).
+PIPE_SIZE = 1024 * 1024
 DUMP_FORMAT = "custom, uncompressed (zstd by backstop)"
 _EXIT_WAIT_SECONDS = 60.0
 _EXCERPT_CHARS = 300
@@ -143,6 +145,7 @@ class _RestoreCheck:
                 [tool_path("pg_restore"), "--format=custom", "--file=/dev/null"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
+                pipesize=PIPE_SIZE,
                 stderr=err,
                 env=env,
             )
@@ -151,6 +154,7 @@ class _RestoreCheck:
                 [tool_path("pg_restore"), "--format=custom", "--list"],
                 stdin=subprocess.PIPE,
                 stdout=out,
+                pipesize=PIPE_SIZE,
                 stderr=err,
                 env=env,
             )
@@ -271,7 +275,12 @@ class PostgresSnapshot:
         with self._dump_stderr.open("wb") as err:
             try:
                 dump = subprocess.Popen(
-                    self._dump_command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env
+                    self._dump_command(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=env,
+                    pipesize=PIPE_SIZE,
                 )
             except OSError as exc:
                 check.kill()
