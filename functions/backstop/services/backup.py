@@ -137,29 +137,32 @@ class BackupService:
         run_dir: Path,
     ) -> BackupOutcome:
         started = self._clock()
-        tier = tier_for(at, self._earlier_backups(db.name, at))
         key = self._store.object_key(backup_id, f"{engine.artifact}.{extension(db.compression)}")
-        tags = self._store.tags_for(db.name, engine.name, tier)
         self._progress.start(f"Snapshot of {db.name}", None)
-        with engine.snapshot(run_dir) as snapshot, ThreadPoolExecutor(max_workers=1) as checker:
-            self._progress.start(f"Backing up {db.name}", snapshot.raw_size())
-            with self._store.upload(key, tags) as upload:
-                with snapshot.open() as raw:
-                    # The engine check reads the snapshot while the pipeline compresses and uploads
-                    # it; the upload is completed only if the check passed.
-                    inspection_future = checker.submit(snapshot.inspect)
-                    digest = compress_stream(
-                        raw, upload.write, algorithm=db.compression, level=db.level, progress=self._progress.advance
-                    )
-                upload.submit_tail()
-                inspection = inspection_future.result()
-                if not inspection.integrity.passed:
-                    raise IntegrityError(
-                        f"The snapshot of {db.name} fails {inspection.integrity.check} "
-                        f"({inspection.integrity.detail}); nothing was committed."
-                    )
-                stored = upload.complete()
-            self._progress.finish()
+        with ThreadPoolExecutor(max_workers=1) as checker:
+            # The tier's look-ups in the bucket run while the engine connects and takes its snapshot.
+            tier_future = checker.submit(lambda: tier_for(at, self._earlier_backups(db.name, at)))
+            with engine.snapshot(run_dir) as snapshot:
+                tier = tier_future.result()
+                tags = self._store.tags_for(db.name, engine.name, tier)
+                self._progress.start(f"Backing up {db.name}", snapshot.raw_size())
+                with self._store.upload(key, tags) as upload:
+                    with snapshot.open() as raw:
+                        # The engine check reads the snapshot while the pipeline compresses and uploads
+                        # it; the upload is completed only if the check passed.
+                        inspection_future = checker.submit(snapshot.inspect)
+                        digest = compress_stream(
+                            raw, upload.write, algorithm=db.compression, level=db.level, progress=self._progress.advance
+                        )
+                    upload.submit_tail()
+                    inspection = inspection_future.result()
+                    if not inspection.integrity.passed:
+                        raise IntegrityError(
+                            f"The snapshot of {db.name} fails {inspection.integrity.check} "
+                            f"({inspection.integrity.detail}); nothing was committed."
+                        )
+                    stored = upload.complete()
+                self._progress.finish()
         manifest = Manifest(
             backup_id=backup_id,
             database=db.name,
