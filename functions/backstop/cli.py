@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -27,6 +27,9 @@ from backstop.errors import BackstopError
 from backstop.manifest import Manifest, Trigger
 from backstop.names import check_database_name, parse_backup_id
 from backstop.services.restore import RestorePlan
+
+if TYPE_CHECKING:
+    from backstop.services.server_restore import ServerRestorePlan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -341,14 +344,24 @@ def download(obj: Context, database: str, backup_id: str, out_path: Path, decomp
 @main.command()
 @database_argument
 @click.argument("backup_id", default="latest")
-@click.option("--to", "target", type=click.Path(path_type=Path), required=True, help="Path to restore into.")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="Path to restore into, or postgresql://[user@]host[:port]/dbname (never with a password).",
+)
 @click.option("--dry-run", is_flag=True, help="Verify the backup and show the plan; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @click.pass_obj
-def restore(obj: Context, database: str, backup_id: str, target: Path, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Restore BACKUP_ID (default latest) of DATABASE into the path --to, atomically."""
+def restore(obj: Context, database: str, backup_id: str, target: str, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Restore BACKUP_ID (default latest) of DATABASE into the path or database URL --to, atomically."""
     from backstop.services.restore import RestoreService
+    from backstop.services.server_restore import is_server_url
+
+    if is_server_url(target):
+        _restore_into_server(obj, database, backup_id, target, dry_run=dry_run, yes=yes, as_json=as_json)
+        return
 
     def confirm(plan: RestorePlan) -> bool:
         _print_plan(plan)
@@ -362,7 +375,7 @@ def restore(obj: Context, database: str, backup_id: str, target: Path, dry_run: 
         service = RestoreService(obj.config, obj.store(), progress=BarProgress(not as_json))
         if backup_id != "latest":
             parse_backup_id(backup_id, database)
-        outcome = service.restore(database, backup_id, target, dry_run=dry_run, confirm=confirm)
+        outcome = service.restore(database, backup_id, Path(target), dry_run=dry_run, confirm=confirm)
         if dry_run:
             _print_plan(outcome.plan)
         if as_json:
@@ -381,6 +394,62 @@ def restore(obj: Context, database: str, backup_id: str, target: Path, dry_run: 
                 out.print(f"The previous version is kept at {outcome.plan.pre_restore}.")
         elif not dry_run:
             _fail("Restore cancelled; the target was not touched.")
+
+
+def _restore_into_server(
+    obj: Context, database: str, backup_id: str, url: str, *, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """`restore --to postgresql://...`: a fresh database, validated, then swapped in by renames."""
+    from backstop.services.server_restore import ServerRestoreService
+
+    def confirm(plan: ServerRestorePlan) -> bool:
+        _print_server_plan(plan)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise BackstopError("Refusing to restore without confirmation: pass --yes when not at a terminal.")
+        return click.confirm(f"Replace {plan.target.display} with {plan.manifest.backup_id}?", default=False, err=True)
+
+    with _failures():
+        if backup_id != "latest":
+            parse_backup_id(backup_id, database)
+        service = ServerRestoreService(obj.config, obj.store(), progress=BarProgress(not as_json))
+        outcome = service.restore(database, backup_id, url, dry_run=dry_run, confirm=confirm)
+        if dry_run:
+            _print_server_plan(outcome.plan)
+        if as_json:
+            _print_json(
+                {
+                    "backup_id": outcome.plan.manifest.backup_id,
+                    "target": outcome.plan.target.display,
+                    "restored": outcome.restored,
+                    "pre_restore": outcome.pre_restore,
+                    "dry_run": dry_run,
+                }
+            )
+        elif outcome.restored:
+            out.print(f"Restored {outcome.plan.manifest.backup_id} into {outcome.plan.target.display}; validated.")
+            if outcome.pre_restore:
+                out.print(f"The previous database is kept as {outcome.pre_restore}.")
+        elif not dry_run:
+            _fail("Restore cancelled; the target was not touched.")
+
+
+def _print_server_plan(plan: ServerRestorePlan) -> None:
+    m = plan.manifest
+    err.print(
+        f"Restore plan: {m.backup_id} ({m.type}, {m.scheduled_for.isoformat()}, {_human_bytes(m.object.size)}, "
+        f"sha256 {m.object.sha256[:16]}..., verified) -> {plan.target.display} via the fresh database {plan.fresh}"
+    )
+    if plan.target_exists:
+        err.print(f"  current database kept as {plan.pre_restore}")
+        if plan.sessions:
+            err.print(f"  {plan.sessions} other session(s) on {plan.target.dbname} will be disconnected")
+        for name, stat in m.tables.items():
+            now = (plan.current or {}).get(name, "absent")
+            err.print(f"  {name}: {now} rows now, {stat.rows} in the backup")
+    else:
+        err.print("  target database does not exist yet")
 
 
 def _print_plan(plan: RestorePlan) -> None:

@@ -32,7 +32,7 @@ from backstop.config import PostgresDatabase
 from backstop.credentials import pgpass_line, private_file, resolve_password
 from backstop.engines.base import Inspection
 from backstop.engines.sqlite import MIGRATION_TABLES
-from backstop.errors import IntegrityError, SourceError
+from backstop.errors import IntegrityError, RestoreError, SourceError, ValidationError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
 _CHECK = "pg_restore"
@@ -532,3 +532,236 @@ class PostgresEngine:
             integrity=IntegrityCheck(check=_CHECK, passed=True, detail=f"{entries} TOC entries, every data block read"),
             stats={"toc_entries": entries},
         )
+
+
+# -- restores into a server ----------------------------------------------------------------------
+
+_MAX_IDENTIFIER = 63
+_SWAP_ATTEMPTS = 3
+_TERMINATE_WAIT_MS = 5000
+
+
+def derived_name(dbname: str, suffix: str) -> str:
+    """``<dbname><suffix>`` cut to PostgreSQL's 63-byte identifier limit (the suffix is always kept whole)."""
+    room = _MAX_IDENTIFIER - len(suffix.encode())
+    return dbname.encode()[:room].decode(errors="ignore") + suffix
+
+
+class PostgresServer:
+    """The server a restore writes into: a maintenance connection and the password's ``.pgpass``.
+
+    ``self.db`` names the target (host, port, user, dbname); the maintenance connection goes to the
+    ``postgres`` database, so the target and the fresh database can be created, renamed and dropped.
+    """
+
+    def __init__(
+        self, db: PostgresDatabase, conn: psycopg.Connection[TupleRow], pgpass: Path | None, password: str | None
+    ) -> None:
+        self.db = db
+        self._conn = conn
+        self._pgpass = pgpass
+        self._password = password
+
+    def _message(self, exc: psycopg.Error) -> str:
+        return _psycopg_message(exc, self._password)
+
+    def exists(self, dbname: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
+
+    def sessions(self, dbname: str) -> int:
+        """Other sessions connected to ``dbname`` (they are terminated by the swap)."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
+        ).fetchone()
+        return int(str(row[0])) if row else 0
+
+    def describe(self, dbname: str) -> dict[str, int] | None:
+        """Row counts of ``dbname`` for the restore plan (exact below exact_count_limit); None if it does not exist."""
+        if not self.exists(dbname):
+            return None
+        try:
+            with self.connect(dbname) as conn:
+                return {name: stat.rows for name, stat in count_rows(conn, self.db.exact_count_limit).items()}
+        except psycopg.Error as exc:
+            raise RestoreError(f"The restore target {dbname} cannot be read: {self._message(exc)}.") from None
+
+    def connect(self, dbname: str) -> psycopg.Connection[TupleRow]:
+        db = self.db
+        return psycopg.connect(
+            host=db.host,
+            port=db.port,
+            dbname=dbname,
+            user=db.user,
+            password=self._password,
+            connect_timeout=max(2, int(db.connect_timeout.total_seconds())),
+            application_name="backstop",
+            autocommit=True,
+        )
+
+    def create_fresh(self, fresh: str, like: str) -> None:
+        """An empty database ``fresh`` from template0, with the encoding and locale of ``like`` if it exists."""
+        try:
+            row = self._conn.execute(
+                "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
+                (like,),
+            ).fetchone()
+            query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(fresh))
+            if row is not None:
+                query = query + sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                    sql.Literal(str(row[0])), sql.Literal(str(row[1])), sql.Literal(str(row[2]))
+                )
+            self._conn.execute(query)
+        except psycopg.Error as exc:
+            raise RestoreError(f"The fresh database {fresh} cannot be created: {self._message(exc)}.") from None
+
+    def drop(self, dbname: str) -> None:
+        self._conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+    def pg_restore(self, raw: Path, dbname: str, run_dir: Path) -> None:
+        """``pg_restore --exit-on-error --no-owner`` of the archive into ``dbname``; RestoreError on any error."""
+        db = self.db
+        conninfo = make_conninfo(
+            host=db.host,
+            port=str(db.port),
+            dbname=dbname,
+            user=db.user,
+            connect_timeout=str(max(2, int(db.connect_timeout.total_seconds()))),
+            application_name="backstop",
+        )
+        errors = run_dir / "pg_restore-restore.stderr"
+        command = [
+            tool_path("pg_restore"),
+            "--format=custom",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-password",
+            f"--dbname={conninfo}",
+            str(raw),
+        ]
+        with errors.open("wb") as err:
+            try:
+                code = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    env=child_env(self._pgpass),
+                    check=False,
+                ).returncode
+            except OSError as exc:
+                raise RestoreError(f"pg_restore cannot be started: {exc.strerror}.") from None
+        if code != 0:
+            raise RestoreError(
+                f"pg_restore into the fresh database {dbname} {_exit_text(code)}: {_excerpt(errors, self._password)}."
+            )
+
+    def validate(self, dbname: str, manifest: Manifest) -> Inspection:
+        """Exact row counts of ``dbname`` equal to the manifest's exact ones, and every validation query truthy.
+
+        Tables the manifest records as planner estimates are only checked to exist.
+        """
+        try:
+            with self.connect(dbname) as conn:
+                found = [(str(s), str(n)) for s, n, _ in conn.execute(_TABLES).fetchall()]
+                tables: dict[str, TableStat] = {}
+                diffs: list[str] = []
+                for schema, name in found:
+                    qualified = f"{schema}.{name}"
+                    expected = manifest.tables.get(qualified)
+                    if expected is None:
+                        diffs.append(f"{qualified}: absent expected, present found")
+                        continue
+                    if not expected.exact:
+                        continue
+                    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+                    row = conn.execute(query).fetchone()
+                    rows = int(str(row[0])) if row else 0
+                    tables[qualified] = TableStat(rows=rows, exact=True)
+                    if rows != expected.rows:
+                        diffs.append(f"{qualified}: {expected.rows} expected, {rows} found")
+                present = {f"{s}.{n}" for s, n in found}
+                missing = [name for name in manifest.tables if name not in present]
+                diffs.extend(f"{name}: present expected, absent found" for name in missing)
+                if diffs:
+                    raise ValidationError(
+                        f"The restored database {dbname} does not match the manifest's row counts "
+                        f"({'; '.join(sorted(diffs)[:5])})."
+                    )
+                for number, text in enumerate(self.db.validation_queries, 1):
+                    try:
+                        answer = conn.execute(text.encode()).fetchone()
+                    except psycopg.Error as exc:
+                        raise ValidationError(
+                            f"Validation query {number} failed on the restored database: {self._message(exc)}."
+                        ) from None
+                    if answer is None or not answer[0]:
+                        value = "no row" if answer is None else repr(answer[0])
+                        raise ValidationError(
+                            f"Validation query {number} returned {value} on the restored database, not a true value."
+                        )
+        except psycopg.Error as exc:
+            raise ValidationError(f"The restored database {dbname} cannot be read: {self._message(exc)}.") from None
+        detail = f"{len(tables)} exact row counts equal the manifest, {len(self.db.validation_queries)} queries passed"
+        return Inspection(integrity=IntegrityCheck(check="restore", passed=True, detail=detail), tables=tables)
+
+    def swap(self, fresh: str, target: str, pre_restore: str) -> bool:
+        """In one transaction: ``target`` renamed to ``pre_restore`` (if it exists), ``fresh`` to ``target``.
+
+        Other sessions on the target are terminated first. Returns whether a previous target was kept.
+        RestoreError (nothing renamed) when the renames cannot be made.
+        """
+        for attempt in range(1, _SWAP_ATTEMPTS + 1):
+            try:
+                with self._conn.transaction():
+                    existed = self.exists(target)
+                    if existed:
+                        self._conn.execute(
+                            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity "
+                            "WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (_TERMINATE_WAIT_MS, target),
+                        )
+                        self._conn.execute(
+                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                                sql.Identifier(target), sql.Identifier(pre_restore)
+                            )
+                        )
+                    self._conn.execute(
+                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(fresh), sql.Identifier(target))
+                    )
+                return existed
+            except psycopg.errors.ObjectInUse as exc:  # a session reconnected between terminate and rename
+                if attempt == _SWAP_ATTEMPTS:
+                    raise RestoreError(
+                        f"The target {target} cannot be swapped: {self._message(exc)} (sessions keep reconnecting)."
+                    ) from None
+            except psycopg.Error as exc:
+                raise RestoreError(f"The target {target} cannot be swapped: {self._message(exc)}.") from None
+        raise AssertionError("unreachable")
+
+
+@contextmanager
+def restore_server(db: PostgresDatabase, run_dir: Path) -> Iterator[PostgresServer]:
+    """The server of ``db`` (the restore target), with its password in a 0600 ``.pgpass`` in ``run_dir``."""
+    password = resolve_password(db)
+    with ExitStack() as stack:
+        pgpass = None
+        if password is not None:
+            pgpass = stack.enter_context(private_file(run_dir, ".pgpass", pgpass_line(db, password)))
+        try:
+            conn = psycopg.connect(
+                host=db.host,
+                port=db.port,
+                dbname="postgres",
+                user=db.user,
+                password=password,
+                connect_timeout=max(2, int(db.connect_timeout.total_seconds())),
+                application_name="backstop",
+                autocommit=True,
+            )
+        except psycopg.Error as exc:
+            raise RestoreError(
+                f"Cannot connect to the PostgreSQL server {db.host}:{db.port} as {db.user}: "
+                f"{_psycopg_message(exc, password)}."
+            ) from None
+        stack.callback(conn.close)
+        yield PostgresServer(db, conn, pgpass, password)
