@@ -116,13 +116,7 @@ def main(argv: list[str]) -> int:
     sampler.start()
     processes.start()
     instrument()
-    from backstop.cli import main as cli
-
-    code = 0
-    try:
-        cli(["--config", config, "backup", database, "--type", "manual", "--at", at], standalone_mode=False)
-    except SystemExit as exc:  # the CLI exits 1 on a failed backup
-        code = int(exc.code or 0)
+    code = phases.run_backup_command(config, database, at)
     cpu_by_thread = sampler.stop()
     cpu_by_process = processes.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -171,18 +171,23 @@ def instrument() -> None:
     pipeline._compressor = compressor
 
 
+def run_backup_command(config: str, database: str, at: str) -> int:
+    """`backstop backup` in this (instrumented) process; its exit status."""
+    from backstop.cli import main as cli
+
+    try:
+        cli(["--config", config, "backup", database, "--type", "manual", "--at", at], standalone_mode=False)
+    except SystemExit as exc:  # the CLI exits 1 on a failed backup
+        return int(exc.code or 0)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     config, database, at, output = argv
     sampler = _CpuSampler()
     sampler.start()
     instrument()
-    from backstop.cli import main as cli
-
-    code = 0
-    try:
-        cli(["--config", config, "backup", database, "--type", "manual", "--at", at], standalone_mode=False)
-    except SystemExit as exc:  # the CLI exits 1 on a failed backup
-        code = int(exc.code or 0)
+    code = run_backup_command(config, database, at)
     cpu_by_thread = sampler.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     Path(output).write_text(

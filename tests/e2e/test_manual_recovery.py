@@ -52,6 +52,11 @@ ENGINE_TAGS: dict[Engine, str] = {
     "mysql": "MySQL/MariaDB:",
 }
 
+# Variables the runbook reads; a test sets the ones it needs and none leaks in from the environment.
+RUNBOOK_VARIABLES = frozenset(
+    {"BACKUP_ID", "TARGET", "WORK", "PREFIX", "DB", "BUCKET", "LIVE_DB", "NEW_DB", "KEEP_OWNERS"}
+)
+
 _FENCE = re.compile(r"^```(\S*)\s*$")
 
 
@@ -122,8 +127,14 @@ class Recovery:
     bucket: str
     tmp: Path
 
-    def run_runbook(self, variant: Engine, *, db: str, work: Path, target: Path, **env: str) -> RunbookRun:
-        """Run the runbook's blocks in one `bash -euo pipefail`, with only BUCKET/PREFIX/DB/WORK/TARGET set."""
+    def run_runbook(
+        self, variant: Engine, *, db: str, work: Path, target: Path | None = None, **env: str
+    ) -> RunbookRun:
+        """Run the runbook's blocks in one `bash -euo pipefail`, with only the runbook's variables set.
+
+        Nothing from this process's environment that the runbook reads (its own variables, PG*, MYSQL*)
+        leaks in: the runbook must set or be given everything it uses.
+        """
         blocks = runbook_blocks(variant)
         # Instrumentation only: say which block runs, and which command failed.
         script = ["trap 'echo \"@@failed: $BASH_COMMAND\" >&2' ERR"]
@@ -141,17 +152,10 @@ class Recovery:
             AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
             AWS_EC2_METADATA_DISABLED="true",
         )
-        for leaked in ("BACKUP_ID", "TARGET", "WORK", "PREFIX", "DB", "BUCKET"):
-            base.pop(leaked, None)
-        run_env = {
-            **base,
-            "BUCKET": self.bucket,
-            "PREFIX": PREFIX,
-            "DB": db,
-            "WORK": str(work),
-            "TARGET": str(target),
-            **env,
-        }
+        base = {k: v for k, v in base.items() if not k.startswith(("PG", "MYSQL")) and k not in RUNBOOK_VARIABLES}
+        run_env = {**base, "BUCKET": self.bucket, "PREFIX": PREFIX, "DB": db, "WORK": str(work), **env}
+        if target is not None:
+            run_env["TARGET"] = str(target)
         done = subprocess.run(
             ["bash", "-euo", "pipefail", str(script_path)],
             env=run_env,

@@ -10,9 +10,7 @@ must stop the runbook at `sha256sum -c`, before any database is created.
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,16 +25,13 @@ from psycopg import sql
 
 from backstop.config import Config
 from backstop.manifest import Manifest
-from local.emulator import child_env, flip_byte
+from local.emulator import flip_byte
 from tests.e2e import test_manual_recovery as manual
 from tests.e2e.test_manual_recovery import (
     ENGINE_TAGS,
     PREFIX,
     SECOND,
-    VENV_BIN,
-    Engine,
     Recovery,
-    RunbookRun,
     runbook_blocks,
     take_backup,
 )
@@ -50,42 +45,6 @@ MY = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 # Strings a dump and a reload must carry unchanged.
 HOSTILE = ["O'Brien", 'say "hi"', "Zoë ✓ ünïcødé 😀", "back\\slash", "semi;colon),(x", "new\nline\ttab", ""]
-
-
-def run_runbook(recovery: Recovery, engine: Engine, *, db: str, work: Path, **env: str) -> RunbookRun:
-    """The selected blocks in one `bash -euo pipefail`, as test_manual_recovery runs them, with ``env`` set."""
-    script = ["trap 'echo \"@@failed: $BASH_COMMAND\" >&2' ERR"]
-    for number, block in enumerate(runbook_blocks(engine), 1):
-        script += [f"echo {shlex.quote(f'@@block {number}: {block.heading}')} >&2", block.code]
-    script_path = recovery.tmp / f"runbook-{engine}-{uuid.uuid4().hex[:6]}.sh"
-    script_path.write_text("\n".join(script) + "\n")
-    home = recovery.tmp / "home"
-    home.mkdir(exist_ok=True)
-    base = child_env(
-        recovery.emulator,
-        PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        HOME=str(home),
-        AWS_CONFIG_FILE=str(home / "no-aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    base = {
-        k: v
-        for k, v in base.items()
-        if not k.startswith(("PG", "MYSQL"))
-        and k not in {"BACKUP_ID", "TARGET", "WORK", "PREFIX", "DB", "BUCKET", "LIVE_DB", "NEW_DB", "KEEP_OWNERS"}
-    }
-    run_env = {**base, "BUCKET": recovery.bucket, "PREFIX": PREFIX, "DB": db, "WORK": str(work), **env}
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", str(script_path)],
-        env=run_env,
-        cwd=recovery.tmp,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return RunbookRun(done.returncode, done.stdout, done.stderr)
 
 
 def test_each_server_section_is_selected_alone_with_the_common_steps() -> None:
@@ -216,7 +175,7 @@ def test_runbook_restores_a_postgres_backup_into_a_new_database_that_takes_the_l
     assert manifest.tables["billing.Invoices"].exact is True
     app = pg_connect(pg_backup.live)  # the application, still connected to the live database
 
-    run = run_runbook(recovery, "postgres", db="pgshop", work=tmp_path / "work", **pg_env())
+    run = recovery.run_runbook("postgres", db="pgshop", work=tmp_path / "work", **pg_env())
 
     assert run.returncode == 0, run.explain()
     assert f"chosen: {manifest.backup_id}" in run.stdout
@@ -241,7 +200,7 @@ def test_runbook_stops_at_sha256sum_on_a_corrupt_postgres_artifact_before_creati
     stored = pg_backup.manifest.object
     flip_byte(recovery.bucket, stored.key, stored.version_id, offset=stored.size // 2)
 
-    run = run_runbook(recovery, "postgres", db="pgshop", work=tmp_path / "work", **pg_env())
+    run = recovery.run_runbook("postgres", db="pgshop", work=tmp_path / "work", **pg_env())
 
     assert run.returncode != 0, run.explain()
     assert run.failed_command is not None and run.failed_command.startswith("sha256sum -c"), run.explain()
@@ -342,7 +301,7 @@ def test_runbook_loads_a_mysql_backup_into_a_new_database_and_its_switch_over_st
     cnf = my_option_file(tmp_path)
     work = tmp_path / "work"
 
-    run = run_runbook(recovery, "mysql", db="myshop", work=work, MYSQL_CNF=str(cnf))
+    run = recovery.run_runbook("mysql", db="myshop", work=work, MYSQL_CNF=str(cnf))
 
     assert run.returncode == 0, run.explain()
     assert f"chosen: {manifest.backup_id}" in run.stdout
@@ -375,7 +334,7 @@ def test_runbook_stops_at_sha256sum_on_a_corrupt_mysql_artifact_before_creating_
     stored = my_backup.manifest.object
     flip_byte(recovery.bucket, stored.key, stored.version_id, offset=stored.size // 2)
 
-    run = run_runbook(recovery, "mysql", db="myshop", work=tmp_path / "work", MYSQL_CNF=str(my_option_file(tmp_path)))
+    run = recovery.run_runbook("mysql", db="myshop", work=tmp_path / "work", MYSQL_CNF=str(my_option_file(tmp_path)))
 
     assert run.returncode != 0, run.explain()
     assert run.failed_command is not None and run.failed_command.startswith("sha256sum -c"), run.explain()
