@@ -4,7 +4,11 @@ repeated deliveries, overlapping runs and leftovers of killed runs. Real SQLite 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -24,7 +28,7 @@ from backstop.errors import (
     StorageError,
 )
 from backstop.services.artifacts import resolve_backup
-from backstop.services.backup import RUN_DIR_PREFIX
+from backstop.services.backup import RUN_DIR_PREFIX, run_dir_prefix
 from backstop.services.verify import VerifyService
 from tests.conftest import BUCKET, REGION, create_orders_db
 from tests.services import (
@@ -244,10 +248,10 @@ def test_a_failed_run_leaves_no_temp_files_and_the_next_run_cleans_a_killed_runs
     make_config: Any, store: Any, orders_db: Path, work_dir: Path
 ) -> None:
     # given the run directory a killed run of this database left behind (a half-written snapshot)
-    stale = work_dir / f"{RUN_DIR_PREFIX}orders.k1ll3d"
+    config = make_config(sqlite_db(orders_db))
+    stale = work_dir / f"{run_dir_prefix('orders', f'{config.bucket}/{config.prefix}')}k1ll3d"
     stale.mkdir()
     (stale / "snapshot.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x00" * 4096)
-    config = make_config(sqlite_db(orders_db))
     corrupt_table(orders_db)
 
     # when the next run fails on a corrupt source
@@ -281,6 +285,51 @@ def test_a_run_never_removes_the_run_directory_of_another_database(
 
     # then the other database's run directory is untouched
     assert (live / "snapshot.sqlite").read_bytes() == b"snapshot being streamed"
+
+
+def test_a_run_never_removes_a_live_run_of_the_same_database_for_another_bucket(
+    make_config: Any, store: Any, orders_db: Path, work_dir: Path
+) -> None:
+    # given a run of 'orders' for another bucket in progress in the same work dir (another config, another lock)
+    config = make_config(sqlite_db(orders_db))
+    live = work_dir / f"{run_dir_prefix('orders', 'other-bucket/backups')}l1ve"
+    live.mkdir()
+    (live / "snapshot.sqlite").write_bytes(b"snapshot being streamed")
+
+    # when a backup of 'orders' runs for this config
+    assert run_backup(config, store, at(21)).created
+
+    # then the other run's directory is untouched
+    assert (live / "snapshot.sqlite").read_bytes() == b"snapshot being streamed"
+
+
+def test_a_run_never_removes_the_live_run_of_the_same_bucket_name_in_another_store(
+    make_config: Any, store: Any, orders_db: Path, work_dir: Path
+) -> None:
+    # given a live process on this machine running 'orders' against another store with the same bucket
+    # name (an emulator beside the account: another lock), and a killed run's directory with no owner
+    config = make_config(sqlite_db(orders_db))
+    prefix = run_dir_prefix("orders", f"{config.bucket}/{config.prefix}")
+    live = work_dir / f"{prefix}l1ve"
+    live.mkdir()
+    (live / "snapshot.sqlite").write_bytes(b"snapshot being streamed")
+    (live / ".owner").write_text(f"{socket.gethostname()} {os.getpid()}")
+    dead = work_dir / f"{prefix}d3ad"
+    dead.mkdir()
+    (dead / ".owner").write_text(f"{socket.gethostname()} {_a_dead_pid()}")
+
+    # when a backup of 'orders' runs
+    assert run_backup(config, store, at(21)).created
+
+    # then the live run's directory is untouched and the dead one's is gone
+    assert (live / "snapshot.sqlite").read_bytes() == b"snapshot being streamed"
+    assert not dead.exists()
+
+
+def _a_dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 # -- alerts ----------------------------------------------------------------------------------------

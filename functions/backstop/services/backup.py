@@ -8,6 +8,7 @@ publishes an alert; the run directory is removed in every case.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ from backstop.names import backup_id_for
 from backstop.pipeline import compress_stream, extension
 from backstop.ports import BackupStore, Clock, NoNotifier, NoProgress, Notifier, Progress, RunLock
 from backstop.retention import tier_for
+from backstop.services.size_anomaly import SizeAnomaly, check_size
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,41 @@ RUN_LOCK_TTL = timedelta(hours=12)
 RUN_DIR_PREFIX = "backstop-run-"
 
 
-def run_dir_prefix(database: str) -> str:
-    """Prefix of a run directory of ``database``; '.' cannot occur in a name, so no database matches another's."""
-    return f"{RUN_DIR_PREFIX}{database}."
+def run_dir_prefix(database: str, scope: str) -> str:
+    """Prefix of a run directory of ``database`` in the run lock's ``scope`` (bucket and prefix).
+
+    Leftovers are removed only under this prefix, while the lock is held: a run of a database of
+    the same name for another bucket (another config on the same machine) holds another lock, and
+    its live run directory must not match. '.' cannot occur in a name, so no database matches another's.
+    """
+    digest = hashlib.sha256(f"{scope}/{database}".encode()).hexdigest()[:12]
+    return f"{RUN_DIR_PREFIX}{database}.{digest}."
+
+
+RUN_OWNER_FILE = ".owner"
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def _owned_by_live_process(run_dir: Path) -> bool:
+    """Whether ``run_dir`` was made by a process that is still running on this machine.
+
+    A directory without a readable owner (killed before writing it) is not live.
+    """
+    try:
+        host, pid = (run_dir / RUN_OWNER_FILE).read_text().split()
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the process exists, under another user
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -55,10 +89,16 @@ class BackupRequest:
 
 @dataclass(frozen=True)
 class BackupOutcome:
-    """The committed manifest, and whether this run created it (False: it already existed)."""
+    """The committed manifest, and whether this run created it (False: it already existed).
+
+    ``warnings`` are sentences for a human about a backup that is committed all the same (its size
+    departs from the recent ones: ``size_anomaly``; or that check could not be made).
+    """
 
     manifest: Manifest
     created: bool
+    warnings: tuple[str, ...] = ()
+    size_anomaly: SizeAnomaly | None = None
 
 
 class BackupService:
@@ -80,6 +120,7 @@ class BackupService:
         self._notifier = notifier or NoNotifier()
         self._progress = progress or NoProgress()
         self._work_dir = work_dir or config.work_dir or Path(tempfile.gettempdir())
+        self._lock_scope = f"{config.bucket}/{config.prefix}"
 
     def run(self, request: BackupRequest) -> BackupOutcome:
         """Take the backup of ``request``, or return the existing one for the same time.
@@ -115,15 +156,23 @@ class BackupService:
 
     def _run_locked(self, db: AnyDatabase, request: BackupRequest, at: datetime, backup_id: str) -> BackupOutcome:
         self._remove_leftovers(db.name)
-        run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix(db.name), dir=self._work_dir))
+        run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix(db.name, self._lock_scope), dir=self._work_dir))
         try:
+            (run_dir / RUN_OWNER_FILE).write_text(_this_process())
             return self._take(db, engine_for(db), request, at, backup_id, run_dir)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def _remove_leftovers(self, database: str) -> None:
-        """Delete run directories of this database left by a killed run (we hold its lock, so none is live)."""
-        for stale in self._work_dir.glob(run_dir_prefix(database) + "*"):
+        """Delete run directories of this database left by a killed run.
+
+        We hold the database's lock, so no live run of it exists in this bucket. A directory of a
+        process still alive on this machine belongs to a run against another store of the same
+        bucket name (an emulator beside the real account): it is left alone.
+        """
+        for stale in self._work_dir.glob(run_dir_prefix(database, self._lock_scope) + "*"):
+            if _owned_by_live_process(stale):
+                continue
             log.warning("removing leftover run directory %s", stale)
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -198,7 +247,21 @@ class BackupService:
             self._store.delete_version(stored.key, stored.version_id)
             return BackupOutcome(self._store.get_manifest(backup_id), created=False)
         log.info("committed backup %s (%d bytes, tier %s)", backup_id, stored.size, tier)
-        return BackupOutcome(manifest, created=True)
+        return self._with_size_check(manifest)
+
+    def _with_size_check(self, manifest: Manifest) -> BackupOutcome:
+        """The outcome of a committed backup, with its size compared to the recent ones (alerted if anomalous)."""
+        try:
+            anomaly = check_size(self._store, manifest)
+        except Exception as exc:  # the backup is committed: a check that fails must not make it a failed run
+            log.exception("the size check of %s could not be made", manifest.backup_id)
+            return BackupOutcome(manifest, created=True, warnings=(f"The size check could not be made: {exc}",))
+        if anomaly is None:
+            return BackupOutcome(manifest, created=True)
+        log.warning("%s", anomaly.sentence())
+        how = "larger" if anomaly.kind == "grew" else "smaller"
+        self._notifier.publish(f"Backstop: backup of {manifest.database} is far {how} than usual", anomaly.alert())
+        return BackupOutcome(manifest, created=True, warnings=(anomaly.sentence(),), size_anomaly=anomaly)
 
     def _earlier_backups(self, database: str, at: datetime) -> list[datetime]:
         """The first committed backup since the start of the year, month and ISO week of ``at``."""
