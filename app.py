@@ -14,7 +14,6 @@ from cdk_nag import AwsSolutionsChecks
 
 from backstop.config import DEFAULT_CONFIG, load_config
 from backstop.errors import ConfigError
-from infra.backup_vault import LifecycleRuleLimitError
 from infra.stack import BackstopStack
 
 STACK_NAME = "Backstop"
@@ -38,7 +37,7 @@ def main() -> None:
     app = App()
     try:
         build(app)
-    except (ConfigError, LifecycleRuleLimitError) as exc:
+    except ConfigError as exc:  # includes what only the stack can check (lifecycle rules, Object Lock, EFS)
         sys.exit(f"error: {exc}")
     app.synth()
 

@@ -24,6 +24,18 @@ Decisions worth knowing before changing this file:
   adds a delete marker and the bytes stay as a noncurrent version for ``noncurrent_days`` (30 by
   default), the window in which an accidental or malicious deletion can be undone; then the orphaned
   delete marker goes too. A backup therefore occupies storage for its tier's age plus that window.
+- **Only Backstop writes backups.** That window is also how long a backup survives being overwritten
+  or deleted, however young it is: a stray ``aws s3 cp`` onto a yearly backup's key would leave the
+  real backup noncurrent, gone 30 days later. Rather than keep every noncurrent version as long as
+  the longest retention (which would keep every expired daily backup for years), the bucket policy
+  denies writing, deleting, re-tagging or re-locking anything under ``<prefix>/`` to every principal
+  except the backup functions' roles (IAM path ``/backstop/<stack>/``) and the roles listed in
+  ``storage.writers`` (operators running ``backstop backup``). Each backup role may only touch its
+  own database's keys (``grant_backup``).
+- **Object Lock agrees with lifecycle.** With ``storage.object_lock`` every new version is locked for
+  its ``days``; the check below refuses a lock longer than the shortest time lifecycle keeps a
+  version (the shortest daily retention plus ``noncurrent_days``), because lifecycle could then never
+  delete it when the configuration says, and in compliance mode nobody could.
 - **Rule budget.** S3 accepts at most 1000 lifecycle rules per bucket. The vault uses four per
   database plus three shared rules (housekeeping, ``_locks/``, ``_failures/``), so one vault holds at
   most 249 databases; ``LifecycleRuleLimitError`` says so at synth time instead of at deploy time.
@@ -35,12 +47,16 @@ replace the resource, and for the bucket or its key that means losing every back
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
+from collections.abc import Sequence
+
+from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from backstop.config import Config
+from backstop.errors import ConfigError
 from backstop.retention import TIERS, expiry_days
 
 TIER_TAG = "backstop:tier"
@@ -59,9 +75,34 @@ MINIMUM_STORAGE_DAYS = {
 }
 """Minimum billed storage duration of each cold class: deleting earlier is charged as if kept this long."""
 
+STORAGE_CLASSES = {
+    "GLACIER_IR": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+    "GLACIER": s3.StorageClass.GLACIER,
+    "DEEP_ARCHIVE": s3.StorageClass.DEEP_ARCHIVE,
+}
+"""``storage.yearly_storage_class`` values and the S3 classes they name."""
 
-class LifecycleRuleLimitError(ValueError):
+GUARDED_ACTIONS = (
+    "s3:PutObject",
+    "s3:PutObjectTagging",
+    "s3:PutObjectVersionTagging",
+    "s3:DeleteObjectTagging",
+    "s3:DeleteObjectVersionTagging",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObjectRetention",
+    "s3:PutObjectLegalHold",
+    "s3:BypassGovernanceRetention",
+)
+"""What only the vault's writers may do under ``<prefix>/``: write, delete, re-tier (tags) or re-lock."""
+
+
+class LifecycleRuleLimitError(ConfigError):
     """The configuration needs more lifecycle rules than one S3 bucket accepts."""
+
+
+class ObjectLockConflictError(ConfigError):
+    """Object Lock would keep versions locked past the time lifecycle is configured to delete them."""
 
 
 def cold_transition_days(expire_after: int, cold_after: int, storage_class: s3.StorageClass) -> int | None:
@@ -78,35 +119,41 @@ def lifecycle_rule_count(config: Config) -> int:
     return len(TIERS) * len(config.databases) + SHARED_RULES
 
 
+def shortest_version_life(config: Config) -> tuple[int, str]:
+    """Fewest days lifecycle keeps any backup version (daily expiry + noncurrent window), and whose it is."""
+    days, name = min((expiry_days(db.retention)["daily"], db.name) for db in config.databases)
+    return days + config.storage.noncurrent_days, name
+
+
+def check_object_lock(config: Config) -> None:
+    """ObjectLockConflictError when ``storage.object_lock`` outlives what lifecycle keeps."""
+    lock = config.storage.object_lock
+    if lock is None:
+        return
+    life, database = shortest_version_life(config)
+    if lock.days > life:
+        raise ObjectLockConflictError(
+            f"storage.object_lock.days ({lock.days}) is longer than the {life} days after which lifecycle deletes "
+            f"{database}'s daily backups ({life - config.storage.noncurrent_days} days of retention + "
+            f"storage.noncurrent_days {config.storage.noncurrent_days}): lock for at most {life} days or keep "
+            "daily backups longer."
+        )
+
+
+def writer_role_path(scope: Construct) -> str:
+    """The IAM path of the roles the vault lets write backups: ``/backstop/<stack name>/``."""
+    return f"/backstop/{Stack.of(scope).stack_name}/"
+
+
 class BackupVault(Construct):
     """The bucket every backup, manifest, run lock and failure record lives in, with its key and access logs."""
 
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: Config,
-        cold_after_days: int = 30,
-        yearly_storage_class: s3.StorageClass = s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
-        noncurrent_days: int = 30,
-        access_log_days: int = 365,
-    ) -> None:
-        """Create the vault of ``config``.
-
-        ``cold_after_days``: age at which monthly and yearly backups move to cold storage.
-        ``yearly_storage_class``: Glacier Instant Retrieval (default), Glacier or Deep Archive.
-        ``noncurrent_days``: how long an expired, overwritten or deleted version stays recoverable.
-        ``access_log_days``: how long the S3 server access logs of the vault are kept.
-        """
+    def __init__(self, scope: Construct, construct_id: str, *, config: Config) -> None:
+        """Create the vault of ``config`` (``bucket``, ``prefix``, the databases' retention and ``storage``)."""
         super().__init__(scope, construct_id)
         # Log delivery by bucket policy, not by the LogDeliveryWrite ACL that BucketOwnerEnforced forbids.
         # Set here, before any child exists, so the vault does not depend on a flag in cdk.json.
         self.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
-        if min(cold_after_days, noncurrent_days, access_log_days) < 1:
-            raise ValueError("cold_after_days, noncurrent_days and access_log_days must be at least 1.")
-        if yearly_storage_class.value not in MINIMUM_STORAGE_DAYS:
-            raise ValueError(f"yearly_storage_class must be one of {', '.join(MINIMUM_STORAGE_DAYS)}.")
         needed = lifecycle_rule_count(config)
         if needed > MAX_LIFECYCLE_RULES:
             most = (MAX_LIFECYCLE_RULES - SHARED_RULES) // len(TIERS)
@@ -114,10 +161,14 @@ class BackupVault(Construct):
                 f"The configuration lists {len(config.databases)} databases, which needs {needed} S3 lifecycle "
                 f"rules (the limit is {MAX_LIFECYCLE_RULES}): split it into vaults of at most {most} databases."
             )
+        check_object_lock(config)
+        storage = config.storage
         self._config = config
-        self._cold_after_days = cold_after_days
-        self._cold_classes = {"monthly": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL, "yearly": yearly_storage_class}
-        self._noncurrent_days = noncurrent_days
+        self._prefix = config.prefix
+        self._cold_classes = {
+            "monthly": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+            "yearly": STORAGE_CLASSES[storage.yearly_storage_class],
+        }
 
         self.key = kms.Key(
             self,
@@ -140,7 +191,7 @@ class BackupVault(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-access-logs",
-                    expiration=Duration.days(access_log_days),
+                    expiration=Duration.days(storage.access_log_days),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 )
             ],
@@ -156,6 +207,7 @@ class BackupVault(Construct):
             )
         )
 
+        lock = storage.object_lock
         self.bucket = s3.Bucket(
             self,
             "Bucket",
@@ -175,15 +227,143 @@ class BackupVault(Construct):
             server_access_logs_prefix="vault/",
             transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,
             lifecycle_rules=self._lifecycle_rules(),
+            object_lock_enabled=True if lock is not None else None,
+            object_lock_default_retention=(
+                None
+                if lock is None
+                else (
+                    s3.ObjectLockRetention.compliance
+                    if lock.mode == "compliance"
+                    else s3.ObjectLockRetention.governance
+                )(Duration.days(lock.days))
+            ),
+        )
+        self.writer_role_path = writer_role_path(self)
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="OnlyBackstopWritesBackups",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(GUARDED_ACTIONS),
+                resources=[self.bucket.arn_for_objects(f"{self._prefix}/*")],
+                conditions={"ArnNotLike": {"aws:PrincipalArn": [self._writer_role_pattern(), *storage.writers]}},
+            )
         )
 
+    def _writer_role_pattern(self) -> str:
+        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role{self.writer_role_path}*"
+
+    # -- grants ---------------------------------------------------------------------------------
+
+    def grant_backup(self, role: iam.IRole, database: str) -> None:
+        """Let ``role`` back up ``database`` and nothing else: its own keys, run lock and failure records.
+
+        The role must live under ``writer_role_path``, or the bucket policy refuses its writes.
+        """
+        own = f"{self._prefix}/{database}/*"
+        lock = f"{self._prefix}/_locks/{database}.backup.json"
+        for statement in (
+            iam.PolicyStatement(
+                sid="ReadAndWriteOwnBackups",
+                actions=[
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",  # HEAD of the exact version just uploaded
+                    "s3:PutObject",
+                    "s3:PutObjectTagging",  # the retention tier is written as a tag with the object
+                    "s3:AbortMultipartUpload",
+                    "s3:DeleteObjectVersion",  # an upload that lost the race to commit is removed
+                ],
+                resources=[self.bucket.arn_for_objects(own)],
+            ),
+            iam.PolicyStatement(
+                sid="TakeAndReleaseOwnRunLock",
+                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                resources=[self.bucket.arn_for_objects(lock)],
+            ),
+            iam.PolicyStatement(
+                sid="RecordOwnFailures",
+                actions=["s3:PutObject", "s3:PutObjectTagging"],
+                resources=[self.bucket.arn_for_objects(f"{self._prefix}/_failures/{database}/*")],
+            ),
+            self._list_statement([database]),
+            self._key_statement(["kms:GenerateDataKey", "kms:Decrypt"]),
+        ):
+            role.add_to_principal_policy(statement)
+        self._acknowledge_key_patterns(
+            role,
+            [own, f"{self._prefix}/_failures/{database}/*"],
+            f"Backup keys are named by the time of each backup, so they are unknown when deploying; the grant "
+            f"stops at {database}'s own prefix, and the bucket policy refuses writers outside the Backstop roles.",
+        )
+
+    def grant_read_manifests(self, role: iam.IRole, databases: Sequence[str]) -> None:
+        """Let ``role`` list the given databases' keys and read their manifests, nothing else."""
+        for statement in (
+            iam.PolicyStatement(
+                sid="ReadManifests",
+                actions=["s3:GetObject"],
+                resources=[self.bucket.arn_for_objects(f"{self._prefix}/{db}/*.manifest.json") for db in databases],
+            ),
+            self._list_statement(databases),
+            self._key_statement(["kms:Decrypt"]),
+        ):
+            role.add_to_principal_policy(statement)
+        self._acknowledge_key_patterns(
+            role,
+            [f"{self._prefix}/{db}/*.manifest.json" for db in databases],
+            "Manifests are named by the time of each backup, so they are unknown when deploying; the grant "
+            "is read-only and stops at the manifests of the listed databases.",
+        )
+
+    def _acknowledge_key_patterns(self, role: iam.IRole, patterns: Sequence[str], reason: str) -> None:
+        """Acknowledge cdk-nag's wildcard finding for exactly these object-key patterns, on the role's policy."""
+        policy = role.node.try_find_child("DefaultPolicy")
+        if policy is None:
+            raise RuntimeError(f"{role.node.path} has no default policy to acknowledge")
+        bucket = self.bucket.node.default_child
+        if not isinstance(bucket, s3.CfnBucket):  # always true; this keeps mypy honest
+            raise TypeError("the vault has no CfnBucket")
+        logical_id = Stack.of(self).resolve(Stack.of(self).get_logical_id(bucket))
+        for pattern in patterns:
+            Validations.of(policy).acknowledge(
+                Acknowledgment(id=f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/{pattern}]", reason=reason)
+            )
+
+    def _list_statement(self, databases: Sequence[str]) -> iam.PolicyStatement:
+        # IfExists: S3 answers a GET or HEAD of a missing key with 404 rather than 403 only to a caller
+        # allowed to list the bucket, and that implicit check carries no s3:prefix; the backup path
+        # relies on 404 ("no manifest yet"). A real listing always carries a prefix, checked here.
+        prefixes = [p for db in databases for p in (f"{self._prefix}/{db}/", f"{self._prefix}/{db}/*")]
+        return iam.PolicyStatement(
+            sid="ListOwnPrefixes",
+            actions=["s3:ListBucket"],
+            resources=[self.bucket.bucket_arn],
+            conditions={"StringLikeIfExists": {"s3:prefix": prefixes}},
+        )
+
+    def _key_statement(self, actions: list[str]) -> iam.PolicyStatement:
+        return iam.PolicyStatement(
+            sid="UseVaultKeyThroughS3",
+            actions=actions,
+            resources=[self.key.key_arn],
+            conditions={
+                "StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.amazonaws.com"},
+                # With an S3 Bucket Key the encryption context is the bucket's ARN, else the object's.
+                "StringLike": {
+                    "kms:EncryptionContext:aws:s3:arn": [self.bucket.bucket_arn, f"{self.bucket.bucket_arn}/*"]
+                },
+            },
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
     def _lifecycle_rules(self) -> list[s3.LifecycleRule]:
-        prefix = self._config.prefix
+        prefix = self._prefix
         rules = [
             s3.LifecycleRule(
                 id="backstop-housekeeping",
                 abort_incomplete_multipart_upload_after=Duration.days(1),
-                noncurrent_version_expiration=Duration.days(self._noncurrent_days),
+                noncurrent_version_expiration=Duration.days(self._config.storage.noncurrent_days),
                 expired_object_delete_marker=True,
             ),
             # Every run writes and then deletes its lock: old lock versions hold nothing worth recovering.
@@ -218,7 +398,7 @@ class BackupVault(Construct):
         storage_class = self._cold_classes.get(tier)
         if storage_class is None:
             return None
-        after = cold_transition_days(expire_after, self._cold_after_days, storage_class)
+        after = cold_transition_days(expire_after, self._config.storage.cold_after_days, storage_class)
         if after is None:
             return None
         return [s3.Transition(storage_class=storage_class, transition_after=Duration.days(after))]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Aws, CfnOutput, Stack
 from constructs import Construct
 
 from backstop.config import Config
 from infra.backup_vault import BackupVault
+from infra.monitoring import Monitoring
+from infra.runner import RunnerImage
+from infra.scheduled_backups import ScheduledBackups
 
 
 class BackstopStack(Stack):
-    """Everything `cdk deploy` ships; this first piece holds the backup vault."""
+    """Everything `cdk deploy` ships: the vault, the runner image, monitoring and the scheduled backups."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Config) -> None:
         super().__init__(
@@ -19,6 +22,12 @@ class BackstopStack(Stack):
             description="Backstop: scheduled, verified database backups and approved restores",
         )
         self.vault = BackupVault(self, "Vault", config=config)
+        self.runner = RunnerImage(self, "Runner", runner=config.runner)
+        self.monitoring = Monitoring(self, "Monitoring", config=config, vault=self.vault, runner=self.runner)
+        self.backups = ScheduledBackups(
+            self, "Backups", config=config, vault=self.vault, runner=self.runner, monitoring=self.monitoring
+        )
+        self.dashboard = self.monitoring.add_dashboard(self.backups.watched)
 
         CfnOutput(
             self,
@@ -30,5 +39,24 @@ class BackstopStack(Stack):
             self,
             "KeyArn",
             value=self.vault.key.key_arn,
-            description="The KMS key that encrypts the vault; backup and restore roles need it",
+            description="The KMS key that encrypts the vault (backstop.yaml `kms_key_id` for the command line)",
+        )
+        CfnOutput(
+            self,
+            "AlertsTopicArn",
+            value=self.monitoring.topic.topic_arn,
+            description="The alerts topic (backstop.yaml `alerts_topic_arn` for the command line)",
+        )
+        CfnOutput(
+            self,
+            "DeadLetterQueueUrl",
+            value=self.monitoring.dead_letters.queue_url,
+            description="Scheduled invocations that could not be delivered",
+        )
+        CfnOutput(
+            self,
+            "DashboardUrl",
+            value=f"https://console.aws.amazon.com/cloudwatch/home?region={Aws.REGION}#dashboards:name="
+            f"{self.dashboard.dashboard_name}",
+            description="The CloudWatch dashboard of every backup",
         )

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config as BotoConfig
 
-from backstop.config import Config
+from backstop.config import Config, Upload
 from backstop.notify import SnsNotifier
 from backstop.ports import NoNotifier, Notifier
+from backstop.settings import AlertSettings, FunctionSettings
 from backstop.store import MIB, S3Store
 
 if TYPE_CHECKING:
@@ -33,20 +34,26 @@ def s3_client() -> S3Client:
     return boto3.client("s3", config=_BOTO)
 
 
-def build_store(config: Config, client: S3Client | None = None) -> S3Store:
-    """The S3 store of ``config``."""
+def build_store(config: Config | FunctionSettings, client: S3Client | None = None) -> S3Store:
+    """The S3 store of ``config`` (or of a function's environment, with the default upload tuning)."""
+    upload = config.upload if isinstance(config, Config) else Upload()
     return S3Store(
         client or s3_client(),
         bucket=config.bucket,
         prefix=config.prefix,
         kms_key_id=config.kms_key_id,
-        part_size=config.upload.part_size_mb * MIB,
-        concurrency=config.upload.concurrency,
+        part_size=upload.part_size_mb * MIB,
+        concurrency=upload.concurrency,
     )
 
 
-def build_notifier(config: Config) -> Notifier:
+def build_notifier(config: Config | FunctionSettings) -> Notifier:
     """SNS when ``alerts_topic_arn`` is configured, else nothing (the caller reports failures itself)."""
     if config.alerts_topic_arn is None:
         return NoNotifier()
     return SnsNotifier(boto3.client("sns", config=_BOTO), config.alerts_topic_arn)
+
+
+def build_alert_notifier(settings: AlertSettings) -> Notifier:
+    """SNS that raises when a publish fails, for the function whose only job is to deliver alerts."""
+    return SnsNotifier(boto3.client("sns", config=_BOTO), settings.alerts_topic_arn, strict=True)

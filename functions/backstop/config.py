@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import os
 import re
+import zoneinfo
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from backstop.errors import ConfigError, UnknownDatabaseError
 from backstop.names import DATABASE_NAME
@@ -43,7 +54,19 @@ def parse_duration(value: object) -> timedelta:
     return timedelta(seconds=total)
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def format_duration(value: timedelta) -> str:
+    """The shortest text ``parse_duration`` reads back as ``value``: one number in the largest exact unit (``26h``)."""
+    seconds = int(value.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+# Serialised back in the file's own notation, so a dumped database (a schedule's input) validates again.
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str, when_used="json")
+]
 DatabaseName = Annotated[str, Field(pattern="^" + DATABASE_NAME.pattern + "$")]
 
 _SCHEDULE = re.compile(r"(cron\((\S+ ){5}\S+\)|rate\(\d+ (minute|minutes|hour|hours|day|days)\)|at\(\S+\))")
@@ -79,14 +102,101 @@ class Upload(_Model):
     concurrency: int = Field(default=4, ge=1, le=32)
 
 
+def _known_timezone(value: object) -> object:
+    """An IANA time zone name, checked against the zone database wherever one is installed (always at synth)."""
+    if not isinstance(value, str):
+        return value  # the str type reports it
+    if not _TIMEZONE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a time zone name: use an IANA name such as UTC or Europe/Paris")
+    known = zoneinfo.available_timezones()
+    if known and value not in known:
+        raise ValueError(f"{value!r} is not a known time zone: use an IANA name such as UTC or Europe/Paris")
+    return value
+
+
+TimeZone = Annotated[str, BeforeValidator(_known_timezone)]
+
+
+class FunctionLimits(_Model):
+    """The AWS Lambda function that backs one database up: its memory, time limit and /tmp space.
+
+    The function's CPU share grows with its memory (one vCPU at 1769 MB). SQLite snapshots and
+    directory archives are staged in /tmp, so ``ephemeral_storage_mb`` bounds the database size.
+    """
+
+    memory_mb: int = Field(default=2048, ge=128, le=10240)
+    timeout: Duration = timedelta(minutes=15)
+    ephemeral_storage_mb: int = Field(default=2048, ge=512, le=10240)
+
+    @field_validator("timeout")
+    @classmethod
+    def _lambda_limit(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=10) <= value <= timedelta(minutes=15):
+            raise ValueError("a Lambda function runs between 10s and 15m: choose a timeout in that range")
+        return value
+
+
+_SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?")
+_SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-f]{8}([0-9a-f]{9})?")
+_FILE_SYSTEM_ID = re.compile(r"fs-[0-9a-f]{8}([0-9a-f]{9})?")
+_ACCESS_POINT_ID = re.compile(r"fsap-[0-9a-f]{17}")
+_MOUNT_PATH = re.compile(r"/mnt/[A-Za-z0-9._-]+")
+_TIMEZONE = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}")
+
+
+def _matching(pattern: re.Pattern[str], what: str, example: str) -> BeforeValidator:
+    def check(value: object) -> object:
+        if isinstance(value, str) and not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what} (like {example})")
+        return value
+
+    return BeforeValidator(check)
+
+
+SubnetId = Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")]
+SecurityGroupId = Annotated[str, _matching(_SECURITY_GROUP_ID, "a security group id", "sg-0123456789abcdef0")]
+
+
+class Vpc(_Model):
+    """The subnets and security groups of a function that must reach a database or file system in a VPC.
+
+    The subnets need a route to S3 (a gateway endpoint or a NAT) and, for alerts and secrets, to
+    SNS, Secrets Manager and CloudWatch Logs (interface endpoints or a NAT).
+    """
+
+    subnet_ids: tuple[SubnetId, ...]
+    security_group_ids: tuple[SecurityGroupId, ...]
+
+    @field_validator("subnet_ids", "security_group_ids")
+    @classmethod
+    def _how_many(cls, ids: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # A validator, not min_length: pydantic would also report an empty list when one id is malformed.
+        most = 16 if info.field_name == "subnet_ids" else 5
+        if not 1 <= len(ids) <= most:
+            raise ValueError(f"list 1 to {most} ids")
+        if len(set(ids)) != len(ids):
+            raise ValueError("list each id once")
+        return ids
+
+
+class Efs(_Model):
+    """The EFS access point through which the function reads a SQLite file or a directory."""
+
+    file_system_id: Annotated[str, _matching(_FILE_SYSTEM_ID, "an EFS file system id", "fs-0123456789abcdef0")]
+    access_point_id: Annotated[str, _matching(_ACCESS_POINT_ID, "an EFS access point id", "fsap-0123456789abcdef0")]
+    mount_path: Annotated[PurePosixPath, _matching(_MOUNT_PATH, "a Lambda mount path", "/mnt/data")]
+
+
 class _DatabaseBase(_Model):
     name: DatabaseName
     schedule: str = "cron(0 2 * * ? *)"
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     stale_after: Duration = timedelta(hours=26)
     retention: Retention = Retention()
     compression: Literal["zstd", "gzip"] = "zstd"
     compression_level: int | None = Field(default=None, ge=1, le=19)
+    function: FunctionLimits = FunctionLimits()
+    vpc: Vpc | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -109,11 +219,34 @@ class _DatabaseBase(_Model):
         return 3 if self.compression == "zstd" else 6
 
 
-class SqliteDatabase(_DatabaseBase):
+DEPLOYMENT_FIELDS = frozenset({"function", "vpc", "efs"})
+"""Fields that shape the deployed function, not the backup: left out of the schedule's input."""
+
+
+class _FileDatabase(_DatabaseBase):
+    """A database read from a file system: in AWS, from EFS through an access point."""
+
+    path: Path
+    efs: Efs | None = None
+
+    @model_validator(mode="after")
+    def _efs_holds_the_path(self) -> _FileDatabase:
+        if self.efs is None:
+            return self
+        if self.vpc is None:
+            raise _LocatedError(
+                ("efs",), "a function mounts EFS only inside a VPC: add vpc (subnet_ids, security_group_ids)"
+            )
+        mount = self.efs.mount_path
+        if not PurePosixPath(self.path).is_relative_to(mount) or PurePosixPath(self.path) == mount:
+            raise _LocatedError(("path",), f"{str(self.path)!r} is not under the EFS mount path {str(mount)!r}")
+        return self
+
+
+class SqliteDatabase(_FileDatabase):
     """A SQLite database file, copied through the online backup API."""
 
     engine: Literal["sqlite"]
-    path: Path
     integrity_check: Literal["full", "quick"] = "full"
     busy_timeout: Duration = timedelta(seconds=5)
     lock_retries: int = Field(default=3, ge=1, le=20)
@@ -121,11 +254,10 @@ class SqliteDatabase(_DatabaseBase):
     validation_queries: tuple[str, ...] = ()
 
 
-class FilesDatabase(_DatabaseBase):
+class FilesDatabase(_FileDatabase):
     """A plain directory, archived as tar."""
 
     engine: Literal["files"]
-    path: Path
     exclude: tuple[str, ...] = ()
 
 
@@ -208,6 +340,74 @@ AnyDatabase = SqliteDatabase | FilesDatabase | PostgresDatabase | MysqlDatabase
 Database = Annotated[AnyDatabase, Field(discriminator="engine")]
 
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+")
+
+
+class Alerts(_Model):
+    """Who hears about failed and stale backups: each address receives the alerts topic by email."""
+
+    emails: tuple[str, ...] = ()
+
+    @field_validator("emails")
+    @classmethod
+    def _addresses(cls, emails: tuple[str, ...]) -> tuple[str, ...]:
+        for index, email in enumerate(emails):
+            if not _EMAIL.fullmatch(email):
+                raise _LocatedError((index,), f"{email!r} is not an email address")
+        return emails
+
+
+class ObjectLock(_Model):
+    """S3 Object Lock on the vault: every new object version is locked for ``days`` in ``mode``.
+
+    governance: users with s3:BypassGovernanceRetention can still delete; compliance: nobody can,
+    not even the account's root user, until the retention ends. Once on, Object Lock stays on.
+    """
+
+    mode: Literal["governance", "compliance"]
+    days: int = Field(ge=1, le=36500)
+
+
+class Storage(_Model):
+    """How the vault bucket keeps what the retention tiers do not decide."""
+
+    cold_after_days: int = Field(default=30, ge=1, le=3650)
+    yearly_storage_class: Literal["GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"] = "GLACIER_IR"
+    noncurrent_days: int = Field(default=30, ge=1, le=3650)
+    access_log_days: int = Field(default=365, ge=1, le=3650)
+    object_lock: ObjectLock | None = None
+    writers: tuple[str, ...] = ()
+
+    @field_validator("writers")
+    @classmethod
+    def _role_arns(cls, writers: tuple[str, ...]) -> tuple[str, ...]:
+        for index, arn in enumerate(writers):
+            if not _ROLE_ARN.fullmatch(arn):
+                raise _LocatedError((index,), f"{arn!r} is not an IAM role ARN")
+        return writers
+
+
+class FreshnessCheck(_Model):
+    """How often the deployed freshness check compares each database's newest backup with its ``stale_after``."""
+
+    every: Duration = timedelta(hours=1)
+
+    @field_validator("every")
+    @classmethod
+    def _whole_minutes(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=5) <= value <= timedelta(hours=12) or value.total_seconds() % 60:
+            raise ValueError("run the freshness check every 5m to 12h, in whole minutes")
+        return value
+
+
+class Runner(_Model):
+    """The deployed functions' container image and logs."""
+
+    architecture: Literal["x86_64", "arm64"] = "x86_64"
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653] = 90
+
+
 class Config(_Model):
     """The whole of backstop.yaml."""
 
@@ -217,6 +417,10 @@ class Config(_Model):
     alerts_topic_arn: str | None = None
     work_dir: Path | None = None
     upload: Upload = Upload()
+    alerts: Alerts = Alerts()
+    storage: Storage = Storage()
+    freshness: FreshnessCheck = FreshnessCheck()
+    runner: Runner = Runner()
     databases: tuple[Database, ...]
 
     @field_validator("bucket")

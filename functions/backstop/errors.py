@@ -74,3 +74,11 @@ class RestoreError(BackstopError):
 
 class ValidationError(RestoreError):
     """Restored data does not match the manifest (row counts, integrity)."""
+
+
+class ManualInterventionError(RestoreError):
+    """A failed restore could not be fully undone: the message says where the data is; touch nothing else."""
+
+
+class AlertDeliveryError(BackstopError):
+    """The alerts topic refused or could not be reached for an alert that must not be lost."""

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 MANIFEST_SUFFIX = ".manifest.json"
 MIB = 1024 * 1024
 _MAX_PARTS = 10_000
+# Day folders ``recent_backup_ids`` may list beyond one per wanted backup (days with failed runs only).
+RECENT_SPARE_DAYS = 7
 
 
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchVersion"})
@@ -439,6 +441,34 @@ class S3Store:
                     if ids:
                         return max(ids).rsplit("/", 1)[1].removesuffix(MANIFEST_SUFFIX)
         return None
+
+    def recent_backup_ids(self, database: str, before: str, limit: int) -> list[str]:
+        """Ids of up to ``limit`` committed backups of ``database`` older than ``before``, newest first.
+
+        Walks years, months and days newest first like ``newest_backup_id`` and lists at most
+        ``limit + RECENT_SPARE_DAYS`` day folders, so the cost is bounded by ``limit`` whatever the
+        number of backups (days holding only uncommitted artifacts use up the spare listings).
+        """
+        root = f"{self.prefix}/{check_database_name(database)}/"
+        before_day = self._day_prefix(database, parse_backup_id(before, database)[1])
+        found: list[str] = []
+        day_budget = limit + RECENT_SPARE_DAYS
+        for year in sorted(self._subfolders(root), reverse=True):
+            if year > before_day:  # a later year: "2027/" sorts after "2026/11/21/"
+                continue
+            for month in sorted(self._subfolders(year), reverse=True):
+                if month > before_day:
+                    continue
+                for day in sorted(self._subfolders(month), reverse=True):
+                    if day > before_day:
+                        continue
+                    if len(found) >= limit or day_budget == 0:
+                        return found[:limit]
+                    day_budget -= 1
+                    names = (k.rsplit("/", 1)[1] for k in self._keys(day) if k.endswith(MANIFEST_SUFFIX))
+                    ids = (name.removesuffix(MANIFEST_SUFFIX) for name in names)
+                    found.extend(sorted((i for i in ids if i < before), reverse=True))
+        return found[:limit]
 
     def earliest_backup_since(self, database: str, since: datetime) -> datetime | None:
         """Time of the first committed backup at or after the day of ``since`` (usually one request)."""

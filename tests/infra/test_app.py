@@ -40,6 +40,8 @@ def test_example_configuration_is_valid() -> None:
     assert orders.name == "orders"
     assert orders.path == Path("/mnt/data/orders.db")
     assert orders.schedule == "cron(0 2 * * ? *)"
+    assert orders.efs is not None
+    assert orders.vpc is not None
     assert orders.stale_after == timedelta(hours=26)
     assert orders.retention == Retention(daily=7, weekly=4, monthly=12, yearly=3)
     assert orders.compression == "zstd"
@@ -55,7 +57,8 @@ def test_cdk_json_points_the_app_at_the_example_configuration() -> None:
 def test_app_reads_the_configuration_named_in_the_context(tmp_path: Path) -> None:
     other = tmp_path / "other.yaml"
     other.write_text(
-        "bucket: other-backups\nprefix: db\ndatabases:\n  - {name: ledger, engine: sqlite, path: /data/ledger.db}\n",
+        "bucket: other-backups\nprefix: db\ndatabases:\n"
+        "  - {name: ledger, engine: postgres, host: db.internal, dbname: ledger, user: backstop}\n",
         encoding="utf-8",
     )
 
@@ -82,6 +85,21 @@ def test_app_reports_a_missing_configuration_in_one_sentence(tmp_path: Path) -> 
     assert result.stderr.strip().splitlines() == [
         f"error: Configuration file {str(tmp_path / 'missing.yaml')!r} not found: pass `-c config=FILE` to cdk."
     ]
+
+
+def test_app_refuses_a_database_a_deployed_function_cannot_reach_in_one_sentence(tmp_path: Path) -> None:
+    local_only = tmp_path / "local.yaml"
+    local_only.write_text(
+        "bucket: other-backups\ndatabases:\n  - {name: ledger, engine: sqlite, path: /data/ledger.db}\n",
+        encoding="utf-8",
+    )
+
+    result = run_app({**CDK_CONTEXT, "config": str(local_only)}, tmp_path)
+
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: The configuration cannot be deployed: databases[0] (ledger): a sqlite database")
+    assert "add efs" in line
 
 
 def test_app_reports_an_invalid_configuration_in_one_sentence(tmp_path: Path) -> None:

@@ -67,17 +67,54 @@ def test_aws_solutions_checks_catch_an_unprotected_bucket() -> None:
     assert {v.rule_name for v in report.violations} >= {"AwsSolutions-S1", "AwsSolutions-S10"}
 
 
-def test_the_only_acknowledgment_is_the_log_bucket_not_logging_itself(example: Synthesized) -> None:
-    acknowledged = {
-        logical_id: resource["Metadata"]["cdk_nag"]["rules_to_suppress"]
+def acknowledgments(example: Synthesized) -> dict[str, dict[str, str]]:
+    """Per logical id, the acknowledged cdk-nag rules and their reasons (as written into the template)."""
+    return {
+        logical_id: {rule["id"]: rule["reason"] for rule in resource["Metadata"]["cdk_nag"]["rules_to_suppress"]}
         for logical_id, resource in example.resources.items()
         if "cdk_nag" in resource.get("Metadata", {})
     }
 
-    assert list(acknowledged) == ["VaultAccessLogsC5E11DDC"]
-    ((rule,),) = acknowledged.values()
-    assert rule["id"] == "AwsSolutions-S1"
-    assert "log bucket" in rule["reason"]
+
+def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synthesized) -> None:
+    bucket = "<VaultBucket0925C477.Arn>"
+
+    assert {logical_id: sorted(rules) for logical_id, rules in acknowledgments(example).items()} == {
+        "VaultAccessLogsC5E11DDC": ["AwsSolutions-S1"],
+        "MonitoringDeadLettersD99D287D": ["AwsSolutions-SQS3"],
+        "MonitoringFreshnessRoleDefaultPolicy311A435C": [
+            f"AwsSolutions-IAM5[Resource::{bucket}/backups/orders/*.manifest.json]",
+            f"AwsSolutions-IAM5[Resource::{bucket}/backups/uploads/*.manifest.json]",
+        ],
+        **{
+            policy: [
+                "AwsSolutions-IAM5[Resource::*]",
+                f"AwsSolutions-IAM5[Resource::{bucket}/backups/_failures/{db}/*]",
+                f"AwsSolutions-IAM5[Resource::{bucket}/backups/{db}/*]",
+            ]
+            for db, policy in (
+                ("orders", "BackupsordersRoleDefaultPolicyBF65412D"),
+                ("uploads", "BackupsuploadsRoleDefaultPolicy5AFA5336"),
+            )
+        },
+    }
+    reasons = [reason for rules in acknowledgments(example).values() for reason in rules.values()]
+    assert all(len(reason) > 80 for reason in reasons)
+
+
+def test_the_log_bucket_is_acknowledged_for_not_logging_itself(example: Synthesized) -> None:
+    assert "log bucket" in acknowledgments(example)["VaultAccessLogsC5E11DDC"]["AwsSolutions-S1"]
+
+
+def test_wildcards_are_acknowledged_only_for_keys_named_at_run_time_and_network_interfaces(
+    example: Synthesized,
+) -> None:
+    reasons = {
+        rule: reason for rules in acknowledgments(example).values() for rule, reason in rules.items() if "IAM5" in rule
+    }
+
+    assert all("unknown when deploying" in r for rule, r in reasons.items() if "Resource::<VaultBucket" in rule)
+    assert "network interfaces" in reasons["AwsSolutions-IAM5[Resource::*]"]
 
 
 def test_template_passes_cfn_lint(example: Synthesized, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backstop.config import Config, Retention, load_config, parse_config
+from backstop.errors import ConfigError
 from backstop.retention import TIERS, configured_days, expiry_days
 from backstop.store import S3Store
 from infra.backup_vault import (
@@ -61,14 +62,15 @@ def rules_by_id(template: Template, bucket_id: str = VAULT_BUCKET) -> dict[str, 
     return by_id
 
 
-def config_with(*databases: dict[str, Any]) -> Config:
-    return parse_config(yaml.safe_dump({"bucket": "backstop-test", "prefix": "backups", "databases": list(databases)}))
+def config_with(*databases: dict[str, Any], storage: dict[str, Any] | None = None) -> Config:
+    document = {"bucket": "backstop-test", "prefix": "backups", "storage": storage or {}, "databases": list(databases)}
+    return parse_config(yaml.safe_dump(document))
 
 
-def vault_template(config: Config, **options: Any) -> Template:
-    """A bare stack holding only a vault (no cdk-nag): for construct options the example does not use."""
+def vault_template(config: Config) -> Template:
+    """A bare stack holding only a vault (no cdk-nag): for storage options the example does not use."""
     stack = Stack(App(), "Test")
-    BackupVault(stack, "Vault", config=config, **options)
+    BackupVault(stack, "Vault", config=config)
     return Template.from_stack(stack)
 
 
@@ -202,17 +204,25 @@ def test_short_monthly_retention_stays_in_standard_storage() -> None:
 
 
 def test_yearly_backups_can_go_to_deep_archive_after_a_chosen_age() -> None:
-    config = config_with(sqlite("ledger"))
+    config = config_with(sqlite("ledger"), storage={"yearly_storage_class": "DEEP_ARCHIVE", "cold_after_days": 60})
 
-    rules = rules_by_id(vault_template(config, yearly_storage_class=s3.StorageClass.DEEP_ARCHIVE, cold_after_days=60))
+    rules = rules_by_id(vault_template(config))
 
     assert rules["ledger-yearly"]["Transitions"] == [{"StorageClass": "DEEP_ARCHIVE", "TransitionInDays": 60}]
     assert rules["ledger-monthly"]["Transitions"] == [{"StorageClass": "GLACIER_IR", "TransitionInDays": 60}]
 
 
-def test_vault_refuses_a_storage_class_that_is_not_cold() -> None:
-    with pytest.raises(ValueError, match="yearly_storage_class must be one of"):
-        vault_template(config_with(sqlite("ledger")), yearly_storage_class=s3.StorageClass.INFREQUENT_ACCESS)
+def test_configuration_refuses_a_yearly_storage_class_that_is_not_cold() -> None:
+    with pytest.raises(ConfigError, match=r"storage\.yearly_storage_class: Input should be 'GLACIER_IR', 'GLACIER'"):
+        config_with(sqlite("ledger"), storage={"yearly_storage_class": "STANDARD_IA"})
+
+
+def test_noncurrent_versions_are_kept_for_the_configured_window() -> None:
+    config = config_with(sqlite("ledger"), storage={"noncurrent_days": 90})
+
+    rules = rules_by_id(vault_template(config))
+
+    assert rules["backstop-housekeeping"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 90}
 
 
 def test_one_vault_holds_249_databases_in_999_rules() -> None:

@@ -38,10 +38,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         metrics.add_metric(name="BackupBytes", unit=MetricUnit.Bytes, value=manifest.object.size)
         duration = (manifest.finished_at - manifest.started_at).total_seconds()
         metrics.add_metric(name="BackupDuration", unit=MetricUnit.Seconds, value=duration)
+        # 1 when the size departs from the recent backups, 0 otherwise: every committed backup reports it.
+        metrics.add_metric(name="BackupSizeAnomaly", unit=MetricUnit.Count, value=int(outcome.size_anomaly is not None))
     return {
         "backup_id": manifest.backup_id,
         "created": outcome.created,
         "key": manifest.object.key,
         "size": manifest.object.size,
         "tier": manifest.retention_tier,
+        "warnings": list(outcome.warnings),
     }

@@ -1,0 +1,57 @@
+"""Lambda entry point of the freshness check: every watched database's newest backup against its threshold.
+
+Metrics (namespace ``Backstop``): ``NewestBackupAgeSeconds`` per database that has a backup
+(dimensions ``service=freshness``, ``database``), and ``StaleDatabases`` for the whole check
+(dimension ``service=freshness``; stale, missing and unreadable databases all count), emitted on
+every run, so a missing data point means the check itself did not run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from backstop.aws import build_notifier, build_store
+from backstop.events import FreshnessCheckEvent
+from backstop.services.freshness import FreshnessRule, FreshnessService
+from backstop.settings import FunctionSettings
+
+logger = Logger(service="backstop-freshness")
+metrics = Metrics(namespace="Backstop", service="freshness")
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = FreshnessCheckEvent.model_validate(event)
+    settings = FunctionSettings.from_env()
+    checked_at = request.checked_at or datetime.now(UTC)
+    service = FreshnessService(build_store(settings), clock=lambda: checked_at, notifier=build_notifier(settings))
+    report = service.check([FreshnessRule(db.name, db.stale_after) for db in request.databases])
+    for entry in report:
+        if entry.age is not None:
+            # One flush per database: an EMF document carries one set of dimension values.
+            metrics.add_dimension(name="database", value=entry.database)
+            metrics.add_metric(name="NewestBackupAgeSeconds", unit=MetricUnit.Seconds, value=entry.age.total_seconds())
+            metrics.flush_metrics()
+    stale = [entry.database for entry in report if entry.is_stale]
+    metrics.add_metric(name="StaleDatabases", unit=MetricUnit.Count, value=len(stale))
+    logger.info("freshness checked", extra={"stale": stale, "databases": len(report)})
+    return {
+        "checked_at": checked_at.isoformat(),
+        "stale": stale,
+        "databases": [
+            {
+                "database": entry.database,
+                "status": entry.status,
+                "newest_backup": entry.newest_backup,
+                "age_seconds": int(entry.age.total_seconds()) if entry.age is not None else None,
+                "stale_after_seconds": int(entry.stale_after.total_seconds()),
+            }
+            for entry in report
+        ],
+    }

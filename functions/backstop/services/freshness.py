@@ -1,0 +1,100 @@
+"""The freshness check: each database's newest committed backup against its ``stale_after``.
+
+It costs a few listing requests per database whatever the number of backups (``newest_backup_id``
+walks the date folders newest first), and a database whose listing fails is reported and alerted
+as ``unknown`` without hiding the state of the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from backstop.errors import StorageError
+from backstop.names import parse_backup_id
+from backstop.ports import BackupStore, Clock, NoNotifier, Notifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FreshnessRule:
+    """One database to check, and the age past which its newest backup is stale."""
+
+    database: str
+    stale_after: timedelta
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What the check found for one database; ``error`` is set when the bucket could not be read."""
+
+    database: str
+    newest_backup: str | None
+    newest_at: datetime | None
+    age: timedelta | None
+    stale_after: timedelta
+    error: str | None = None
+
+    @property
+    def is_stale(self) -> bool:
+        """True when someone must look: stale, missing, or not checkable."""
+        return self.error is not None or self.age is None or self.age > self.stale_after
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "unknown"
+        if self.age is None:
+            return "missing"
+        return "stale" if self.is_stale else "fresh"
+
+
+class FreshnessService:
+    """Compares newest backups with their thresholds and alerts on every database that needs a look."""
+
+    def __init__(
+        self,
+        store: BackupStore,
+        *,
+        clock: Clock = lambda: datetime.now(UTC),
+        notifier: Notifier | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._notifier = notifier or NoNotifier()
+
+    def check(self, rules: Sequence[FreshnessRule]) -> list[Freshness]:
+        """One entry per rule, in order; publishes one alert per stale, missing or unknown database."""
+        now = self._clock()
+        report = []
+        for rule in rules:
+            entry = self._check_one(rule, now)
+            report.append(entry)
+            if entry.is_stale:
+                self._alert(entry)
+        return report
+
+    def _check_one(self, rule: FreshnessRule, now: datetime) -> Freshness:
+        try:
+            newest = self._store.newest_backup_id(rule.database)
+        except StorageError as exc:
+            log.error("the newest backup of %s could not be looked up: %s", rule.database, exc)
+            return Freshness(rule.database, None, None, None, rule.stale_after, error=str(exc))
+        at = parse_backup_id(newest)[1] if newest else None
+        return Freshness(rule.database, newest, at, now - at if at else None, rule.stale_after)
+
+    def _alert(self, entry: Freshness) -> None:
+        message: dict[str, object] = {
+            "event": "backup_stale",
+            "database": entry.database,
+            "status": entry.status,
+            "newest_backup": entry.newest_backup,
+            "age_seconds": int(entry.age.total_seconds()) if entry.age is not None else None,
+            "stale_after_seconds": int(entry.stale_after.total_seconds()),
+        }
+        if entry.error is not None:
+            message["message"] = entry.error
+        self._notifier.publish(f"Backstop: backups of {entry.database} are {entry.status}", message)

@@ -1,0 +1,326 @@
+"""The restore workflow: a Step Functions state machine, its function, and the restore table.
+
+States, in order (DESIGN.md "Restore workflow"), each a Task of the one restore function with a
+timeout and explicit retries of Lambda's own transient errors:
+
+    Resolve -> ValidateArtifact -> Lock -> Plan -> DryRun? -> Approval (task token, timeout)
+    -> SafetySnapshot -> Restore -> ValidateTarget -> Finish (release lock, audit, notify)
+
+A failure before the safety snapshot ends in ``FinishNotRestored`` (the target untouched, the lock
+released, audited, alerted). A failure of ``Restore`` or ``ValidateTarget`` goes to ``Rollback``,
+which restores the safety snapshot and validates it; if the rollback fails it keeps the lock and
+alerts that a person is needed, and the execution fails as ``RollbackFailed``.
+
+The approval token exists only in the task payload and the restore table: execution history is
+logged without execution data, and the Task output never carries it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from backstop.config import Config, ServerDatabase
+from backstop.restore_table import KIND_INDEX
+from backstop.restore_targets import resolve_target
+from backstop.services.restore_workflow import safety_database
+from infra.backup_vault import BackupVault, writer_role_path
+from infra.runner import FunctionSpec, RunnerImage
+
+RESTORE_HANDLER = "backstop.handlers.restore.handler"
+STEP_TIMEOUT = Duration.minutes(15)
+"""Every Task but the approval: the Lambda limit, since a restore streams the whole backup."""
+
+LAMBDA_TRANSIENT = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+]
+EXECUTION_MARGIN = timedelta(hours=12)
+"""The execution's limit beyond the approval wait: validation, snapshot, restore and rollback."""
+
+
+class RestoreWorkflow(Construct):
+    """The restore state machine of every database that declares restore targets."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        targets: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        vault: BackupVault,
+        runner: RunnerImage,
+        grant_publish: Callable[[iam.IRole], None],
+        alerts_topic_arn: str,
+        approval_timeout: timedelta = timedelta(hours=24),
+        distinct_approver: bool = False,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.approval_timeout = approval_timeout
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute="ttl",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.table.add_global_secondary_index(
+            index_name=KIND_INDEX,
+            partition_key=dynamodb.Attribute(name="kind", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="started_at", type=dynamodb.AttributeType.STRING),
+        )
+
+        restorable = [db for db in config.databases if targets.get(db.name)]
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            path=writer_role_path(self),
+            description="Backstop restore function: reads backups, writes safety snapshots, locks and audits",
+        )
+        self._grant_vault(vault, config, restorable, targets)
+        self.table.grant_read_write_data(self.role)
+        grant_publish(self.role)
+        secrets = sorted(
+            {
+                arn
+                for db in restorable
+                for target in [db, *(resolve_target(db, name, dict(o)) for name, o in targets[db.name].items())]
+                if isinstance(target, ServerDatabase) and (arn := target.password_secret)
+            }
+        )
+        if secrets:
+            self.role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=secrets)
+            )
+
+        document = {
+            "bucket": config.bucket,
+            "prefix": config.prefix,
+            "kms_key_id": vault.key.key_arn,
+            "alerts_topic_arn": alerts_topic_arn,
+            "databases": [
+                {**db.model_dump(mode="json", exclude_defaults=True), "restore_targets": targets[db.name]}
+                for db in restorable
+            ],
+        }
+        self.function = runner.function(
+            self,
+            "Function",
+            FunctionSpec(
+                handler=RESTORE_HANDLER,
+                description="Backstop restore workflow steps",
+                role=self.role,
+                environment={
+                    "BACKSTOP_CONFIG_JSON": Stack.of(self).to_json_string(document),
+                    "BACKSTOP_RESTORE_TABLE": self.table.table_name,
+                    "BACKSTOP_APPROVAL_TIMEOUT": f"{int(approval_timeout.total_seconds())}s",
+                    "BACKSTOP_DISTINCT_APPROVER": json.dumps(distinct_approver),
+                    "POWERTOOLS_SERVICE_NAME": "restore",
+                    "POWERTOOLS_METRICS_NAMESPACE": "Backstop",
+                },
+                memory_mb=2048,
+                timeout_seconds=900,
+                ephemeral_storage_mb=10240,
+            ),
+        )
+        self.state_machine = self._state_machine()
+
+    def _grant_vault(
+        self,
+        vault: BackupVault,
+        config: Config,
+        restorable: list[Any],
+        targets: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    ) -> None:
+        prefix = config.prefix
+        safety = [safety_database(db.name, t) for db in restorable for t in targets[db.name]]
+        reads = [vault.bucket.arn_for_objects(f"{prefix}/{db.name}/*") for db in restorable]
+        writes = [vault.bucket.arn_for_objects(f"{prefix}/{name}/*") for name in safety]
+        locks = [vault.bucket.arn_for_objects(f"{prefix}/_locks/{name}.backup.json") for name in safety]
+        failures = [vault.bucket.arn_for_objects(f"{prefix}/_failures/{name}/*") for name in safety]
+        listed = [
+            p for name in [db.name for db in restorable] + safety for p in (f"{prefix}/{name}/", f"{prefix}/{name}/*")
+        ]
+        statements = [
+            iam.PolicyStatement(sid="ReadBackups", actions=["s3:GetObject", "s3:GetObjectVersion"], resources=reads),
+            iam.PolicyStatement(
+                sid="WriteSafetySnapshots",
+                actions=[
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:PutObject",
+                    "s3:PutObjectTagging",
+                    "s3:AbortMultipartUpload",
+                    "s3:DeleteObjectVersion",
+                ],
+                resources=writes,
+            ),
+            iam.PolicyStatement(
+                sid="SafetySnapshotRunLocks",
+                actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                resources=locks,
+            ),
+            iam.PolicyStatement(
+                sid="SafetySnapshotFailures", actions=["s3:PutObject", "s3:PutObjectTagging"], resources=failures
+            ),
+            iam.PolicyStatement(
+                sid="ListRestorablePrefixes",
+                actions=["s3:ListBucket"],
+                resources=[vault.bucket.bucket_arn],
+                conditions={"StringLikeIfExists": {"s3:prefix": listed}},
+            ),
+            iam.PolicyStatement(
+                sid="UseVaultKeyThroughS3",
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[vault.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{Stack.of(self).region}.amazonaws.com"}},
+            ),
+        ]
+        for statement in statements:
+            self.role.add_to_principal_policy(statement)
+        policy = self.role.node.find_child("DefaultPolicy")
+        Validations.of(policy).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5",
+                reason="Backup and safety-snapshot keys are named by the time of each run, so they are unknown when "
+                "deploying; every object grant stops at a restorable database's or its safety snapshots' own prefix, "
+                "the table grant covers its own index, and the bucket policy refuses writers outside Backstop roles.",
+            )
+        )
+
+    # -- the state machine ----------------------------------------------------------------------
+
+    def _task(self, name: str, step: str, comment: str, **payload: Any) -> tasks.LambdaInvoke:
+        body = {"step": step, "state": sfn.JsonPath.entire_payload, **payload}
+        task = tasks.LambdaInvoke(
+            self,
+            name,
+            lambda_function=self.function,
+            payload=sfn.TaskInput.from_object(body),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            task_timeout=sfn.Timeout.duration(STEP_TIMEOUT),
+            comment=comment,
+        )
+        task.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
+        return task
+
+    def _finish(self, name: str, outcome: str, *, failed: bool) -> tasks.LambdaInvoke:
+        extra: dict[str, Any] = {"outcome": outcome}
+        if failed:
+            extra["error"] = sfn.JsonPath.object_at("$.error")
+        return self._task(name, "finish", f"Release the lock, close the audit record, publish: {outcome}", **extra)
+
+    def _state_machine(self) -> sfn.StateMachine:
+        resolve = tasks.LambdaInvoke(
+            self,
+            "Resolve",
+            lambda_function=self.function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "step": "resolve",
+                    "input": sfn.JsonPath.object_at("$$.Execution.Input"),
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                }
+            ),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(2)),
+            comment="Validate the input and the target, find the backup, open the audit record",
+        )
+        resolve.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
+        validate = self._task("ValidateArtifact", "validate_artifact", "Checksum, decompression, engine check")
+        lock = self._task("Lock", "lock", "Take the target's lock (conditional write with owner and expiry)")
+        plan = self._task("Plan", "plan", "Backup vs target, safety snapshot, estimated duration")
+        approval = tasks.LambdaInvoke(
+            self,
+            "Approval",
+            lambda_function=self.function,
+            integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+            payload=sfn.TaskInput.from_object(
+                {"step": "request_approval", "state": sfn.JsonPath.entire_payload, "token": sfn.JsonPath.task_token}
+            ),
+            result_path="$.approval",
+            retry_on_service_exceptions=False,
+            task_timeout=sfn.Timeout.duration(Duration.seconds(int(self.approval_timeout.total_seconds()))),
+            comment="Publish the plan and wait for `backstop approve` (phrase RESTORE <backup_id>) or a rejection",
+        )
+        safety = self._task("SafetySnapshot", "safety_snapshot", "Back up the target through the backup path")
+        restore = self._task("Restore", "restore", "Restore atomically: fresh copy, validated, swapped in")
+        check = self._task("ValidateTarget", "validate_target", "Row counts of the target equal the backup's")
+        rollback = self._task("Rollback", "rollback", "Put the safety snapshot back and validate it")
+
+        done = sfn.Succeed(self, "Restored")
+        dry_done = sfn.Succeed(self, "DryRunReported")
+        not_restored = sfn.Fail(self, "NotRestored", error="RestoreFailed", cause="The target was not touched")
+        rolled_back = sfn.Fail(self, "RolledBack", error="RestoreRolledBack", cause="The target was rolled back")
+        rollback_failed = sfn.Fail(
+            self, "RollbackFailed", error="RollbackFailed", cause="Manual intervention needed; the lock is kept"
+        )
+
+        finish_not_restored = self._finish("FinishNotRestored", "not restored", failed=True).next(not_restored)
+        finish_rolled_back = self._finish("FinishRolledBack", "rolled back", failed=True).next(rolled_back)
+        for state in (validate, lock, plan, approval, safety):
+            state.add_catch(finish_not_restored, errors=["States.ALL"], result_path="$.error")
+        for state in (restore, check):
+            state.add_catch(rollback, errors=["States.ALL"], result_path="$.error")
+        rollback.add_catch(rollback_failed, errors=["States.ALL"], result_path="$.rollback_error")
+        rollback.next(finish_rolled_back)
+
+        dry_run = sfn.Choice(self, "DryRun?")
+        definition = (
+            resolve.next(validate)
+            .next(lock)
+            .next(plan)
+            .next(
+                dry_run.when(
+                    sfn.Condition.boolean_equals("$.dry_run", True),
+                    self._finish("FinishDryRun", "dry run", failed=False).next(dry_done),
+                ).otherwise(
+                    approval.next(safety)
+                    .next(restore)
+                    .next(check)
+                    .next(self._finish("FinishRestored", "restored", failed=False).next(done))
+                )
+            )
+        )
+        log_group = logs.LogGroup(
+            self, "Logs", retention=logs.RetentionDays.ONE_YEAR, removal_policy=RemovalPolicy.RETAIN
+        )
+        machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            timeout=Duration.seconds(int((self.approval_timeout + EXECUTION_MARGIN).total_seconds())),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+            comment="Backstop restore: validate, lock, approve, snapshot, restore, validate, roll back on failure",
+        )
+        policy = machine.role.node.find_child("DefaultPolicy")
+        Validations.of(policy).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5",
+                reason="CDK grants lambda:InvokeFunction on the restore function and its versions (<arn>:*), and "
+                "X-Ray and log delivery, which take no resource; nothing else is granted.",
+            )
+        )
+        return machine

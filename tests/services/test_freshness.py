@@ -1,0 +1,64 @@
+"""The freshness service on its own: a database whose listing fails is reported, not hidden, and not fatal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from backstop.errors import StorageError
+from backstop.services.freshness import FreshnessRule, FreshnessService
+from backstop.store import S3Store
+from tests.handlers import commit_backup
+from tests.services import RecordingNotifier
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+RULES = [FreshnessRule("orders", timedelta(hours=26)), FreshnessRule("uploads", timedelta(hours=26))]
+
+
+class UnreadableFor(S3Store):
+    """The real store, except that listing one database's backups fails as S3 would (AccessDenied)."""
+
+    def __init__(self, store: S3Store, database: str) -> None:
+        super().__init__(store.client, bucket=store.bucket, prefix=store.prefix)
+        self._database = database
+
+    def newest_backup_id(self, database: str) -> str | None:
+        if database == self._database:
+            raise StorageError(f"Listing {self.bucket}/{self.prefix}/{database}/ failed: S3 answered AccessDenied.")
+        return super().newest_backup_id(database)
+
+
+def test_a_database_that_cannot_be_listed_is_alerted_as_unknown_and_the_others_are_still_checked(
+    store: S3Store,
+) -> None:
+    # given uploads stale by two days, and the listing of orders refused
+    commit_backup(store, "orders", NOW - timedelta(hours=2))
+    commit_backup(store, "uploads", NOW - timedelta(days=2))
+    notifier = RecordingNotifier()
+
+    # when the check runs
+    report = FreshnessService(UnreadableFor(store, "orders"), clock=lambda: NOW, notifier=notifier).check(RULES)
+
+    # then orders is unknown (and needs a look), uploads is still found stale, and both are alerted
+    assert [(f.database, f.status, f.is_stale) for f in report] == [
+        ("orders", "unknown", True),
+        ("uploads", "stale", True),
+    ]
+    [(orders_subject, orders_alert), (_, uploads_alert)] = notifier.alerts
+    assert orders_subject == "Backstop: backups of orders are unknown"
+    assert orders_alert["status"] == "unknown"
+    assert "AccessDenied" in str(orders_alert["message"])
+    assert uploads_alert["status"] == "stale"
+
+
+def test_an_exactly_fresh_backup_is_not_alerted(store: S3Store) -> None:
+    # given backups exactly stale_after old (the boundary counts as fresh) and a minute old
+    commit_backup(store, "orders", NOW - timedelta(hours=26))
+    commit_backup(store, "uploads", NOW - timedelta(minutes=1))
+    notifier = RecordingNotifier()
+
+    # when the check runs
+    report = FreshnessService(store, clock=lambda: NOW, notifier=notifier).check(RULES)
+
+    # then nothing is stale and nothing is published
+    assert [f.status for f in report] == ["fresh", "fresh"]
+    assert notifier.alerts == []
