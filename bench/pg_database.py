@@ -80,26 +80,73 @@ def ensure(server: Server, scale: int) -> bool:
     return True
 
 
-def size_bytes(server: Server) -> int:
-    with server.connect(DBNAME) as conn:
+def size_bytes(server: Server, dbname: str = DBNAME) -> int:
+    with server.connect(dbname) as conn:
         row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
     return int(str(row[0])) if row else 0
 
 
-def describe(server: Server, scale: int) -> str:
-    """Size, tables and rows of the benchmark database, for the report."""
-    with server.connect(DBNAME) as conn:
+def describe_database(server: Server, dbname: str = DBNAME) -> str:
+    """Size, tables, indexes and rows (the planner's counts) of ``dbname``, for the report."""
+    with server.connect(dbname) as conn:
         rows = conn.execute(
             "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname"
         ).fetchall()
-        version = conn.execute("SHOW server_version").fetchone()
     tables = sum(int(str(r[2])) for r in rows)
     indexes = sum(int(str(r[3])) for r in rows)
-    counts = ", ".join(f"{r[0]} {int(str(r[1])):,}" for r in rows)
+    counts = ", ".join(f"{r[0]} {_planner_rows(int(str(r[1])))}" for r in rows)
+    return (
+        f"{size_bytes(server, dbname) / MIB:.0f} MiB (tables {tables / MIB:.0f} MiB, indexes {indexes / MIB:.0f} MiB); "
+        f"rows: {counts}"
+    )
+
+
+def _planner_rows(reltuples: int) -> str:
+    """The planner's row count, or what -1 means (a table never vacuumed nor analysed)."""
+    return f"{reltuples:,}" if reltuples >= 0 else "not analysed"
+
+
+def describe(server: Server, scale: int) -> str:
+    """The benchmark database and its server, for the report."""
+    with server.connect(DBNAME) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
     server_version = str(version[0]).split()[0] if version else "unknown"
     return (
-        f"`pgbench -i -s {scale}`: {size_bytes(server) / MIB:.0f} MiB (tables {tables / MIB:.0f} MiB, "
-        f"indexes {indexes / MIB:.0f} MiB); rows: {counts}; PostgreSQL {server_version} on {server.host}:{server.port}"
+        f"`pgbench -i -s {scale}`: {describe_database(server)}; PostgreSQL {server_version} on "
+        f"{server.host}:{server.port}"
     )
+
+
+# The server settings that move a restore's time (WAL volume, checkpoints, index builds).
+RESTORE_SETTINGS = (
+    "shared_buffers",
+    "maintenance_work_mem",
+    "max_wal_size",
+    "wal_level",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_compression",
+    "max_parallel_maintenance_workers",
+)
+
+
+def settings(server: Server) -> str:
+    """``name=value`` of RESTORE_SETTINGS as the server runs them (with units)."""
+    with server.connect("postgres") as conn:
+        rows = conn.execute(
+            "SELECT name, setting, coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+            (list(RESTORE_SETTINGS),),
+        ).fetchall()
+    return ", ".join(f"{name}={_with_unit(str(value), str(unit))}" for name, value, unit in rows)
+
+
+def _with_unit(value: str, unit: str) -> str:
+    """``16384`` with unit ``8kB`` as ``128MB``; other values as they are."""
+    factors = {"8kB": 8 * 1024, "kB": 1024, "MB": MIB}
+    if unit in factors and value.isdigit():
+        size = int(value) * factors[unit]
+        return f"{size // MIB}MB" if size % MIB == 0 else f"{size // 1024}kB"
+    return value + unit

@@ -21,8 +21,8 @@ from bench import phases
 from bench.pg_database import DBNAME
 
 
-class _ProcessSampler:
-    """CPU seconds of pg_dump, the pg_restore checks and the serving backend, by kind of process."""
+class ProcessSampler:
+    """CPU seconds of this process's PostgreSQL tools (pg_dump, pg_restore) and the benchmark's backends."""
 
     def __init__(self, interval: float = 0.05) -> None:
         self._interval = interval
@@ -35,7 +35,11 @@ class _ProcessSampler:
         if int(fields[1]) == self._me:
             if comm == "pg_restore":
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                return "pg_restore --list" if b"--list" in cmdline else "pg_restore --file=/dev/null"
+                if b"--list" in cmdline:
+                    return "pg_restore --list"
+                if b"--dbname" in cmdline:
+                    return "pg_restore into the fresh database"
+                return "pg_restore --file=/dev/null"
             return comm
         if comm == "postgres":
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -112,7 +116,7 @@ def instrument() -> None:
 def main(argv: list[str]) -> int:
     config, database, at, output = argv
     sampler = phases._CpuSampler()
-    processes = _ProcessSampler()
+    processes = ProcessSampler()
     sampler.start()
     processes.start()
     instrument()

@@ -55,6 +55,8 @@ def _label(thread_name: str) -> str:
         return "upload threads"
     if thread_name.startswith("ThreadPoolExecutor-"):
         return "checker thread"
+    if thread_name == "process-sampler":
+        return "process sampler (the benchmark's own)"
     return thread_name
 
 
@@ -80,6 +82,9 @@ class _CpuSampler:
         self._sampler_tid = 0
 
     def _sample(self) -> None:
+        for thread in threading.enumerate():  # Python threads by name, even those that record no span
+            if thread.native_id is not None and thread.native_id not in _thread_names:
+                _thread_names[thread.native_id] = _label(thread.name)
         for task in Path("/proc/self/task").iterdir():
             try:
                 fields = (task / "stat").read_text().rsplit(")", 1)[1].split()

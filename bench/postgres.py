@@ -32,7 +32,7 @@ import yaml
 from bench import pg_database
 from bench.machine import load_average
 from bench.pipelines import Measurement, PipelineError, backstop_argv, timed
-from bench.report import PgResults, render_postgres, write_postgres
+from bench.report import MACHINE_FACTS, PG_BEGIN, PG_END, PgResults, publish, render_postgres
 from bench.s3 import BUCKET, MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _write_config(work: Path, server: pg_database.Server) -> Path:
+def write_config(work: Path, server: pg_database.Server) -> Path:
+    """The backstop.yaml of both PostgreSQL parts: the benchmark database with Backstop's defaults."""
     config = OUT / "backstop-bench-pg.yaml"
     data = {
         "bucket": BUCKET,
@@ -70,6 +71,8 @@ def _write_config(work: Path, server: pg_database.Server) -> Path:
                 "port": server.port,
                 "dbname": pg_database.DBNAME,
                 "user": server.user,
+                # One query as an operator would configure it, so a restore runs the step.
+                "validation_queries": ["SELECT count(*) > 0 FROM pgbench_branches"],
             }
         ],
     }
@@ -77,7 +80,7 @@ def _write_config(work: Path, server: pg_database.Server) -> Path:
     return config
 
 
-def _tool_versions() -> str:
+def tool_versions() -> str:
     """``15.20 (Debian ...)`` for pg_dump, pg_restore and pgbench."""
     versions = []
     for tool in ("pg_dump", "pg_restore", "pgbench"):
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace, s3: MotoServer, machine: dict[str, str]) -> in
         f"bench: PostgreSQL {pg_database.DBNAME} (pgbench scale {scale}, {size_mib} MiB), {runs_n} interleaved "
         f"run{'s' if runs_n != 1 else ''} of {', '.join(PIPELINES)}"
     )
-    config = _write_config(work, server)
+    config = write_config(work, server)
     runs: list[Measurement] = []
     phases: dict[str, Any] | None = None
     load_start = load_average()
@@ -222,28 +225,15 @@ def run(args: argparse.Namespace, s3: MotoServer, machine: dict[str, str]) -> in
         "database": pg_database.describe(server, scale),
         "runs": str(runs_n),
         "Backstop configuration": _backstop_settings(config),
-        "PostgreSQL tools": _tool_versions(),
+        "PostgreSQL tools": tool_versions(),
         "S3 endpoint": f"moto {machine.get('moto', '')} server on loopback, separate process "
         f"(peak RSS so far {server_peak:.0f} MiB)",
         "load average at start of this part (1/5/15 min)": load_start,
         "load average at end (1/5/15 min)": load_average(),
     }
-    machine_facts = {k: v for k, v in machine.items() if k in ("date", "cpu", "memory", "disk", "kernel", "python")}
+    machine_facts = {k: v for k, v in machine.items() if k in MACHINE_FACTS}
     results = PgResults(settings=settings, machine=machine_facts, runs=runs, phases=phases)
     if args.quick:
         results.notes.append("`--quick` run: a small database and one repetition, to check the harness only.")
-    block = render_postgres(results)
-    print()
-    print(block)
-    output: Path = args.output
-    write_postgres(output, block)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    raw = OUT / f"results-pg-{stamp}.json"
-    raw.write_text(
-        json.dumps(
-            {"settings": settings, "machine": machine_facts, "runs": [asdict(m) for m in runs], "phases": phases},
-            indent=1,
-        )
-    )
-    print(f"bench: wrote {output} and {raw}")
-    return 0
+    data = {"settings": settings, "machine": machine_facts, "runs": [asdict(m) for m in runs], "phases": phases}
+    return publish(args.output, render_postgres(results), PG_BEGIN, PG_END, OUT, "results-pg", data)

@@ -3,10 +3,13 @@
     .venv/bin/python -m bench.run                  # 1 GiB database, 3 interleaved runs, RSS at 100, 1024, 2048 MiB
     .venv/bin/python -m bench.run --quick          # 64 MiB, 1 run: checks the harness in about a minute
     .venv/bin/python -m bench.run --size-mb 2048 --runs 5 --rss-sizes 100,500,1000,2000
-    .venv/bin/python -m bench.run --only postgres  # the PostgreSQL part alone (--pg-scale, default 68: ~1 GiB)
+    .venv/bin/python -m bench.run --only postgres  # the PostgreSQL backup part alone (--pg-scale, default 68: ~1 GiB)
+    .venv/bin/python -m bench.run --only postgres-restore  # the PostgreSQL restore part alone
 
 A second part (bench/postgres.py, after the SQLite part unless ``--only`` picks one) times
-Backstop's PostgreSQL backup against ``pg_dump -Fc -f FILE`` alone, on the same moto server.
+Backstop's PostgreSQL backup against ``pg_dump -Fc -f FILE`` alone, on the same moto server; a
+third (bench/postgres_restore.py) times Backstop's restore into a server against ``pg_restore``
+alone from a local file.
 
 Every pipeline runs as its own process under ``/usr/bin/time`` against one local moto S3 server
 (its own process too), on the same generated database, warm in the page cache. Results are
@@ -30,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from bench import postgres
+from bench import postgres, postgres_restore
 from bench.generate import MIB, database_path, generate
 from bench.machine import describe, load_average
 from bench.pipelines import (
@@ -41,7 +44,7 @@ from bench.pipelines import (
     runbook_argv,
     timed,
 )
-from bench.report import Results, render, write
+from bench.report import BEGIN, END, Results, publish, render
 from bench.s3 import BUCKET, MotoServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +53,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 # The venv's bin directory (not resolved: .venv/bin/python is a symlink to the system python).
 VENV_BIN = Path(sys.executable).parent
 PIPELINES = ("backstop", "runbook", "floor")
+PARTS = ("sqlite", "postgres", "postgres-restore")
 FIRST_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -73,7 +77,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small scale to check the harness: 64 MiB, 1 run")
     parser.add_argument("--no-phases", action="store_true", help="skip the instrumented Backstop runs")
     parser.add_argument(
-        "--only", choices=("sqlite", "postgres"), help="run one part of the benchmark (default: both, SQLite first)"
+        "--only",
+        choices=PARTS,
+        help="run one part of the benchmark (default: all three, in this order)",
     )
     postgres.add_arguments(parser)
     parser.add_argument(
@@ -256,26 +262,14 @@ def _sqlite(args: argparse.Namespace, s3: MotoServer, machine: dict[str, str]) -
     results = Results(settings=settings, machine=machine, runs=runs, rss=rss, phases=phases)
     if args.quick:
         results.notes.append("`--quick` run: a small database and one repetition, to check the harness only.")
-    block = render(results)
-    print()
-    print(block)
-    write(args.output, block)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    raw = OUT / f"results-{stamp}.json"
-    raw.write_text(
-        json.dumps(
-            {
-                "settings": settings,
-                "machine": machine,
-                "runs": [asdict(m) for m in runs],
-                "rss": [asdict(m) for m in rss],
-                "phases": phases,
-            },
-            indent=1,
-        )
-    )
-    print(f"bench: wrote {args.output} and {raw}")
-    return 0
+    data = {
+        "settings": settings,
+        "machine": machine,
+        "runs": [asdict(m) for m in runs],
+        "rss": [asdict(m) for m in rss],
+        "phases": phases,
+    }
+    return publish(args.output, render(results), BEGIN, END, OUT, "results", data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,14 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     machine = describe(OUT, VENV_BIN)
     code = 0
-    # One moto server for both parts (its own process; the bucket is emptied before every run).
+    # One moto server for every part (its own process; each part empties the bucket as it needs).
+    parts = {"sqlite": _sqlite, "postgres": postgres.run, "postgres-restore": postgres_restore.run}
     with MotoServer(OUT / "moto.log") as s3:
-        if args.only in (None, "sqlite"):
-            code = _sqlite(args, s3, machine)
-        if code == 0 and args.only in (None, "postgres"):
-            if args.only is None:
+        for name in PARTS if args.only is None else (args.only,):
+            if code != 0:
+                break
+            if name != PARTS[0] and args.only is None:
                 print()
-            code = postgres.run(args, s3, machine)
+            code = parts[name](args, s3, machine)
     return code
 
 

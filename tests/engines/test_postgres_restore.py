@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable
@@ -10,11 +11,14 @@ from typing import Any
 
 import pytest
 import yaml
+import zstandard
 from click.testing import CliRunner
 
 from backstop.cli import main
-from backstop.errors import RestoreError, ValidationError
+from backstop.engines.postgres import PostgresEngine
+from backstop.errors import ChecksumMismatchError, IntegrityError, RestoreError, ValidationError
 from backstop.manifest import Manifest
+from backstop.services.artifacts import fetch_artifact
 from backstop.services.server_restore import ServerRestoreService
 from backstop.store import S3Store
 from tests.conftest import BUCKET
@@ -30,7 +34,7 @@ from tests.engines.test_postgres_engine import (
     postgres_entry,
     table_checksums,
 )
-from tests.services import at, leftovers, run_backup
+from tests.services import at, leftovers, replace_artifact, rot_object, run_backup, stored_bytes
 
 pytestmark = pytest.mark.xdist_group("postgres")
 
@@ -308,3 +312,92 @@ def test_cli_refuses_a_url_with_a_password_without_echoing_it(
     assert result.exit_code == 1
     assert "passwords never go on the command line" in result.stderr
     assert "s3cr3tpw" not in result.output + result.stderr
+
+
+# -- the archive checked while it is fetched -------------------------------------------------------
+
+
+def pg_restore_children() -> list[int]:
+    """pg_restore processes started by this test process that still exist (running or not reaped)."""
+    found = []
+    for children in Path("/proc/self/task").glob("*/children"):
+        for pid in children.read_text().split():
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "pg_restore":
+                    found.append(int(pid))
+    return found
+
+
+def test_checking_while_fetching_reads_the_whole_archive_and_agrees_with_the_check_of_the_file(
+    backed_up: tuple[str, Manifest, Callable[..., Any]], store: S3Store, tmp_path: Path
+) -> None:
+    # given a committed backup
+    source, manifest, make_config = backed_up
+    engine = PostgresEngine(make_config(postgres_entry(source)).database(NAME))
+    raw = tmp_path / "restore.pgdump"
+
+    # when it is fetched with the pg_restore checks reading the stream as it is written
+    with engine.artifact_check(manifest, tmp_path) as check:
+        fetch_artifact(store, manifest, raw, tee=check.feed)
+
+    # then the checks passed with the manifest's TOC, exactly as the check of the finished file does
+    assert check.inspection is not None and check.inspection.integrity.passed
+    assert check.inspection.stats == {"toc_entries": manifest.source["toc_entries"]}
+    assert engine.inspect_artifact(raw, manifest, tmp_path) == check.inspection
+    assert pg_restore_children() == []
+
+
+def test_checking_while_fetching_fails_a_truncated_archive_under_a_resealed_manifest(
+    backed_up: tuple[str, Manifest, Callable[..., Any]], store: S3Store, s3: Any, tmp_path: Path
+) -> None:
+    # given a backup whose artifact was replaced by a truncated archive under a consistent, sealed manifest
+    source, manifest, make_config = backed_up
+    fetch_artifact(store, manifest, tmp_path / "good.pgdump")
+    truncated = (tmp_path / "good.pgdump").read_bytes()[:-20_000]
+    forged = replace_artifact(s3, store, manifest, zstandard.ZstdCompressor().compress(truncated), raw=truncated)
+    engine = PostgresEngine(make_config(postgres_entry(source)).database(NAME))
+
+    # when it is fetched and checked
+    with pytest.raises(IntegrityError) as failure, engine.artifact_check(forged, tmp_path) as check:
+        fetch_artifact(store, forged, tmp_path / "restore.pgdump", tee=check.feed)
+
+    # then pg_restore's full read names the failure (as the check of the file does), and none is left running
+    assert "fails pg_restore --file=/dev/null" in str(failure.value)
+    with pytest.raises(IntegrityError) as of_the_file:
+        engine.inspect_artifact(tmp_path / "restore.pgdump", forged, tmp_path)
+    assert str(of_the_file.value).split(":")[0] == str(failure.value).split(":")[0]
+    assert pg_restore_children() == []
+
+
+def test_a_checksum_mismatch_while_checking_is_named_as_such_and_stops_pg_restore(
+    backed_up: tuple[str, Manifest, Callable[..., Any]], store: S3Store, s3: Any, tmp_path: Path
+) -> None:
+    # given a backup whose stored bytes rotted in place (same size, same version)
+    source, manifest, make_config = backed_up
+    rotten = bytearray(stored_bytes(s3, manifest))
+    rotten[len(rotten) // 2] ^= 0xFF
+    rot_object(manifest.object.key, manifest.object.version_id, bytes(rotten))
+    engine = PostgresEngine(make_config(postgres_entry(source)).database(NAME))
+
+    # when it is fetched and checked
+    with pytest.raises(ChecksumMismatchError) as failure, engine.artifact_check(manifest, tmp_path) as check:
+        fetch_artifact(store, manifest, tmp_path / "restore.pgdump", tee=check.feed)
+
+    # then the checksum is what fails (not pg_restore's read of the broken stream), and pg_restore is stopped
+    assert "the stored bytes were altered" in str(failure.value)
+    assert check.inspection is None
+    assert pg_restore_children() == []
+
+
+def test_a_fetch_whose_tee_fails_raises_that_failure(
+    backed_up: tuple[str, Manifest, Callable[..., Any]], store: S3Store, tmp_path: Path
+) -> None:
+    # given a reader of the fetched stream that breaks on the first bytes it gets
+    _source, manifest, _make_config = backed_up
+
+    def breaks(data: bytes) -> None:
+        raise RuntimeError(f"reader broke after {len(data)} bytes")
+
+    # when the artifact is fetched into it, then the failure reaches the caller instead of a short stream
+    with pytest.raises(RuntimeError, match="reader broke"):
+        fetch_artifact(store, manifest, tmp_path / "restore.pgdump", tee=breaks)

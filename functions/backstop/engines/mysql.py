@@ -297,7 +297,7 @@ def _tool_version(path: str, env: dict[str, str]) -> str:
     return " ".join(result.stdout.decode(errors="replace").split()) or "unknown"
 
 
-def _child_env(db: MysqlDatabase, password: str | None) -> dict[str, str]:
+def child_env(db: MysqlDatabase, password: str | None) -> dict[str, str]:
     """The environment of the dump tool: no MYSQL_PWD, no variable holding the password."""
     return {
         name: value
@@ -462,7 +462,7 @@ class MysqlEngine:
         db = self._db
         password = resolve_password(db)
         tool, path = _dump_tool()
-        env = _child_env(db, password)
+        env = child_env(db, password)
         server = _read_server(db, password)
         with ExitStack() as stack:
             args = [path]

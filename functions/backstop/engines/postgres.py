@@ -20,6 +20,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -503,35 +504,102 @@ class PostgresEngine:
         }
 
     def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:
-        """``pg_restore --list`` and a full read of the archive; IntegrityError naming what failed."""
+        """``pg_restore --list`` and a full read of the archive file, side by side; IntegrityError naming a failure."""
         what = f"Backup {manifest.backup_id}"
-        listing, errors = work_dir / "pg_restore.list", work_dir / "pg_restore.stderr"
         env = child_env(None)
-        for args, out in ((["--list"], listing), (["--file=/dev/null"], None)):
-            with errors.open("wb") as err, out.open("wb") if out else Path(os.devnull).open("wb") as stdout:
-                try:
-                    code = subprocess.run(
-                        [tool_path("pg_restore"), "--format=custom", *args, str(raw)],
-                        stdin=subprocess.DEVNULL,
-                        stdout=stdout,
-                        stderr=err,
-                        env=env,
-                        check=False,
-                    ).returncode
-                except OSError as exc:
-                    raise IntegrityError(f"{what} cannot be checked: pg_restore cannot run ({exc.strerror}).") from None
-            if code != 0:
-                raise IntegrityError(
-                    f"{what} fails pg_restore {args[0]} ({_exit_text(code)}): {_excerpt(errors, None)}."
-                )
-        entries = _count_toc(listing)
-        recorded = manifest.source.get("toc_entries")
-        if isinstance(recorded, int) and recorded != entries:
-            raise IntegrityError(f"{what} lists {entries} TOC entries, but the manifest records {recorded}.")
-        return Inspection(
-            integrity=IntegrityCheck(check=_CHECK, passed=True, detail=f"{entries} TOC entries, every data block read"),
-            stats={"toc_entries": entries},
+        paths = _CheckFiles(
+            work_dir / "pg_restore.list", work_dir / "pg_restore-list.stderr", work_dir / "pg_restore-read.stderr"
         )
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            with ExitStack() as files:
+                listing = files.enter_context(paths.listing.open("wb"))
+                list_err = files.enter_context(paths.list_err.open("wb"))
+                read_err = files.enter_context(paths.read_err.open("wb"))
+                for args, out, err in ((["--list"], listing, list_err), (["--file=/dev/null"], None, read_err)):
+                    processes.append(
+                        subprocess.Popen(
+                            [tool_path("pg_restore"), "--format=custom", *args, str(raw)],
+                            stdin=subprocess.DEVNULL,
+                            stdout=out or subprocess.DEVNULL,
+                            stderr=err,
+                            env=env,
+                        )
+                    )
+        except OSError as exc:
+            for process in processes:
+                process.kill()
+                process.wait()
+            raise IntegrityError(f"{what} cannot be checked: pg_restore cannot run ({exc.strerror}).") from None
+        lister, reader = processes
+        return _artifact_verdict(what, manifest, lister.wait(), reader.wait(), paths)
+
+    @contextmanager
+    def artifact_check(self, manifest: Manifest, run_dir: Path) -> Iterator[ArtifactCheck]:
+        """The checks of ``inspect_artifact``, reading the archive while it is fetched instead of afterwards.
+
+        Feed it every decompressed byte inside the block (``fetch_artifact(..., tee=check.feed)``);
+        leaving the block cleanly takes the verdict (IntegrityError as from ``inspect_artifact``) and
+        keeps it in ``check.inspection``. If the block fails, the ``pg_restore`` processes are
+        stopped and the block's own error is raised. This spares a second read of the whole file.
+        """
+        try:
+            stream = _RestoreCheck(run_dir, child_env(None))
+        except OSError as exc:
+            raise IntegrityError(
+                f"Backup {manifest.backup_id} cannot be checked: pg_restore cannot run ({exc.strerror})."
+            ) from None
+        check = ArtifactCheck(stream)
+        try:
+            yield check
+        except BaseException:
+            stream.kill()
+            _wait(stream.full)
+            _wait(stream.lister)
+            raise
+        stream.finish()
+        paths = _CheckFiles(stream.listing, stream.list_err, stream.full_err)
+        check.inspection = _artifact_verdict(
+            f"Backup {manifest.backup_id}", manifest, _wait(stream.lister), _wait(stream.full), paths
+        )
+
+
+class ArtifactCheck:
+    """``pg_restore --list`` and a full read fed with an archive as it streams (see ``artifact_check``)."""
+
+    def __init__(self, stream: _RestoreCheck) -> None:
+        self._stream = stream
+        self.inspection: Inspection | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._stream.feed(data)
+
+
+@dataclass(frozen=True)
+class _CheckFiles:
+    """Where the two pg_restore checks of an artifact leave the TOC listing and their stderr."""
+
+    listing: Path
+    list_err: Path
+    read_err: Path
+
+
+def _artifact_verdict(what: str, manifest: Manifest, listed: int, full: int, files: _CheckFiles) -> Inspection:
+    """IntegrityError unless both pg_restore runs passed and the TOC has the entries the manifest records."""
+    if listed != 0:
+        excerpt = _excerpt(files.list_err, None)
+        raise IntegrityError(f"{what} fails pg_restore --list ({_exit_text(listed)}): {excerpt}.")
+    if full != 0:
+        excerpt = _excerpt(files.read_err, None)
+        raise IntegrityError(f"{what} fails pg_restore --file=/dev/null ({_exit_text(full)}): {excerpt}.")
+    entries = _count_toc(files.listing)
+    recorded = manifest.source.get("toc_entries")
+    if isinstance(recorded, int) and recorded != entries:
+        raise IntegrityError(f"{what} lists {entries} TOC entries, but the manifest records {recorded}.")
+    return Inspection(
+        integrity=IntegrityCheck(check=_CHECK, passed=True, detail=f"{entries} TOC entries, every data block read"),
+        stats={"toc_entries": entries},
+    )
 
 
 # -- restores into a server ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 from backstop.errors import BackupNotFoundError, ChecksumMismatchError
 from backstop.manifest import Manifest
 from backstop.names import parse_backup_id
-from backstop.pipeline import StreamDigest, decompress_stream
+from backstop.pipeline import Sink, StreamDigest, decompress_stream
 from backstop.ports import BackupStore, NoProgress, Progress
 
 
@@ -29,12 +29,20 @@ def expected_digest(manifest: Manifest) -> StreamDigest:
 
 
 def fetch_artifact(
-    store: BackupStore, manifest: Manifest, dest: Path, progress: Progress | None = None
+    store: BackupStore,
+    manifest: Manifest,
+    dest: Path,
+    progress: Progress | None = None,
+    *,
+    tee: Sink | None = None,
 ) -> StreamDigest:
     """Download, check and decompress the artifact of ``manifest`` into the file ``dest``.
 
     Checks, in order: the object exists with the recorded size (a cheap HEAD catches truncation
     before any download), the stored bytes' SHA-256, bounded decompression, the raw SHA-256.
+    ``tee``, if given, gets every decompressed chunk too, in order, just after it is written: an
+    engine's check can read the archive as it arrives instead of reading the file again afterwards
+    (nothing that check concludes holds unless this function returns).
     """
     progress = progress or NoProgress()
     what = f"Backup {manifest.backup_id}"
@@ -49,9 +57,15 @@ def fetch_artifact(
     progress.start(f"Reading {manifest.backup_id}", manifest.object.size)
     try:
         with dest.open("wb") as out:
+
+            def written(chunk: bytes) -> None:
+                out.write(chunk)
+                if tee is not None:
+                    tee(chunk)
+
             return decompress_stream(
                 store.read_object(manifest.object.key, manifest.object.version_id),
-                out.write,
+                written,
                 algorithm=manifest.compression.algorithm,
                 expected=expected_digest(manifest),
                 what=what,

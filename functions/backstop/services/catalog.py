@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from backstop.config import Config
 from backstop.manifest import Manifest
 from backstop.names import parse_backup_id
 from backstop.ports import BackupStore, Clock, NoNotifier, Notifier
 from backstop.services.artifacts import resolve_backup
+from backstop.services.freshness import Freshness, FreshnessRule, FreshnessService
 
 
 @dataclass(frozen=True)
@@ -20,25 +21,6 @@ class DatabaseStats:
     oldest: datetime | None
     newest: datetime | None
     failed: int
-
-
-@dataclass(frozen=True)
-class Freshness:
-    database: str
-    newest_backup: str | None
-    newest_at: datetime | None
-    age: timedelta | None
-    stale_after: timedelta
-
-    @property
-    def is_stale(self) -> bool:
-        return self.age is None or self.age > self.stale_after
-
-    @property
-    def status(self) -> str:
-        if self.age is None:
-            return "missing"
-        return "stale" if self.is_stale else "fresh"
 
 
 class CatalogService:
@@ -86,27 +68,9 @@ class CatalogService:
         return result
 
     def freshness(self) -> list[Freshness]:
-        """Each database's newest committed backup against its ``stale_after``; alerts on stale or missing.
+        """Each configured database's newest committed backup against its ``stale_after``; alerts on stale or missing.
 
         A few list requests per database, whatever the number of backups.
         """
-        now = self._clock()
-        report = []
-        for db in self._config.databases:
-            newest = self._store.newest_backup_id(db.name)
-            at = parse_backup_id(newest)[1] if newest else None
-            entry = Freshness(db.name, newest, at, now - at if at else None, db.stale_after)
-            report.append(entry)
-            if entry.is_stale:
-                self._notifier.publish(
-                    f"Backstop: backups of {db.name} are {entry.status}",
-                    {
-                        "event": "backup_stale",
-                        "database": db.name,
-                        "status": entry.status,
-                        "newest_backup": newest,
-                        "age_seconds": int(entry.age.total_seconds()) if entry.age else None,
-                        "stale_after_seconds": int(db.stale_after.total_seconds()),
-                    },
-                )
-        return report
+        rules = [FreshnessRule(db.name, db.stale_after) for db in self._config.databases]
+        return FreshnessService(self._store, clock=self._clock, notifier=self._notifier).check(rules)

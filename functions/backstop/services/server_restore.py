@@ -1,13 +1,18 @@
-"""Restores into a database server (PostgreSQL): a fresh database, validated, then swapped in by renames.
+"""Restores into a database server (PostgreSQL, MySQL/MariaDB): a fresh database, validated, then swapped in.
 
 The artifact is downloaded into a per-run directory and fully checked (size, SHA-256,
-decompression, ``pg_restore --list`` and a full read) before the server is touched. The plan
-(backup, target, current row counts, sessions that will be disconnected) goes to ``confirm``. The
-backup is restored with ``pg_restore`` into ``<target>_restore_<stamp>``, whose exact row counts
-must equal the manifest's and whose configured validation queries must all return a true value.
-Only then, in one transaction, the target is renamed to ``<target>_pre_restore_<stamp>`` (kept)
-and the fresh database takes its name. A failure at any step drops the fresh database and leaves
-the target as it was.
+decompression, and the engine's check: ``pg_restore --list`` and a full read, or the dump's trailer
+and row counts) before the server is touched. The plan (backup, target, current row counts,
+sessions that will be disconnected) goes to ``confirm``. The backup is loaded into
+``<target>_restore_<stamp>``, whose exact row counts must equal the manifest's and whose configured
+validation queries must all return a true value. Only then is it swapped in, keeping the old
+target as ``<target>_pre_restore_<stamp>``:
+
+- PostgreSQL: in one transaction the target is renamed aside and the fresh database takes its name;
+- MySQL/MariaDB: one ``RENAME TABLE`` moves every table (see ``engines/mysql_restore.py`` for what
+  is carried around it), and the target is validated again before the swap counts as done.
+
+A failure at any step drops the fresh database and leaves the target as it was.
 """
 
 from __future__ import annotations
@@ -15,24 +20,43 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from backstop.config import Config, PostgresDatabase
+from backstop.config import Config, MysqlDatabase, PostgresDatabase, ServerDatabase
+from backstop.engines import mysql_restore
 from backstop.engines.base import Inspection
-from backstop.engines.postgres import PostgresEngine, derived_name, restore_server
-from backstop.errors import BackstopError, RestoreError
+from backstop.engines.mysql import MysqlEngine
+from backstop.engines.postgres import PostgresEngine, PostgresServer, restore_server
+from backstop.engines.postgres import derived_name as pg_derived_name
+from backstop.errors import BackstopError, ManualInterventionError, RestoreError
 from backstop.manifest import Manifest
 from backstop.ports import BackupStore, Clock, Progress
 from backstop.services.artifacts import fetch_artifact, resolve_backup
 
-SCHEMES = ("postgresql://", "postgres://")
+
+@dataclass(frozen=True)
+class _Dialect:
+    scheme: str
+    schemes: tuple[str, ...]
+    default_port: int
+    reserved: frozenset[str]
+
+
+_POSTGRES = _Dialect(
+    "postgresql", ("postgresql://", "postgres://"), 5432, frozenset({"postgres", "template0", "template1"})
+)
+_MYSQL = _Dialect(
+    "mysql", ("mysql://", "mariadb://"), 3306, frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+)
+SCHEMES = _POSTGRES.schemes + _MYSQL.schemes
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-_RESERVED = frozenset({"postgres", "template0", "template1"})
 
 
 def is_server_url(text: str) -> bool:
@@ -45,16 +69,19 @@ class ServerTarget:
     port: int
     user: str
     dbname: str
+    scheme: str = "postgresql"
 
     @property
     def display(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+        return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.dbname}"
 
 
-def parse_target_url(url: str, default_user: str) -> ServerTarget:
-    """``postgresql://[user@]host[:port]/dbname``; RestoreError in one sentence (never echoing a password)."""
-    if not is_server_url(url):
-        raise RestoreError("The restore target must be a postgresql://[user@]host[:port]/dbname URL.")
+def parse_target_url(url: str, default_user: str, engine: str = "postgres") -> ServerTarget:
+    """``<scheme>://[user@]host[:port]/dbname``; RestoreError in one sentence (never echoing a password)."""
+    dialect = _MYSQL if engine == "mysql" else _POSTGRES
+    shape = f"{dialect.scheme}://[user@]host[:port]/dbname"
+    if not url.lower().startswith(dialect.schemes):
+        raise RestoreError(f"The restore target must be a {shape} URL.")
     parts = urlsplit(url)
     if parts.password is not None or ":" in parts.netloc.rpartition("@")[0]:
         raise RestoreError(
@@ -62,12 +89,12 @@ def parse_target_url(url: str, default_user: str) -> ServerTarget:
             "(configure password_env or password_secret for the database)."
         )
     if parts.query or parts.fragment:
-        raise RestoreError("The restore URL takes no parameters: use postgresql://[user@]host[:port]/dbname.")
+        raise RestoreError(f"The restore URL takes no parameters: use {shape}.")
     host = parts.hostname or ""
     if not _HOST.fullmatch(host):
-        raise RestoreError("The restore URL needs a host: use postgresql://[user@]host[:port]/dbname.")
+        raise RestoreError(f"The restore URL needs a host: use {shape}.")
     try:
-        port = parts.port or 5432
+        port = parts.port or dialect.default_port
     except ValueError:
         raise RestoreError("The restore URL's port is not a number between 1 and 65535.") from None
     user = unquote(parts.username) if parts.username else default_user
@@ -76,9 +103,53 @@ def parse_target_url(url: str, default_user: str) -> ServerTarget:
     dbname = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
     if not _NAME.fullmatch(dbname):
         raise RestoreError("The restore URL must end with a plain database name (letters, digits, _, $, -).")
-    if dbname in _RESERVED:
+    if dbname.lower() in dialect.reserved:
         raise RestoreError(f"Refusing to restore into the server's own database {dbname}.")
-    return ServerTarget(host=host, port=port, user=user, dbname=dbname)
+    return ServerTarget(host=host, port=port, user=user, dbname=dbname, scheme=dialect.scheme)
+
+
+class _Server(Protocol):
+    """What the service needs of a server, whatever its engine."""
+
+    def exists(self, dbname: str) -> bool: ...
+    def sessions(self, dbname: str) -> int: ...
+    def describe(self, dbname: str) -> dict[str, int] | None: ...
+    def create_fresh(self, fresh: str, like: str) -> None: ...
+    def drop(self, dbname: str) -> None: ...
+    def load(self, raw: Path, dbname: str, run_dir: Path) -> None: ...
+    def validate(self, dbname: str, manifest: Manifest) -> Inspection: ...
+    def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]: ...
+
+
+class _PostgresTarget:
+    """PostgresServer seen through ``_Server``."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self.exists = server.exists
+        self.sessions = server.sessions
+        self.describe = server.describe
+        self.create_fresh = server.create_fresh
+        self.drop = server.drop
+        self.validate = server.validate
+
+    def load(self, raw: Path, dbname: str, run_dir: Path) -> None:
+        self._server.pg_restore(raw, dbname, run_dir)
+
+    def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]:
+        return self._server.swap(fresh, target, pre_restore), []
+
+
+@contextmanager
+def _postgres_server(db: PostgresDatabase, run_dir: Path) -> Iterator[_Server]:
+    with restore_server(db, run_dir) as server:
+        yield _PostgresTarget(server)
+
+
+def _open_server(db: ServerDatabase, run_dir: Path) -> AbstractContextManager[_Server]:
+    if isinstance(db, MysqlDatabase):
+        return mysql_restore.restore_server(db, run_dir)
+    return _postgres_server(db, run_dir)
 
 
 @dataclass(frozen=True)
@@ -100,10 +171,11 @@ class ServerRestoreOutcome:
     restored: bool
     pre_restore: str | None
     inspection: Inspection | None
+    warnings: tuple[str, ...] = ()
 
 
 class ServerRestoreService:
-    """Restores a verified PostgreSQL backup into a database on a server, atomically."""
+    """Restores a verified PostgreSQL or MySQL backup into a database on a server, atomically."""
 
     def __init__(
         self,
@@ -129,24 +201,54 @@ class ServerRestoreService:
     ) -> ServerRestoreOutcome:
         """Restore ``ref`` of ``database`` into the database named by ``url``; the target is never half-restored."""
         db = self._config.database(database)
-        if not isinstance(db, PostgresDatabase):
+        if not isinstance(db, PostgresDatabase | MysqlDatabase):
             raise RestoreError(
-                f"{db.name} is a {db.engine} database: only postgres databases restore into a postgresql:// URL."
+                f"{db.name} is a {db.engine} database: only postgres and mysql databases restore into a "
+                "database URL; restore into a path instead."
             )
-        target = parse_target_url(url, db.user)
+        target = parse_target_url(url, db.user, db.engine)
         target_db = db.model_copy(
             update={"host": target.host, "port": target.port, "user": target.user, "dbname": target.dbname}
         )
+        return self.restore_into(database, ref, target_db, dry_run=dry_run, confirm=confirm)
+
+    def restore_into(
+        self,
+        database: str,
+        ref: str,
+        target_db: ServerDatabase,
+        *,
+        dry_run: bool,
+        confirm: Callable[[ServerRestorePlan], bool],
+    ) -> ServerRestoreOutcome:
+        """Restore ``ref`` of ``database`` into the database ``target_db`` names (its host, port, dbname, password)."""
+        db = self._config.database(database)
+        if db.engine != target_db.engine:
+            raise RestoreError(f"{db.name} is a {db.engine} database: it cannot restore into {target_db.engine}.")
+        target = ServerTarget(
+            host=target_db.host,
+            port=target_db.port,
+            user=target_db.user,
+            dbname=target_db.dbname,
+            scheme="mysql" if isinstance(target_db, MysqlDatabase) else "postgresql",
+        )
         manifest = resolve_backup(self._store, database, ref)
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dt%H%M%Sz")
-        fresh = derived_name(target.dbname, f"_restore_{stamp}")
-        pre_restore = derived_name(target.dbname, f"_pre_restore_{stamp}")
+        derive = mysql_restore.derived_name if isinstance(db, MysqlDatabase) else pg_derived_name
+        fresh = derive(target.dbname, f"_restore_{stamp}")
+        pre_restore = derive(target.dbname, f"_pre_restore_{stamp}")
         run_dir = Path(tempfile.mkdtemp(prefix="backstop-restore-", dir=self._config.work_dir))
         try:
-            raw = run_dir / "restore.pgdump"
-            fetch_artifact(self._store, manifest, raw, self._progress)
-            PostgresEngine(target_db).inspect_artifact(raw, manifest, run_dir)
-            with restore_server(target_db, run_dir) as server:
+            if isinstance(target_db, MysqlDatabase):
+                raw = run_dir / "restore.sql"
+                fetch_artifact(self._store, manifest, raw, self._progress)
+                MysqlEngine(target_db).inspect_artifact(raw, manifest, run_dir)
+            else:
+                raw = run_dir / "restore.pgdump"
+                # pg_restore --list and the full read check the archive as it is fetched, not in a second pass
+                with PostgresEngine(target_db).artifact_check(manifest, run_dir) as check:
+                    fetch_artifact(self._store, manifest, raw, self._progress, tee=check.feed)
+            with _open_server(target_db, run_dir) as server:
                 exists = server.exists(target.dbname)
                 plan = ServerRestorePlan(
                     manifest=manifest,
@@ -163,12 +265,14 @@ class ServerRestoreService:
                     raise RestoreError(f"A restore into {target.dbname} is already under way ({fresh} exists).")
                 server.create_fresh(fresh, like=target.dbname)
                 try:
-                    server.pg_restore(raw, fresh, run_dir)
+                    server.load(raw, fresh, run_dir)
                     inspection = server.validate(fresh, manifest)
-                    kept = server.swap(fresh, target.dbname, pre_restore)
+                    kept, warnings = server.swap(fresh, target.dbname, pre_restore, manifest)
+                except ManualInterventionError:
+                    raise  # the data is where the message says: drop nothing
                 except BaseException as exc:
-                    # Before the swap committed the fresh database still has its own name; after it, the
-                    # name is free and this drops nothing.
+                    # Before the swap the fresh database holds the backup; a swap that failed has put
+                    # everything back, and after a PostgreSQL swap the name is free.
                     try:
                         server.drop(fresh)
                     except Exception:  # the original failure is the one to report
@@ -182,7 +286,11 @@ class ServerRestoreService:
                         raise type(exc)(f"{exc} The target {target.dbname} was not touched.") from None
                     raise
                 return ServerRestoreOutcome(
-                    plan=plan, restored=True, pre_restore=pre_restore if kept else None, inspection=inspection
+                    plan=plan,
+                    restored=True,
+                    pre_restore=pre_restore if kept else None,
+                    inspection=inspection,
+                    warnings=tuple(warnings),
                 )
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
