@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,32 @@ class Emulator:
             region_name=REGION,
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> None:
+        request = urllib.request.Request(  # noqa: S310 - our own loopback server, http only
+            f"{self.endpoint}{path}",
+            data=json.dumps(body or {}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback server
+            response.read()
+
+    def reset(self) -> None:
+        """Forget every resource: moto's backends live in this process and outlive one server."""
+        self._post("/moto-api/reset")
+
+    def execute_workflows(self) -> None:
+        """Make Step Functions really execute, with Lambda functions run without Docker.
+
+        moto's state machine interpreter calls other services at ``localhost:$MOTO_PORT``, read
+        from this process's environment, so it is set here too.
+        """
+        os.environ["MOTO_PORT"] = self.env["MOTO_PORT"]
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)  # it logs every failure loudly
+        self._post(
+            "/moto-api/config", {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         )
 
     def create_bucket(self, name: str) -> None:
@@ -109,8 +136,10 @@ def running() -> Iterator[Emulator]:
         "AWS_DEFAULT_REGION": REGION,
         "MOTO_PORT": str(port),
     }
+    emulator = Emulator(endpoint=endpoint, env=env)
+    emulator.reset()
     try:
-        yield Emulator(endpoint=endpoint, env=env)
+        yield emulator
     finally:
         server.stop()
 

@@ -348,7 +348,7 @@ def download(obj: Context, database: str, backup_id: str, out_path: Path, decomp
     "--to",
     "target",
     required=True,
-    help="Path to restore into, or postgresql://[user@]host[:port]/dbname (never with a password).",
+    help="Path to restore into, or postgresql:// or mysql://[user@]host[:port]/dbname (never with a password).",
 )
 @click.option("--dry-run", is_flag=True, help="Verify the backup and show the plan; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -399,7 +399,7 @@ def restore(obj: Context, database: str, backup_id: str, target: str, dry_run: b
 def _restore_into_server(
     obj: Context, database: str, backup_id: str, url: str, *, dry_run: bool, yes: bool, as_json: bool
 ) -> None:
-    """`restore --to postgresql://...`: a fresh database, validated, then swapped in by renames."""
+    """`restore --to postgresql://... | mysql://...`: a fresh database, validated, then swapped in by renames."""
     from backstop.services.server_restore import ServerRestoreService
 
     def confirm(plan: ServerRestorePlan) -> bool:
@@ -424,6 +424,7 @@ def _restore_into_server(
                     "target": outcome.plan.target.display,
                     "restored": outcome.restored,
                     "pre_restore": outcome.pre_restore,
+                    "warnings": list(outcome.warnings),
                     "dry_run": dry_run,
                 }
             )
@@ -431,6 +432,8 @@ def _restore_into_server(
             out.print(f"Restored {outcome.plan.manifest.backup_id} into {outcome.plan.target.display}; validated.")
             if outcome.pre_restore:
                 out.print(f"The previous database is kept as {outcome.pre_restore}.")
+            for warning in outcome.warnings:
+                err.print(f"warning: {escape(warning)}")
         elif not dry_run:
             _fail("Restore cancelled; the target was not touched.")
 
@@ -504,6 +507,198 @@ def freshness(obj: Context, as_json: bool) -> None:
         stale = [f.database for f in report if f.is_stale]
         if stale:
             _fail(f"Stale or missing backups: {', '.join(stale)}.")
+
+
+# -- the restore workflow ------------------------------------------------------------------------
+
+table_option = click.option(
+    "--table",
+    envvar="BACKSTOP_RESTORE_TABLE",
+    required=True,
+    help="The restore table (stack output RestoreTableName; env BACKSTOP_RESTORE_TABLE).",
+)
+machine_option = click.option(
+    "--state-machine",
+    "state_machine",
+    envvar="BACKSTOP_STATE_MACHINE_ARN",
+    required=True,
+    help="The restore state machine's ARN (stack output; env BACKSTOP_STATE_MACHINE_ARN).",
+)
+
+
+def _caller() -> str:
+    """Who is acting, as AWS knows them (the approver or requester recorded in the audit trail)."""
+    import boto3
+
+    return str(boto3.client("sts").get_caller_identity()["Arn"])
+
+
+def _execution_arn(state_machine: str, execution: str) -> str:
+    if execution.startswith("arn:"):
+        return execution
+    return state_machine.replace(":stateMachine:", ":execution:", 1) + f":{execution}"
+
+
+def _execution_name(execution: str) -> str:
+    return execution.rsplit(":", 1)[-1]
+
+
+@main.command(name="restore-request")
+@database_argument
+@click.option("--target", required=True, help="A restore target declared for DATABASE in backstop.yaml.")
+@click.option("--backup", "backup_ref", default="latest", show_default=True, help="Backup id, or latest.")
+@click.option("--before", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%SZ"]), help="Newest backup at or before.")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail and sent with the plan).")
+@click.option("--dry-run", is_flag=True, help="Validate, lock and plan, then stop without asking for approval.")
+@machine_option
+@json_option
+def restore_request(
+    database: str,
+    target: str,
+    backup_ref: str,
+    before: datetime | None,
+    reason: str,
+    dry_run: bool,
+    state_machine: str,
+    as_json: bool,
+) -> None:
+    """Start a restore execution of DATABASE into TARGET (as the console would) and print its name."""
+    import secrets
+
+    import boto3
+
+    from backstop.services.restore_workflow import parse_input
+
+    with _failures():
+        backup: Any = {"before": before.replace(tzinfo=UTC).isoformat()} if before else backup_ref
+        data = {
+            "database": database,
+            "backup": backup,
+            "target": target,
+            "dry_run": dry_run,
+            "requested_by": _caller(),
+            "reason": reason,
+        }
+        parse_input(data)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"restore-{database}-{target}-{stamp}-{secrets.token_hex(2)}"[:80]
+        response = boto3.client("stepfunctions").start_execution(
+            stateMachineArn=state_machine, name=name, input=json.dumps(data)
+        )
+        if as_json:
+            _print_json({"execution": name, "execution_arn": response["executionArn"], "input": data})
+            return
+        click.echo(name)
+        err.print(f"Started; the plan arrives on the alerts topic. Follow it with `backstop restore-status {name}`.")
+
+
+@main.command(name="restore-status")
+@click.argument("execution")
+@machine_option
+@table_option
+@json_option
+def restore_status(execution: str, state_machine: str, table: str, as_json: bool) -> None:
+    """Where the restore EXECUTION stands: its status, its last step, and its audit record."""
+    import boto3
+
+    from backstop.restore_table import build_restore_table
+
+    with _failures():
+        sfn = boto3.client("stepfunctions")
+        arn = _execution_arn(state_machine, execution)
+        described = sfn.describe_execution(executionArn=arn)
+        history = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=50)["events"]
+        step = next((e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e), None)
+        audit = build_restore_table(table).audit(_execution_name(execution)) or {}
+        status = {
+            "execution": _execution_name(execution),
+            "status": described["status"],
+            "step": step,
+            "error": described.get("error"),
+            "outcome": audit.get("outcome"),
+            "database": audit.get("database"),
+            "target": audit.get("target"),
+            "backup_id": audit.get("backup_id"),
+            "requested_by": audit.get("requested_by"),
+            "approver": audit.get("approver"),
+        }
+        if as_json:
+            _print_json(status)
+            return
+        for key, value in status.items():
+            if value is not None:
+                out.print(f"{key:>13}: {escape(str(value))}")
+
+
+@main.command()
+@click.argument("execution")
+@click.option("--confirm", "phrase", required=True, help='The phrase "RESTORE <backup_id>" from the plan.')
+@table_option
+def approve(execution: str, phrase: str, table: str) -> None:
+    """Approve the pending restore EXECUTION with its confirmation phrase."""
+    import boto3
+
+    from backstop.restore_table import build_restore_table
+    from backstop.services.restore_workflow import approve as approve_restore
+
+    with _failures():
+        sfn = boto3.client("stepfunctions")
+        backup_id = approve_restore(
+            build_restore_table(table),
+            _execution_name(execution),
+            phrase,
+            _caller(),
+            lambda token, output: sfn.send_task_success(taskToken=token, output=json.dumps(output)),
+        )
+        out.print(f"Approved: {escape(_execution_name(execution))} restores {backup_id} now.")
+
+
+@main.command()
+@click.argument("execution")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@table_option
+def reject(execution: str, reason: str, table: str) -> None:
+    """Reject the pending restore EXECUTION; the target is not touched."""
+    import boto3
+
+    from backstop.restore_table import build_restore_table
+    from backstop.services.restore_workflow import reject as reject_restore
+
+    with _failures():
+        sfn = boto3.client("stepfunctions")
+        reject_restore(
+            build_restore_table(table),
+            _execution_name(execution),
+            reason,
+            _caller(),
+            lambda token, error, cause: sfn.send_task_failure(taskToken=token, error=error, cause=cause),
+        )
+        out.print(f"Rejected: {escape(_execution_name(execution))}; the target was not touched.")
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@table_option
+@json_option
+def restores(limit: int, table: str, as_json: bool) -> None:
+    """The most recent restores from the audit trail, newest first."""
+    from backstop.restore_table import build_restore_table
+
+    with _failures():
+        records = build_restore_table(table).audits(limit)
+        if as_json:
+            _print_json(records)
+            return
+        listing = Table("started", "execution", "database", "target", "backup", "requested by", "approver", "outcome")
+        for r in records:
+            listing.add_row(
+                *(
+                    escape(str(r.get(k) or "-"))
+                    for k in ("started_at", "execution", "database", "target", "backup_id", "requested_by", "approver")
+                ),
+                escape(str(r.get("outcome") or "-")),
+            )
+        out.print(listing)
 
 
 def _user() -> str:

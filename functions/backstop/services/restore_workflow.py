@@ -1,0 +1,467 @@
+"""The restore workflow's steps, one method per state of the state machine (DESIGN.md "Restore workflow").
+
+Each step takes the execution's state (plain JSON: names, ids, keys and numbers, never a secret or a
+token) and returns what the next step needs. The state machine owns the order, the timeouts, the
+retries and the branches; the steps own the work and raise exception classes whose names the
+definition catches (``TargetLockedError``, ``RestoreRejectedError``, ``RollbackFailedError``...).
+
+The target is always one declared for the database (``restore_targets`` in backstop.yaml): the
+execution input names it and nothing else is accepted. A restore writes only after a person has
+approved with the phrase ``RESTORE <backup_id>``, and only after a safety snapshot of the target was
+committed through the normal backup path (type ``pre-restore``, stored under the pseudo-database
+``<database>-pre-restore-<target>`` so it never becomes the database's ``latest``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase
+from backstop.engines import engine_for
+from backstop.errors import BackstopError, BackupNotFoundError, RestoreError
+from backstop.manifest import Manifest, Trigger
+from backstop.names import backup_id_for, check_database_name, parse_backup_id
+from backstop.ports import BackupStore, Clock, Notifier
+from backstop.restore_table import PendingApproval, RestoreTable
+from backstop.restore_targets import target_for
+from backstop.services.artifacts import fetch_artifact, resolve_backup
+from backstop.services.backup import BackupRequest, BackupService
+from backstop.services.restore import RestoreService
+from backstop.services.server_restore import ServerRestoreService, ServerTarget
+
+# Assumed restore throughput for the plan's estimate when no restore of this database was measured yet.
+DEFAULT_THROUGHPUT_BYTES_PER_S = 50 * 1024 * 1024
+# The lock outlives the approval wait by this much, covering snapshot, restore and rollback.
+LOCK_MARGIN = timedelta(hours=6)
+
+
+class RestoreRejectedError(RestoreError):
+    """A person rejected the restore; the target was not touched."""
+
+
+class WrongConfirmationError(RestoreError):
+    """The confirmation phrase did not match; the restore stays pending."""
+
+
+class SameApproverError(RestoreError):
+    """The configuration requires the approver to differ from the requester."""
+
+
+class RollbackFailedError(RestoreError):
+    """The restore failed after the safety snapshot and the rollback failed too: manual intervention needed."""
+
+
+class Before(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    before: datetime
+
+
+class RestoreInput(BaseModel):
+    """The execution input, exactly as DESIGN.md gives it; anything else is refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database: str
+    backup: Literal["latest"] | str | Before = "latest"
+    target: str
+    dry_run: bool = False
+    requested_by: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+def parse_input(data: dict[str, Any]) -> RestoreInput:
+    """The validated execution input; RestoreError naming the first problem (e.g. an extra key)."""
+    try:
+        return RestoreInput.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "input"
+        raise RestoreError(f"The restore input is invalid: {where}: {first['msg']}.") from None
+
+
+def safety_database(database: str, target: str) -> str:
+    """The pseudo-database under which the safety snapshots of ``database``'s ``target`` are stored."""
+    suffix = f"-pre-restore-{target}"
+    return check_database_name(database[: 63 - len(suffix)] + suffix)
+
+
+def confirmation_phrase(backup_id: str) -> str:
+    return f"RESTORE {backup_id}"
+
+
+class RestoreWorkflow:
+    """The steps of one restore execution."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: BackupStore,
+        table: RestoreTable,
+        notifier: Notifier,
+        *,
+        targets: dict[str, dict[str, dict[str, Any]]],
+        approval_timeout: timedelta = timedelta(hours=24),
+        distinct_approver: bool = False,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._table = table
+        self._notifier = notifier
+        self._targets = targets
+        self._approval_timeout = approval_timeout
+        self._distinct_approver = distinct_approver
+        self._clock = clock
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self._clock().astimezone(UTC)
+
+    def _target(self, state: dict[str, Any]) -> AnyDatabase:
+        db = self._config.database(state["database"])
+        return target_for(db, self._targets.get(db.name, {}), state["target"])
+
+    def _manifest(self, state: dict[str, Any]) -> Manifest:
+        return self._store.get_manifest(state["backup"]["backup_id"])
+
+    def _timing(self, state: dict[str, Any], step: str, started: datetime) -> dict[str, Any]:
+        timings = dict(state.get("timings", {}))
+        timings[step] = round((self._now() - started).total_seconds(), 3)
+        self._table.update_audit(state["execution"], {"timings": timings})
+        return {**state, "timings": timings}
+
+    def _work_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="backstop-workflow-", dir=self._config.work_dir))
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def resolve(self, data: dict[str, Any], execution: str) -> dict[str, Any]:
+        """Validate the input, the database and the target; find the backup; open the audit record."""
+        started = self._now()
+        request = parse_input(data)
+        db = self._config.database(request.database)
+        self._target({"database": db.name, "target": request.target})
+        manifest = self._resolve_backup(db.name, request.backup)
+        state: dict[str, Any] = {
+            "execution": execution,
+            "database": db.name,
+            "engine": db.engine,
+            "target": request.target,
+            "dry_run": request.dry_run,
+            "requested_by": request.requested_by,
+            "backup": {
+                "backup_id": manifest.backup_id,
+                "scheduled_for": manifest.scheduled_for.isoformat(),
+                "key": manifest.object.key,
+                "size": manifest.object.size,
+                "raw_size": manifest.raw.size,
+                "sha256": manifest.object.sha256,
+            },
+            "timings": {},
+        }
+        self._table.put_audit(
+            execution,
+            {
+                "started_at": started.isoformat(),
+                "database": db.name,
+                "target": request.target,
+                "requested_by": request.requested_by,
+                "reason": request.reason,
+                "dry_run": request.dry_run,
+                "backup_id": manifest.backup_id,
+                "outcome": "running",
+                "timings": {},
+            },
+        )
+        return self._timing(state, "resolve", started)
+
+    def _resolve_backup(self, database: str, ref: str | Before) -> Manifest:
+        if isinstance(ref, Before):
+            at = ref.before if ref.before.tzinfo else ref.before.replace(tzinfo=UTC)
+            bound = backup_id_for(database, at.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1))
+            found = self._store.recent_backup_ids(database, bound, 1)
+            if not found:
+                raise BackupNotFoundError(f"Database {database} has no committed backup at or before {at.isoformat()}.")
+            return self._store.get_manifest(found[0])
+        if ref != "latest":
+            parse_backup_id(ref, database)
+        return resolve_backup(self._store, database, ref)
+
+    def validate_artifact(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Download the artifact, check size, SHA-256, decompression and the engine check; nothing is touched."""
+        started = self._now()
+        manifest = self._manifest(state)
+        db = self._config.database(state["database"])
+        run_dir = self._work_dir()
+        try:
+            raw = run_dir / "artifact"
+            fetch_artifact(self._store, manifest, raw)
+            inspection = engine_for(db).inspect_artifact(raw, manifest, run_dir)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        state = {**state, "artifact": {"check": inspection.integrity.check, "detail": inspection.integrity.detail}}
+        return self._timing(state, "validate_artifact", started)
+
+    def lock(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Take the target's lock for this execution; TargetLockedError when another restore holds it."""
+        started = self._now()
+        lock = self._table.acquire(
+            state["database"], state["target"], state["execution"], started, self._approval_timeout + LOCK_MARGIN
+        )
+        expires = lock.expires_at.isoformat() if lock.expires_at else None
+        return self._timing({**state, "lock": {"owner": lock.owner, "expires_at": expires}}, "lock", started)
+
+    def plan(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What the restore will do: backup, target identity and current row counts, safety snapshot, duration."""
+        started = self._now()
+        manifest = self._manifest(state)
+        target = self._target(state)
+        current = self._describe(target)
+        safety = safety_database(state["database"], state["target"])
+        plan = {
+            "backup_id": manifest.backup_id,
+            "backup_time": manifest.scheduled_for.isoformat(),
+            "size": manifest.object.size,
+            "raw_size": manifest.raw.size,
+            "sha256": manifest.object.sha256,
+            "target": state["target"],
+            "target_identity": _identity(target),
+            "target_exists": current is not None,
+            "safety_snapshot": f"{safety} (under {self._config.prefix}/{safety}/)",
+            "estimated_seconds": max(1, round(manifest.raw.size / DEFAULT_THROUGHPUT_BYTES_PER_S)),
+            "rows": {
+                name: {"backup": stat.rows, "target": (current or {}).get(name)}
+                for name, stat in manifest.tables.items()
+            },
+            "confirmation": confirmation_phrase(manifest.backup_id),
+        }
+        self._table.update_audit(state["execution"], {"plan": plan})
+        return self._timing({**state, "plan": plan}, "plan", started)
+
+    def _describe(self, target: AnyDatabase) -> dict[str, int] | None:
+        if isinstance(target, PostgresDatabase):
+            from backstop.engines.postgres import restore_server
+
+            run_dir = self._work_dir()
+            try:
+                with restore_server(target, run_dir) as server:
+                    return server.describe(target.dbname)
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(target, MysqlDatabase):
+            from backstop.engines.mysql_restore import restore_server as mysql_server
+
+            run_dir = self._work_dir()
+            try:
+                with mysql_server(target, run_dir) as server:
+                    return server.describe(target.dbname)
+            finally:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        from backstop.engines import local_restore_engine
+
+        return local_restore_engine(target).describe_target(Path(target.path))
+
+    def request_approval(self, state: dict[str, Any], token: str) -> None:
+        """Store the task token (only here) and publish the plan with how to approve or reject."""
+        plan = state["plan"]
+        expires = self._now() + self._approval_timeout
+        self._table.put_approval(
+            PendingApproval(
+                execution=state["execution"],
+                token=token,
+                database=state["database"],
+                target=state["target"],
+                backup_id=plan["backup_id"],
+                requested_by=state["requested_by"],
+            ),
+            expires,
+        )
+        self._table.update_audit(state["execution"], {"outcome": "awaiting approval"})
+        self._notifier.publish(
+            f"Backstop: restore of {state['database']} into {state['target']} awaits approval",
+            {
+                "event": "restore_approval_requested",
+                "execution": state["execution"],
+                "database": state["database"],
+                "requested_by": state["requested_by"],
+                "plan": plan,
+                "approve": f'backstop approve {state["execution"]} --confirm "{plan["confirmation"]}"',
+                "reject": f'backstop reject {state["execution"]} --reason "..."',
+                "expires_at": expires.isoformat(),
+            },
+        )
+
+    def safety_snapshot(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Back up the target as it is now through the normal backup path (type pre-restore)."""
+        started = self._now()
+        target = self._target(state)
+        if not _target_exists(self._describe(target), target):
+            return self._timing({**state, "safety": None}, "safety_snapshot", started)
+        name = safety_database(state["database"], state["target"])
+        snapshot_db = target.model_copy(update={"name": name})
+        config = self._config.model_copy(update={"databases": (snapshot_db,)})
+        outcome = BackupService(config, self._store, clock=self._clock).run(
+            BackupRequest(
+                database=name,
+                at=started,
+                type="pre-restore",
+                trigger=Trigger(kind="execution", by=state["execution"]),
+            )
+        )
+        safety = {"backup_id": outcome.manifest.backup_id, "key": outcome.manifest.object.key}
+        self._table.update_audit(state["execution"], {"safety_snapshot": safety})
+        return self._timing({**state, "safety": safety}, "safety_snapshot", started)
+
+    def restore(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Restore the backup into the target atomically (the engines never leave it half-restored)."""
+        started = self._now()
+        self._install(state["database"], state["backup"]["backup_id"], self._target(state))
+        return self._timing(state, "restore", started)
+
+    def _install(self, database: str, backup_id: str, target: AnyDatabase, *, config: Config | None = None) -> None:
+        config = config or self._config
+        yes: Callable[[Any], bool] = lambda _plan: True  # noqa: E731 - approved before this step
+        if isinstance(target, PostgresDatabase | MysqlDatabase):
+            ServerRestoreService(config, self._store, clock=self._clock).restore_into(
+                database, backup_id, target, dry_run=False, confirm=yes
+            )
+        else:
+            RestoreService(config, self._store, clock=self._clock).restore(
+                database, backup_id, Path(target.path), dry_run=False, confirm=yes
+            )
+
+    def validate_target(self, state: dict[str, Any]) -> dict[str, Any]:
+        """After the restore: the target's rows equal the backup's (the engines validated before swapping too)."""
+        started = self._now()
+        differences = self._differences(self._target(state), self._manifest(state))
+        if differences:
+            raise RestoreError(f"The restored target does not match the backup ({'; '.join(differences[:5])}).")
+        return self._timing(state, "validate_target", started)
+
+    def _differences(self, target: AnyDatabase, manifest: Manifest) -> list[str]:
+        """Tables whose current row count differs from the manifest's exact count."""
+        current = self._describe(target) or {}
+        expected = {name: stat.rows for name, stat in manifest.tables.items() if stat.exact}
+        return [
+            f"{name}: {rows} expected, {current.get(name)} found"
+            for name, rows in sorted(expected.items())
+            if current.get(name) != rows
+        ]
+
+    def rollback(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Put the safety snapshot back into the target and validate it; RollbackFailedError otherwise."""
+        started = self._now()
+        safety = state.get("safety")
+        target = self._target(state)
+        try:
+            if safety is None:
+                raise RestoreError("there is no safety snapshot (the target did not exist before)")
+            name = safety_database(state["database"], state["target"])
+            config = self._config.model_copy(update={"databases": (target.model_copy(update={"name": name}),)})
+            self._install(name, safety["backup_id"], target, config=config)
+            if self._differences(target, self._store.get_manifest(safety["backup_id"])):
+                raise RestoreError("the rolled-back target does not match the safety snapshot")
+        except BackstopError as exc:
+            reason = f"Rollback of {state['target']} failed: {exc}"
+            self._table.keep(state["database"], state["target"], state["execution"], reason)
+            self._finish(state, "rollback failed", reason, alert="manual intervention needed")
+            raise RollbackFailedError(f"{reason}; the lock is kept: manual intervention needed.") from None
+        return self._timing({**state, "rolled_back": True}, "rollback", started)
+
+    def finish(self, state: dict[str, Any], outcome: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Release the lock (if held), close the audit record and publish the outcome."""
+        if state.get("lock"):
+            self._table.release(state["database"], state["target"], state["execution"])
+        reason = None
+        if error:
+            reason = f"{error.get('Error', 'Error')}: {str(error.get('Cause', ''))[:500]}"
+        self._finish(state, outcome, reason)
+        return {**state, "outcome": outcome}
+
+    def _finish(self, state: dict[str, Any], outcome: str, reason: str | None, alert: str | None = None) -> None:
+        self._table.update_audit(
+            state["execution"], {"outcome": outcome, "failure_reason": reason, "finished_at": self._now().isoformat()}
+        )
+        failed = outcome not in ("restored", "dry run")
+        self._notifier.publish(
+            f"Backstop: restore of {state['database']} into {state['target']}: {alert or outcome}",
+            {
+                "event": "restore_failed" if failed else "restore_finished",
+                "execution": state["execution"],
+                "database": state["database"],
+                "target": state["target"],
+                "backup_id": state.get("backup", {}).get("backup_id"),
+                "outcome": outcome,
+                "reason": reason,
+                "safety_snapshot": (state.get("safety") or {}).get("backup_id"),
+            },
+        )
+
+    # -- answers to the approval --------------------------------------------------------------
+
+    def approve(self, execution: str, phrase: str, approver: str, send: Callable[[str, dict[str, Any]], None]) -> str:
+        return approve(
+            self._table, execution, phrase, approver, send, distinct_approver=self._distinct_approver, now=self._now()
+        )
+
+    def reject(self, execution: str, reason: str, by: str, send: Callable[[str, str, str], None]) -> None:
+        reject(self._table, execution, reason, by, send)
+
+
+def approve(
+    table: RestoreTable,
+    execution: str,
+    phrase: str,
+    approver: str,
+    send: Callable[[str, dict[str, Any]], None],
+    *,
+    distinct_approver: bool = False,
+    now: datetime | None = None,
+) -> str:
+    """Check the phrase (and the approver), consume the approval and send the task's success; the backup id.
+
+    A wrong phrase leaves the approval pending. The token is read from the table and handed to
+    ``send`` only: it is never printed or logged.
+    """
+    pending = table.pending(execution)
+    expected = confirmation_phrase(pending.backup_id)
+    if phrase.strip() != expected:
+        raise WrongConfirmationError(
+            f"The confirmation phrase does not match: type exactly {expected!r}; the restore stays pending."
+        )
+    if distinct_approver and approver == pending.requested_by:
+        raise SameApproverError(f"{approver} requested this restore and cannot approve it; another person must.")
+    table.take_approval(execution, pending.token)
+    table.update_audit(execution, {"approver": approver, "approved_at": (now or datetime.now(UTC)).isoformat()})
+    send(pending.token, {"approved_by": approver})
+    return pending.backup_id
+
+
+def reject(table: RestoreTable, execution: str, reason: str, by: str, send: Callable[[str, str, str], None]) -> None:
+    """Consume the approval and fail the task with RestoreRejectedError; the target is never touched."""
+    pending = table.pending(execution)
+    table.take_approval(execution, pending.token)
+    table.update_audit(execution, {"rejected_by": by, "rejection_reason": reason[:500]})
+    send(pending.token, "RestoreRejectedError", f"Rejected by {by}: {reason[:200]}")
+
+
+def _identity(target: AnyDatabase) -> str:
+    if isinstance(target, PostgresDatabase):
+        return ServerTarget(target.host, target.port, target.user, target.dbname).display
+    if isinstance(target, MysqlDatabase):
+        return ServerTarget(target.host, target.port, target.user, target.dbname, scheme="mysql").display
+    return str(target.path)
+
+
+def _target_exists(current: dict[str, int] | None, target: AnyDatabase) -> bool:
+    if current is not None:
+        return True
+    return False if isinstance(target, PostgresDatabase | MysqlDatabase) else Path(target.path).exists()

@@ -1,0 +1,68 @@
+"""The restore function's environment: names, ARNs and the secret-free configuration, validated once.
+
+``BACKSTOP_CONFIG_JSON`` is the configuration as JSON (bucket, prefix, the databases with their
+``restore_targets``), written by the stack: it holds secret ARNs, never secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backstop.config import Config, Duration
+from backstop.errors import ConfigError
+from backstop.restore_targets import check_targets
+
+
+class WorkflowSettings(BaseModel):
+    """``BACKSTOP_*`` environment variables of the restore function."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config_json: str = Field(min_length=2)
+    restore_table: str = Field(min_length=3)
+    approval_timeout: Duration = timedelta(hours=24)
+    distinct_approver: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> WorkflowSettings:
+        fields = {name: environ.get(f"BACKSTOP_{name.upper()}") for name in cls.model_fields}
+        try:
+            return cls.model_validate({k: v for k, v in fields.items() if v})
+        except ValidationError as exc:
+            problems = "; ".join(f"BACKSTOP_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"The restore function's environment is invalid: {problems}.") from None
+
+    def _document(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self.config_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"BACKSTOP_CONFIG_JSON is not JSON ({exc.msg}).") from None
+        if not isinstance(document, dict) or not isinstance(document.get("databases"), list):
+            raise ConfigError("BACKSTOP_CONFIG_JSON must be an object with a databases list.")
+        return document
+
+    def targets(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each database's declared restore targets (checked against the database's own configuration)."""
+        config = self.config()
+        declared = {
+            str(entry.get("name")): dict(entry.get("restore_targets") or {}) for entry in self._document()["databases"]
+        }
+        for db in config.databases:
+            check_targets(db, declared.get(db.name, {}))
+        return declared
+
+    def config(self) -> Config:
+        document = self._document()
+        databases = [{k: v for k, v in entry.items() if k != "restore_targets"} for entry in document["databases"]]
+        try:
+            return Config.model_validate({**document, "databases": databases})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(f"BACKSTOP_CONFIG_JSON: {where}: {first['msg']}.") from None

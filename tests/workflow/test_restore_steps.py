@@ -1,0 +1,300 @@
+"""The restore workflow's steps on moto (S3, DynamoDB) with real SQLite targets, in the state machine's order.
+
+These drive the steps directly, as the state machine's Tasks call them; the synthesized state
+machine itself is executed in the workflow tests that build on the stack.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import zstandard
+
+from backstop.config import Config
+from backstop.errors import BackupNotFoundError, ChecksumMismatchError, IntegrityError, RestoreError
+from backstop.restore_table import ApprovalNotPendingError, RestoreTable, TargetLockedError
+from backstop.services.restore_workflow import (
+    RestoreWorkflow,
+    RollbackFailedError,
+    SameApproverError,
+    WrongConfirmationError,
+    safety_database,
+)
+from backstop.store import S3Store
+from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
+from tests.services import RecordingNotifier, at, replace_artifact, run_backup, write_manifest
+from tests.store.test_restore_table import create_table
+
+EXECUTION = "exec-0001"
+
+
+@pytest.fixture
+def table(s3: Any) -> RestoreTable:  # s3 keeps moto active
+    client = boto3.client("dynamodb", region_name=REGION)
+    create_table(client)
+    return RestoreTable(client, "backstop-restores")
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, make_config: Callable[..., Config], store: S3Store, table: RestoreTable
+) -> Iterator[dict[str, Any]]:
+    """A source database with a committed backup, a staging target holding other data, and the workflow."""
+    source = create_orders_db(tmp_path / "orders.db", rows=500)
+    config = make_config(
+        {"name": "orders", "engine": "sqlite", "path": str(source), "schedule": "rate(1 day)", "stale_after": "26h"}
+    )
+    manifest = run_backup(config, store, at(21)).manifest
+    staging = create_orders_db(tmp_path / "staging.db", rows=20)
+    notifier = RecordingNotifier()
+    targets = {"orders": {"staging": {"path": str(staging)}, "in-place": {}}}
+
+    def workflow(**options: Any) -> RestoreWorkflow:
+        return RestoreWorkflow(config, store, table, notifier, targets=targets, **options)
+
+    yield {
+        "source": source,
+        "staging": staging,
+        "manifest": manifest,
+        "notifier": notifier,
+        "workflow": workflow,
+        "table": table,
+    }
+
+
+def request(**overrides: Any) -> dict[str, Any]:
+    return {
+        "database": "orders",
+        "backup": "latest",
+        "target": "staging",
+        "dry_run": False,
+        "requested_by": "alice",
+        "reason": "refresh staging",
+        **overrides,
+    }
+
+
+def until_approval(workflow: RestoreWorkflow, data: dict[str, Any], execution: str = EXECUTION) -> dict[str, Any]:
+    state = workflow.resolve(data, execution)
+    state = workflow.validate_artifact(state)
+    state = workflow.lock(state)
+    state = workflow.plan(state)
+    workflow.request_approval(state, f"token-for-{execution}")
+    return state
+
+
+def test_an_approved_restore_replaces_the_target_and_leaves_an_audit_trail(world: dict[str, Any]) -> None:
+    # given a restore of latest into staging, up to the approval
+    workflow: RestoreWorkflow = world["workflow"]()
+    staging_before = table_rows(world["staging"])
+    state = until_approval(workflow, request())
+    plan = state["plan"]
+    assert plan["backup_id"] == world["manifest"].backup_id
+    assert plan["rows"]["orders"] == {"backup": 500, "target": 20}
+    assert plan["confirmation"] == f"RESTORE {world['manifest'].backup_id}"
+    # the plan went out with how to approve, and the token did not
+    subject, message = world["notifier"].alerts[-1]
+    assert "awaits approval" in subject and "backstop approve exec-0001" in str(message["approve"])
+    assert "token-for" not in str(world["notifier"].alerts)
+
+    # when bob approves with the phrase, and the remaining steps run
+    sent: list[tuple[str, dict[str, Any]]] = []
+    workflow.approve(EXECUTION, plan["confirmation"], "bob", lambda token, out: sent.append((token, out)))
+    state = workflow.safety_snapshot(state)
+    state = workflow.restore(state)
+    state = workflow.validate_target(state)
+    workflow.finish(state, "restored")
+
+    # then staging equals the source, the safety snapshot holds staging's old data, the lock is free
+    assert sent == [("token-for-exec-0001", {"approved_by": "bob"})]
+    assert table_rows(world["staging"]) == table_rows(world["source"])
+    safety = state["safety"]["backup_id"]
+    assert safety.startswith(safety_database("orders", "staging"))
+    assert world["table"].holder("orders", "staging") is None
+    audit = world["table"].audit(EXECUTION) or {}
+    assert audit["requested_by"] == "alice" and audit["approver"] == "bob" and audit["outcome"] == "restored"
+    assert audit["safety_snapshot"]["backup_id"] == safety
+    assert set(audit["timings"]) >= {"resolve", "validate_artifact", "lock", "plan", "safety_snapshot", "restore"}
+    assert staging_before != table_rows(world["staging"])
+
+
+def test_the_safety_snapshot_never_becomes_the_databases_latest(world: dict[str, Any], store: S3Store) -> None:
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request())
+    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
+    workflow.safety_snapshot(state)
+    assert store.newest_backup_id("orders") == world["manifest"].backup_id
+
+
+def test_a_wrong_phrase_is_refused_and_the_restore_stays_pending(world: dict[str, Any]) -> None:
+    workflow: RestoreWorkflow = world["workflow"]()
+    until_approval(workflow, request())
+    with pytest.raises(WrongConfirmationError) as refused:
+        workflow.approve(EXECUTION, "RESTORE orders-20261120T020000Z", "bob", lambda *_: pytest.fail("sent"))
+    assert "stays pending" in str(refused.value)
+    assert world["table"].pending(EXECUTION).backup_id == world["manifest"].backup_id
+
+
+def test_the_requester_cannot_approve_when_the_config_requires_another_person(world: dict[str, Any]) -> None:
+    workflow: RestoreWorkflow = world["workflow"](distinct_approver=True)
+    state = until_approval(workflow, request())
+    with pytest.raises(SameApproverError):
+        workflow.approve(EXECUTION, state["plan"]["confirmation"], "alice", lambda *_: pytest.fail("sent"))
+    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
+
+
+def test_a_rejection_is_sent_once_and_recorded(world: dict[str, Any]) -> None:
+    workflow: RestoreWorkflow = world["workflow"]()
+    until_approval(workflow, request())
+    sent: list[tuple[str, str, str]] = []
+    workflow.reject(EXECUTION, "wrong backup", "carol", lambda *args: sent.append(args))
+    assert sent == [("token-for-exec-0001", "RestoreRejectedError", "Rejected by carol: wrong backup")]
+    with pytest.raises(ApprovalNotPendingError):
+        workflow.approve(EXECUTION, "anything", "bob", lambda *_: None)
+    assert (world["table"].audit(EXECUTION) or {})["rejected_by"] == "carol"
+
+
+def test_a_second_restore_of_the_same_target_is_refused_before_approval(world: dict[str, Any]) -> None:
+    workflow: RestoreWorkflow = world["workflow"]()
+    until_approval(workflow, request())
+    state = workflow.validate_artifact(workflow.resolve(request(), "exec-0002"))
+    with pytest.raises(TargetLockedError) as refused:
+        workflow.lock(state)
+    assert EXECUTION in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"skip_approval": True}, "skip_approval"),
+        ({"target": "production"}, "not a restore target"),
+        ({"database": "nope"}, "nope"),
+        ({"backup": "orders-2026"}, "Invalid backup id"),
+        ({"requested_by": ""}, "requested_by"),
+    ],
+)
+def test_bad_input_is_refused_in_one_sentence(world: dict[str, Any], change: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(Exception) as refused:
+        world["workflow"]().resolve(request(**change), EXECUTION)
+    assert fragment in str(refused.value)
+    assert world["table"].audit(EXECUTION) is None
+
+
+def test_point_in_time_picks_the_newest_backup_at_or_before(world: dict[str, Any], store: S3Store) -> None:
+    config = world["workflow"]()._config
+    later = run_backup(config, store, at(22)).manifest
+    workflow: RestoreWorkflow = world["workflow"]()
+    assert workflow.resolve(request(backup={"before": "2026-11-21T12:00:00Z"}), "e1")["backup"]["backup_id"] == (
+        world["manifest"].backup_id
+    )
+    assert workflow.resolve(request(backup={"before": "2026-11-22T02:00:00Z"}), "e2")["backup"]["backup_id"] == (
+        later.backup_id
+    )
+    with pytest.raises(BackupNotFoundError):
+        workflow.resolve(request(backup={"before": "2026-11-01T00:00:00Z"}), "e3")
+
+
+def test_a_corrupt_backup_fails_validation_before_any_lock(world: dict[str, Any], s3: Any, store: S3Store) -> None:
+    # given the backup's stored bytes with one byte flipped (the manifest still records the original checksum)
+    manifest = world["manifest"]
+    body = bytearray(s3.get_object(Bucket=BUCKET, Key=manifest.object.key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    version = s3.put_object(Bucket=BUCKET, Key=manifest.object.key, Body=bytes(body))["VersionId"]
+    pinned = manifest.model_copy(update={"object": manifest.object.model_copy(update={"version_id": version})})
+    write_manifest(s3, store, pinned.sealed())
+
+    # when the workflow validates it, then it fails on the checksum and no lock was taken
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = workflow.resolve(request(), EXECUTION)
+    with pytest.raises(ChecksumMismatchError):
+        workflow.validate_artifact(state)
+    assert world["table"].holder("orders", "staging") is None
+
+
+def test_a_backup_with_a_broken_database_inside_fails_the_engine_check(
+    world: dict[str, Any], s3: Any, store: S3Store, tmp_path: Path
+) -> None:
+    # given an artifact rewritten consistently (checksums match) around a SQLite file with a damaged page
+    raw = bytearray(world["source"].read_bytes())
+    raw[4096 * 2 + 100 : 4096 * 2 + 200] = b"\xff" * 100
+    replace_artifact(s3, store, world["manifest"], zstandard.compress(bytes(raw)), raw=bytes(raw))
+
+    # when the workflow validates it, then the engine's integrity check refuses it
+    workflow: RestoreWorkflow = world["workflow"]()
+    with pytest.raises(IntegrityError):
+        workflow.validate_artifact(workflow.resolve(request(), EXECUTION))
+
+
+def test_a_restore_failing_after_the_snapshot_rolls_back_to_the_old_data(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an approved restore whose post-restore validation fails
+    workflow: RestoreWorkflow = world["workflow"]()
+    before = table_rows(world["staging"])
+    state = until_approval(workflow, request())
+    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
+    state = workflow.restore(workflow.safety_snapshot(state))
+    with sqlite3.connect(world["staging"]) as conn:  # the restored target is damaged after the swap
+        conn.execute("DELETE FROM orders WHERE id % 2 = 0")
+    conn.close()
+    with pytest.raises(RestoreError):
+        workflow.validate_target(state)
+
+    # when the state machine rolls back and finishes
+    state = workflow.rollback(state)
+    workflow.finish(state, "rolled back", {"Error": "RestoreError", "Cause": "validation failed"})
+
+    # then the target holds its pre-restore data, the lock is free, the audit and the alert say so
+    assert table_rows(world["staging"]) == before
+    assert world["table"].holder("orders", "staging") is None
+    assert (world["table"].audit(EXECUTION) or {})["outcome"] == "rolled back"
+    subject, message = world["notifier"].alerts[-1]
+    assert message["event"] == "restore_failed" and "rolled back" in subject
+
+
+def test_a_failing_rollback_keeps_the_lock_and_asks_for_intervention(
+    world: dict[str, Any], store: S3Store, s3: Any
+) -> None:
+    # given a restore after its safety snapshot, whose snapshot artifact then disappears
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request())
+    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
+    state = workflow.restore(workflow.safety_snapshot(state))
+    snapshot = store.get_manifest(state["safety"]["backup_id"])
+    s3.delete_object(Bucket=snapshot.object.bucket, Key=snapshot.object.key, VersionId=snapshot.object.version_id)
+
+    # when the rollback runs
+    with pytest.raises(RollbackFailedError) as failure:
+        workflow.rollback(state)
+
+    # then the lock is kept (no later restore may proceed), and the alert asks for a person
+    assert "manual intervention needed" in str(failure.value)
+    held = world["table"].holder("orders", "staging") or {}
+    assert held["kept"] is True
+    with pytest.raises(TargetLockedError):
+        workflow.lock(workflow.resolve(request(), "exec-0002") | {"execution": "exec-0002"})
+    assert "manual intervention needed" in world["notifier"].alerts[-1][0]
+    assert (world["table"].audit(EXECUTION) or {})["outcome"] == "rollback failed"
+
+
+def test_a_dry_run_reports_the_plan_and_releases_the_lock(world: dict[str, Any]) -> None:
+    workflow: RestoreWorkflow = world["workflow"]()
+    before = table_rows(world["staging"])
+    state = workflow.plan(workflow.lock(workflow.validate_artifact(workflow.resolve(request(dry_run=True), "e1"))))
+    workflow.finish(state, "dry run")
+    assert table_rows(world["staging"]) == before
+    assert world["table"].holder("orders", "staging") is None
+    assert (world["table"].audit("e1") or {})["plan"]["rows"]["orders"]["backup"] == 500
+
+
+def test_the_lock_outlives_the_approval_wait(world: dict[str, Any]) -> None:
+    workflow: RestoreWorkflow = world["workflow"](approval_timeout=timedelta(hours=2))
+    state = workflow.lock(workflow.resolve(request(), "e1"))
+    held = world["table"].holder("orders", "staging") or {}
+    assert held["owner"] == "e1" and state["lock"]["expires_at"]

@@ -1,0 +1,280 @@
+"""The synthesized restore state machine, executed by moto with the real handlers running in-process.
+
+The stack's template is synthesized, stood up on the embedded emulator resource by resource
+(``local.stack``), and the state machine is started exactly as the console would start it, with
+the samples in events/restore. Each test asserts the target's data, the lock, the audit record
+and what reached the alerts topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_sns as sns
+from aws_cdk.assertions import Template
+
+from backstop.config import Config, parse_config
+from backstop.manifest import Trigger
+from backstop.restore_table import ApprovalNotPendingError, RestoreTable
+from backstop.services.backup import BackupRequest, BackupService
+from backstop.services.restore_workflow import approve, reject
+from backstop.store import S3Store
+from infra.backup_vault import BackupVault
+from infra.restore_workflow import RestoreWorkflow
+from infra.runner import RunnerImage
+from local.emulator import Emulator, running
+from local.lambdas import InvocationLog, in_process_lambdas
+from local.stack import Deployed, stand_up
+from tests.conftest import create_orders_db, table_rows
+
+pytestmark = pytest.mark.xdist_group("emulator")
+
+EVENTS = Path(__file__).resolve().parents[2] / "events" / "restore"
+BUCKET = "backstop-workflow-test"
+
+
+def synthesize(config: Config, targets: dict[str, Any], approval: timedelta) -> dict[str, Any]:
+    app = App()
+    stack = Stack(app, "Backstop")
+    vault = BackupVault(stack, "Vault", config=config)
+    runner = RunnerImage(stack, "Runner", runner=config.runner)
+    topic = sns.Topic(stack, "Alerts")
+    RestoreWorkflow(
+        stack,
+        "Restore",
+        config=config,
+        targets=targets,
+        vault=vault,
+        runner=runner,
+        grant_publish=lambda role: topic.grant_publish(role),
+        alerts_topic_arn=topic.topic_arn,
+        approval_timeout=approval,
+    )
+    return dict(Template.from_stack(stack).to_json())
+
+
+class World:
+    def __init__(self, emulator: Emulator, deployed: Deployed, template: dict[str, Any], calls: InvocationLog) -> None:
+        self.emulator = emulator
+        self.deployed = deployed
+        self.calls = calls
+        self.sfn = emulator.client("stepfunctions")
+        kinds = {logical: r["Type"] for logical, r in template["Resources"].items()}
+        self.machine = next(deployed.refs[k] for k, t in kinds.items() if t == "AWS::StepFunctions::StateMachine")
+        table_name = next(deployed.refs[k] for k, t in kinds.items() if t == "AWS::DynamoDB::Table")
+        self.table = RestoreTable(emulator.client("dynamodb"), table_name)
+        topic = next(deployed.refs[k] for k, t in kinds.items() if t == "AWS::SNS::Topic")
+        sqs = emulator.client("sqs")
+        self.queue = sqs.create_queue(QueueName="alerts-reader")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        emulator.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+
+    def start(self, data: dict[str, Any], name: str) -> str:
+        return str(
+            self.sfn.start_execution(stateMachineArn=self.machine, name=name, input=json.dumps(data))["executionArn"]
+        )
+
+    def wait_for_approval(self, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.table.pending(name)
+                return
+            except ApprovalNotPendingError:  # not yet
+                time.sleep(0.1)
+        pytest.fail(f"{name} never asked for approval")
+
+    def wait(self, arn: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            described: dict[str, Any] = self.sfn.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING":
+                return described
+            time.sleep(0.2)
+        pytest.fail(f"{arn} still running")
+
+    def send_success(self, token: str, output: dict[str, Any]) -> None:
+        self.sfn.send_task_success(taskToken=token, output=json.dumps(output))
+
+    def send_failure(self, token: str, error: str, cause: str) -> None:
+        self.sfn.send_task_failure(taskToken=token, error=error, cause=cause)
+
+    def alerts(self, at_least: int = 0, timeout: float = 10) -> list[dict[str, Any]]:
+        """Alerts delivered since the last call (waiting for ``at_least`` of them)."""
+        found = self.emulator.read_alerts(self.queue)
+        deadline = time.monotonic() + timeout
+        while len(found) < at_least and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found += self.emulator.read_alerts(self.queue)
+        return found
+
+    def history(self, arn: str) -> list[dict[str, Any]]:
+        return list(self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"])
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "source": create_orders_db(tmp_path / "orders.db", rows=400),
+        "staging": create_orders_db(tmp_path / "staging.db", rows=15),
+        "work": tmp_path / "work",
+    }
+
+
+def build_world(paths: dict[str, Path], approval: timedelta) -> Iterator[World]:
+    paths["work"].mkdir(exist_ok=True)
+    entry = {
+        "name": "orders",
+        "engine": "sqlite",
+        "path": str(paths["source"]),
+        "schedule": "cron(0 2 * * ? *)",
+        "stale_after": "26h",
+    }
+    config = parse_config(json.dumps({"bucket": BUCKET, "work_dir": str(paths["work"]), "databases": [entry]}))
+    targets = {"orders": {"staging": {"path": str(paths["staging"])}, "in-place": {}}}
+    template = synthesize(config, targets, approval)
+    saved = os.environ.get("MOTO_PORT")
+    with running() as emulator:
+        emulator.execute_workflows()
+        deployed = stand_up(emulator, template)
+        store = S3Store(emulator.client("s3"), bucket=BUCKET, prefix="backups")
+        BackupService(config, store).run(
+            BackupRequest("orders", datetime(2026, 11, 21, 2, tzinfo=UTC), "scheduled", Trigger(kind="user", by="t"))
+        )
+        with in_process_lambdas(extra_env=emulator.env) as calls:
+            yield World(emulator, deployed, template, calls)
+    if saved is None:
+        os.environ.pop("MOTO_PORT", None)
+    else:
+        os.environ["MOTO_PORT"] = saved
+
+
+@pytest.fixture
+def world(paths: dict[str, Path]) -> Iterator[World]:
+    yield from build_world(paths, timedelta(hours=24))
+
+
+def sample(name: str, **changes: Any) -> dict[str, Any]:
+    return {**json.loads((EVENTS / name).read_text()), **changes}
+
+
+def test_an_approved_restore_of_sqlite_runs_every_state_and_leaves_an_audit_trail(
+    world: World, paths: dict[str, Path]
+) -> None:
+    # given the console's input for latest -> staging
+    arn = world.start(sample("latest-to-staging.json"), "run-approved")
+    world.wait_for_approval("run-approved")
+    plan_alert = world.alerts(at_least=1)[-1]
+    backup_id = plan_alert["message"]["plan"]["backup_id"]
+
+    # when a wrong phrase is tried, then the right one
+    with pytest.raises(Exception, match="stays pending"):
+        approve(world.table, "run-approved", "RESTORE latest", "bob", world.send_success)
+    approve(world.table, "run-approved", f"RESTORE {backup_id}", "bob", world.send_success)
+    described = world.wait(arn)
+
+    # then the execution succeeded through every state, staging equals the source, the lock is free
+    assert described["status"] == "SUCCEEDED", described
+    entered = [e["stateEnteredEventDetails"]["name"] for e in world.history(arn) if "stateEnteredEventDetails" in e]
+    assert entered == [
+        "Resolve", "ValidateArtifact", "Lock", "Plan", "DryRun?", "Approval",
+        "SafetySnapshot", "Restore", "ValidateTarget", "FinishRestored", "Restored",
+    ]  # fmt: skip
+    assert table_rows(paths["staging"]) == table_rows(paths["source"])
+    assert world.table.holder("orders", "staging") is None
+    audit = world.table.audit("run-approved") or {}
+    assert audit["outcome"] == "restored" and audit["approver"] == "bob"
+    assert audit["safety_snapshot"]["backup_id"].startswith("orders-pre-restore-staging-")
+    assert "awaits approval" in plan_alert["subject"]
+    assert [a["message"]["event"] for a in world.alerts(at_least=1)] == ["restore_finished"]
+    # and the task token reached neither the audit record nor any alert
+    token_free = json.dumps(audit) + json.dumps(plan_alert)
+    assert '"token"' not in token_free
+
+
+def test_a_dry_run_reports_the_plan_and_touches_nothing(world: World, paths: dict[str, Path]) -> None:
+    before = table_rows(paths["staging"])
+    described = world.wait(world.start(sample("dry-run.json", target="staging"), "run-dry"))
+    assert described["status"] == "SUCCEEDED"
+    assert table_rows(paths["staging"]) == before
+    assert world.table.holder("orders", "staging") is None
+    assert (world.table.audit("run-dry") or {})["outcome"] == "dry run"
+
+
+def test_a_rejection_ends_the_execution_with_the_target_untouched(world: World, paths: dict[str, Path]) -> None:
+    before = table_rows(paths["staging"])
+    arn = world.start(sample("latest-to-staging.json"), "run-rejected")
+    world.wait_for_approval("run-rejected")
+    reject(world.table, "run-rejected", "wrong backup", "carol", world.send_failure)
+    described = world.wait(arn)
+    assert described["status"] == "FAILED" and described["error"] == "RestoreFailed"
+    assert table_rows(paths["staging"]) == before
+    assert world.table.holder("orders", "staging") is None
+    audit = world.table.audit("run-rejected") or {}
+    assert audit["outcome"] == "not restored" and "RestoreRejectedError" in audit["failure_reason"]
+
+
+def test_a_second_restore_of_a_locked_target_fails_before_approval(world: World, paths: dict[str, Path]) -> None:
+    world.start(sample("latest-to-staging.json"), "run-first")
+    world.wait_for_approval("run-first")
+    described = world.wait(world.start(sample("latest-to-staging.json"), "run-second"))
+    assert described["status"] == "FAILED"
+    audit = world.table.audit("run-second") or {}
+    assert "TargetLockedError" in audit["failure_reason"] and "run-first" in audit["failure_reason"]
+    assert (world.table.holder("orders", "staging") or {})["owner"] == "run-first"
+
+
+def test_an_input_trying_to_skip_approval_is_refused(world: World) -> None:
+    described = world.wait(world.start(sample("latest-to-staging.json", skip_approval=True), "run-extra"))
+    assert described["status"] == "FAILED"
+    assert world.table.holder("orders", "staging") is None
+
+
+def test_a_restore_failing_after_the_snapshot_is_rolled_back(world: World, paths: dict[str, Path]) -> None:
+    # given a restore whose target is damaged right after the swap (the post-restore validation fails)
+    before = table_rows(paths["staging"])
+    from backstop.services import restore_workflow
+
+    original = restore_workflow.RestoreWorkflow.restore
+
+    def restore_then_damage(self: Any, state: dict[str, Any]) -> dict[str, Any]:
+        result = original(self, state)
+        with sqlite3.connect(paths["staging"]) as conn:
+            conn.execute("DELETE FROM orders WHERE id % 3 = 0")
+        return result
+
+    restore_workflow.RestoreWorkflow.restore = restore_then_damage  # type: ignore[method-assign]
+    try:
+        arn = world.start(sample("latest-to-staging.json"), "run-rollback")
+        world.wait_for_approval("run-rollback")
+        backup_id = world.table.pending("run-rollback").backup_id
+        approve(world.table, "run-rollback", f"RESTORE {backup_id}", "bob", world.send_success)
+        described = world.wait(arn)
+    finally:
+        restore_workflow.RestoreWorkflow.restore = original  # type: ignore[method-assign]
+
+    # then the execution ends rolled back, staging holds its pre-restore data, the lock is free
+    assert described["status"] == "FAILED" and described["error"] == "RestoreRolledBack"
+    assert table_rows(paths["staging"]) == before
+    assert world.table.holder("orders", "staging") is None
+    assert (world.table.audit("run-rollback") or {})["outcome"] == "rolled back"
+    assert world.alerts(at_least=2)[-1]["message"]["event"] == "restore_failed"
+
+
+def test_an_approval_that_times_out_leaves_the_target_untouched(paths: dict[str, Path]) -> None:
+    for world in build_world(paths, timedelta(seconds=3)):
+        before = table_rows(paths["staging"])
+        described = world.wait(world.start(sample("latest-to-staging.json"), "run-timeout"))
+        assert described["status"] == "FAILED"
+        assert table_rows(paths["staging"]) == before
+        assert world.table.holder("orders", "staging") is None
+        assert "States.Timeout" in ((world.table.audit("run-timeout") or {}).get("failure_reason") or "")
