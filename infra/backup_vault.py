@@ -289,7 +289,7 @@ class BackupVault(Construct):
             self._key_statement(["kms:GenerateDataKey", "kms:Decrypt"]),
         ):
             role.add_to_principal_policy(statement)
-        self._acknowledge_key_patterns(
+        self.acknowledge_key_patterns(
             role,
             [own, f"{self._prefix}/_failures/{database}/*"],
             f"Backup keys are named by the time of each backup, so they are unknown when deploying; the grant "
@@ -308,14 +308,14 @@ class BackupVault(Construct):
             self._key_statement(["kms:Decrypt"]),
         ):
             role.add_to_principal_policy(statement)
-        self._acknowledge_key_patterns(
+        self.acknowledge_key_patterns(
             role,
             [f"{self._prefix}/{db}/*.manifest.json" for db in databases],
             "Manifests are named by the time of each backup, so they are unknown when deploying; the grant "
             "is read-only and stops at the manifests of the listed databases.",
         )
 
-    def _acknowledge_key_patterns(self, role: iam.IRole, patterns: Sequence[str], reason: str) -> None:
+    def acknowledge_key_patterns(self, role: iam.IRole, patterns: Sequence[str], reason: str) -> None:
         """Acknowledge cdk-nag's wildcard finding for exactly these object-key patterns, on the role's policy."""
         policy = role.node.try_find_child("DefaultPolicy")
         if policy is None:

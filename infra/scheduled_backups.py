@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from aws_cdk import Acknowledgment, Aws, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct, IConstruct
@@ -25,6 +24,7 @@ from backstop.config import AnyDatabase, Config, FilesDatabase, ServerDatabase, 
 from backstop.errors import ConfigError
 from infra.backup_vault import BackupVault
 from infra.monitoring import Monitoring, WatchedBackup
+from infra.network import grant_network
 from infra.runner import BACKUP_HANDLER, FileSystemMount, FunctionSpec, RunnerImage
 from infra.schedules import ScheduledInvocation, backup_input
 
@@ -34,24 +34,20 @@ LAMBDA_RETRIES = 2
 LAMBDA_EVENT_AGE = timedelta(hours=6)
 """How long Lambda keeps an invocation it could not run (throttled) before the OnFailure destination."""
 
-ENI_ACTIONS = (
-    "ec2:CreateNetworkInterface",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeSubnets",
-    "ec2:DeleteNetworkInterface",
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:UnassignPrivateIpAddresses",
-)
-"""What Lambda does with the function's role to attach it to a VPC (AWSLambdaVPCAccessExecutionRole)."""
-
 
 class DeploymentConfigError(ConfigError):
     """A database is valid for the command line but cannot be backed up by a deployed function."""
 
 
-def deployment_problems(config: Config) -> list[str]:
-    """What stops each database from being backed up in AWS, one sentence each (none: deployable)."""
-    problems = []
+def deployment_problems(config: Config, *, emulated: bool = False) -> list[str]:
+    """What stops each database from being backed up in AWS, one sentence each (none: deployable).
+
+    ``emulated``: the functions run on this machine (the embedded emulator), where local paths and
+    the local environment are reachable: nothing to check.
+    """
+    problems: list[str] = []
+    if emulated:
+        return problems
     for index, db in enumerate(config.databases):
         where = f"databases[{index}] ({db.name})"
         if isinstance(db, SqliteDatabase | FilesDatabase) and db.efs is None:
@@ -163,39 +159,13 @@ class DatabaseBackup(Construct):
         return policy
 
     def _grant_network(self, database: AnyDatabase) -> FileSystemMount | None:
-        """Let the role attach the function to the configured VPC and mount its EFS access point, if any."""
-        if database.vpc is None:
-            return None
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(sid="AttachToTheVpc", actions=list(ENI_ACTIONS), resources=["*"])
-        )
-        Validations.of(self._policy()).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-IAM5[Resource::*]",
-                reason="Lambda creates, describes and deletes the function's network interfaces with its role; "
-                "these EC2 actions take no resource ARN that is known before the interfaces exist "
-                "(the same grant as AWSLambdaVPCAccessExecutionRole, without the managed policy).",
-            )
-        )
-        if not isinstance(database, SqliteDatabase | FilesDatabase) or database.efs is None:
-            return None
-        efs = database.efs
-        prefix = f"arn:{Aws.PARTITION}:elasticfilesystem:{Aws.REGION}:{Aws.ACCOUNT_ID}"
-        access_point = f"{prefix}:access-point/{efs.access_point_id}"
-        # A directory is only read. SQLite's backup API takes the database's locks, which in WAL mode
-        # means writing its -shm file, so a SQLite database's mount must be writable.
-        mount = ["elasticfilesystem:ClientMount"]
-        if isinstance(database, SqliteDatabase):
-            mount.append("elasticfilesystem:ClientWrite")
-        self.role.add_to_principal_policy(
-            iam.PolicyStatement(
-                sid="MountTheDatabaseFileSystem",
-                actions=mount,
-                resources=[f"{prefix}:file-system/{efs.file_system_id}"],
-                conditions={"StringEquals": {"elasticfilesystem:AccessPointArn": access_point}},
-            )
-        )
-        return FileSystemMount(access_point_arn=access_point, mount_path=str(efs.mount_path))
+        """Let the role attach the function to the configured VPC and mount its EFS access point, if any.
+
+        A directory is only read. SQLite's backup API takes the database's locks, which in WAL mode
+        means writing its -shm file, so a SQLite database's mount must be writable.
+        """
+        efs = database.efs if isinstance(database, SqliteDatabase | FilesDatabase) else None
+        return grant_network(self.role, database.vpc, efs, writable=isinstance(database, SqliteDatabase))
 
 
 class ScheduledBackups(Construct):
@@ -210,9 +180,10 @@ class ScheduledBackups(Construct):
         vault: BackupVault,
         runner: RunnerImage,
         monitoring: Monitoring,
+        emulated: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
-        problems = deployment_problems(config)
+        problems = deployment_problems(config, emulated=emulated)
         if problems:
             raise DeploymentConfigError("The configuration cannot be deployed: " + "; ".join(problems) + ".")
         self.backups = [

@@ -8,14 +8,18 @@ from constructs import Construct
 from backstop.config import Config
 from infra.backup_vault import BackupVault
 from infra.monitoring import Monitoring
+from infra.restore_workflow import RestoreWorkflow
 from infra.runner import RunnerImage
 from infra.scheduled_backups import ScheduledBackups
 
 
 class BackstopStack(Stack):
-    """Everything `cdk deploy` ships: the vault, the runner image, monitoring and the scheduled backups."""
+    """Everything `cdk deploy` ships: the vault, the runner image, monitoring, the scheduled backups and,
+    when a database declares restore targets, the restore workflow."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: Config) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: Config, emulated: bool = False) -> None:
+        """``emulated``: the template is for the embedded emulator, whose functions run on this machine
+        (local paths and variables are reachable, so no EFS or secret is required)."""
         super().__init__(
             scope,
             construct_id,
@@ -25,9 +29,27 @@ class BackstopStack(Stack):
         self.runner = RunnerImage(self, "Runner", runner=config.runner)
         self.monitoring = Monitoring(self, "Monitoring", config=config, vault=self.vault, runner=self.runner)
         self.backups = ScheduledBackups(
-            self, "Backups", config=config, vault=self.vault, runner=self.runner, monitoring=self.monitoring
+            self,
+            "Backups",
+            config=config,
+            vault=self.vault,
+            runner=self.runner,
+            monitoring=self.monitoring,
+            emulated=emulated,
         )
         self.dashboard = self.monitoring.add_dashboard(self.backups.watched)
+        self.restore: RestoreWorkflow | None = None
+        if any(db.restore_targets for db in config.databases):
+            self.restore = RestoreWorkflow(
+                self,
+                "Restore",
+                config=config,
+                vault=self.vault,
+                runner=self.runner,
+                grant_publish=self.monitoring.grant_publish,
+                alerts_topic_arn=self.monitoring.topic.topic_arn,
+                emulated=emulated,
+            )
 
         CfnOutput(
             self,
@@ -60,3 +82,17 @@ class BackstopStack(Stack):
             f"{self.dashboard.dashboard_name}",
             description="The CloudWatch dashboard of every backup",
         )
+        if self.restore is not None:
+            CfnOutput(
+                self,
+                "RestoreStateMachineArn",
+                value=self.restore.state_machine.state_machine_arn,
+                description="Start a restore here (console or `backstop restore-request`; BACKSTOP_STATE_MACHINE_ARN)",
+            )
+            CfnOutput(
+                self,
+                "RestoreTableName",
+                value=self.restore.table.table_name,
+                description="Restore locks, approvals and audit (`backstop approve`, `backstop restores`; "
+                "BACKSTOP_RESTORE_TABLE)",
+            )

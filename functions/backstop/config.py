@@ -197,6 +197,9 @@ class _DatabaseBase(_Model):
     compression_level: int | None = Field(default=None, ge=1, le=19)
     function: FunctionLimits = FunctionLimits()
     vpc: Vpc | None = None
+    restore_targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Where the restore workflow may write: each target the database's own location fields replaced
+    (backstop.restore_targets); ``in-place`` (the source itself) only when declared."""
 
     @field_validator("schedule")
     @classmethod
@@ -211,6 +214,17 @@ class _DatabaseBase(_Model):
             raise ValueError(f"compression_level {self.compression_level} is too high for gzip: use 1-9")
         return self
 
+    @model_validator(mode="after")
+    def _targets_are_valid(self) -> _DatabaseBase:
+        from backstop.restore_targets import resolve_target  # the targets module builds on these models
+
+        for name, overrides in self.restore_targets.items():
+            try:
+                resolve_target(self, name, overrides)  # type: ignore[arg-type]  # every concrete subclass
+            except ConfigError as exc:
+                raise _LocatedError(("restore_targets", name), str(exc).rstrip(".")) from None
+        return self
+
     @property
     def level(self) -> int:
         """The compression level actually used (zstd 3 and gzip 6 unless configured)."""
@@ -219,8 +233,8 @@ class _DatabaseBase(_Model):
         return 3 if self.compression == "zstd" else 6
 
 
-DEPLOYMENT_FIELDS = frozenset({"function", "vpc", "efs"})
-"""Fields that shape the deployed function, not the backup: left out of the schedule's input."""
+DEPLOYMENT_FIELDS = frozenset({"function", "vpc", "efs", "restore_targets"})
+"""Fields that shape the deployed functions, not the backup: left out of the schedule's input."""
 
 
 class _FileDatabase(_DatabaseBase):
@@ -401,6 +415,21 @@ class FreshnessCheck(_Model):
         return value
 
 
+class RestoreSettings(_Model):
+    """How the restore workflow asks for approval."""
+
+    approval_timeout: Duration = timedelta(hours=24)
+    distinct_approver: bool = False
+    """Refuse an approval by the identity that requested the restore (four eyes)."""
+
+    @field_validator("approval_timeout")
+    @classmethod
+    def _reasonable_wait(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=5) <= value <= timedelta(days=7) or value.total_seconds() % 60:
+            raise ValueError("wait 5m to 7d for an approval, in whole minutes")
+        return value
+
+
 class Runner(_Model):
     """The deployed functions' container image and logs."""
 
@@ -421,6 +450,7 @@ class Config(_Model):
     storage: Storage = Storage()
     freshness: FreshnessCheck = FreshnessCheck()
     runner: Runner = Runner()
+    restore: RestoreSettings = RestoreSettings()
     databases: tuple[Database, ...]
 
     @field_validator("bucket")

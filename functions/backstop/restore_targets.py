@@ -32,14 +32,12 @@ def target_fields(db: AnyDatabase) -> frozenset[str]:
     return _SERVER_FIELDS if isinstance(db, PostgresDatabase | MysqlDatabase) else _LOCAL_FIELDS
 
 
-def check_targets(db: AnyDatabase, targets: dict[str, dict[str, Any]]) -> None:
-    """ConfigError naming the first bad target (name, unknown field, or a non-in-place target equal to the source)."""
-    for name, overrides in targets.items():
-        resolve_target(db, name, overrides)
-
-
 def resolve_target(db: AnyDatabase, name: str, overrides: dict[str, Any]) -> AnyDatabase:
-    """The database configuration a restore into target ``name`` writes to."""
+    """The database configuration a restore into target ``name`` writes to.
+
+    ConfigError if the target is bad: its name, a field a target may not set, an invalid value, or
+    a target other than in-place that is the source itself.
+    """
     if not TARGET_NAME.fullmatch(name):
         raise ConfigError(f"Restore target name {name!r} of {db.name} must match [a-z0-9][a-z0-9_-]{{0,31}}.")
     unknown = sorted(set(overrides) - target_fields(db))
@@ -52,7 +50,7 @@ def resolve_target(db: AnyDatabase, name: str, overrides: dict[str, Any]) -> Any
         raise ConfigError(f"Restore target in-place of {db.name} is the source itself and takes no fields.")
     if name != IN_PLACE and not overrides:
         raise ConfigError(f"Restore target {name} of {db.name} names no location; use in-place for the source.")
-    data = db.model_dump(mode="python")
+    data = db.model_dump(mode="python", exclude={"restore_targets"})
     data.update(overrides)
     if "password_secret" in overrides:
         data.pop("password_env", None)
@@ -63,7 +61,8 @@ def resolve_target(db: AnyDatabase, name: str, overrides: dict[str, Any]) -> Any
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"Restore target {name} of {db.name}: {where}: {first['msg']}.") from None
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"Restore target {name} of {db.name}: {f'{where}: ' if where else ''}{problem}.") from None
     if name != IN_PLACE and _location(target) == _location(db):
         raise ConfigError(f"Restore target {name} of {db.name} is the source itself; call it in-place.")
     return target
@@ -75,9 +74,9 @@ def _location(db: AnyDatabase) -> tuple[Any, ...]:
     return (str(db.path),)
 
 
-def target_for(db: AnyDatabase, targets: dict[str, dict[str, Any]], name: str) -> AnyDatabase:
+def target_for(db: AnyDatabase, name: str) -> AnyDatabase:
     """The declared target ``name`` of ``db``; RestoreError naming the declared ones otherwise."""
-    if name not in targets:
-        declared = ", ".join(sorted(targets)) or "none"
+    if name not in db.restore_targets:
+        declared = ", ".join(sorted(db.restore_targets)) or "none"
         raise RestoreError(f"{name!r} is not a restore target of {db.name} (declared: {declared}).")
-    return resolve_target(db, name, targets[name])
+    return resolve_target(db, name, db.restore_targets[name])

@@ -1,7 +1,7 @@
 """The restore function's environment: names, ARNs and the secret-free configuration, validated once.
 
-``BACKSTOP_CONFIG_JSON`` is the configuration as JSON (bucket, prefix, the databases with their
-``restore_targets``), written by the stack: it holds secret ARNs, never secrets.
+``BACKSTOP_CONFIG_JSON`` is the configuration as JSON (bucket, prefix, restore settings, the
+databases with their ``restore_targets``), written by the stack: it holds secret ARNs, never secrets.
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backstop.config import Config, Duration
+from backstop.config import Config
 from backstop.errors import ConfigError
-from backstop.restore_targets import check_targets
 
 
 class WorkflowSettings(BaseModel):
@@ -26,8 +24,6 @@ class WorkflowSettings(BaseModel):
 
     config_json: str = Field(min_length=2)
     restore_table: str = Field(min_length=3)
-    approval_timeout: Duration = timedelta(hours=24)
-    distinct_approver: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> WorkflowSettings:
@@ -47,21 +43,9 @@ class WorkflowSettings(BaseModel):
             raise ConfigError("BACKSTOP_CONFIG_JSON must be an object with a databases list.")
         return document
 
-    def targets(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """Each database's declared restore targets (checked against the database's own configuration)."""
-        config = self.config()
-        declared = {
-            str(entry.get("name")): dict(entry.get("restore_targets") or {}) for entry in self._document()["databases"]
-        }
-        for db in config.databases:
-            check_targets(db, declared.get(db.name, {}))
-        return declared
-
     def config(self) -> Config:
-        document = self._document()
-        databases = [{k: v for k, v in entry.items() if k != "restore_targets"} for entry in document["databases"]]
         try:
-            return Config.model_validate({**document, "databases": databases})
+            return Config.model_validate(self._document())
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])

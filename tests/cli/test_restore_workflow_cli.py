@@ -57,3 +57,20 @@ def test_restores_lists_the_audit_trail(table: RestoreTable) -> None:
     assert result.exit_code == 0, result.output
     assert '"execution": "exec-1"' in result.stdout
     assert "secret-token-value" not in result.stdout
+
+
+def test_approve_refuses_the_requester_when_the_deployment_requires_another_person(table: RestoreTable) -> None:
+    # given a restore requested by the identity this shell runs as, under a config with distinct_approver
+    me = boto3.client("sts", region_name=REGION).get_caller_identity()["Arn"]
+    table.put_approval(
+        PendingApproval("exec-2", "other-token", "orders", "staging", BACKUP, me, distinct_approver=True),
+        datetime.now(UTC) + timedelta(hours=1),
+    )
+
+    # when the same identity approves from the command line (which does not read the config)
+    result = CliRunner().invoke(main, ["approve", "exec-2", "--confirm", f"RESTORE {BACKUP}"])
+
+    # then it is refused, and the restore still waits for someone else
+    assert result.exit_code == 1
+    assert "another person must" in result.stderr
+    assert table.pending("exec-2").requested_by == me

@@ -39,6 +39,9 @@ storage:
   writers: [arn:aws:iam::123456789012:role/backstop-operator]
 freshness:
   every: 30m
+restore:
+  approval_timeout: 2h
+  distinct_approver: true
 runner:
   architecture: arm64
   log_retention_days: 30
@@ -56,6 +59,10 @@ databases:
     vpc:
       subnet_ids: [subnet-0123456789abcdef0]
       security_group_ids: [sg-0123456789abcdef0]
+    restore_targets:
+      staging:
+        host: billing-staging.example.internal
+        password_secret: arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/billing-staging-QwErTy
   - name: shop
     engine: mysql
     host: shop.example.internal

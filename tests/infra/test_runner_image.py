@@ -101,6 +101,7 @@ def test_each_function_names_its_own_handler_command(example: Synthesized) -> No
         ("backstop.handlers.backup.handler",),
         ("backstop.handlers.failure_alert.handler",),
         ("backstop.handlers.freshness.handler",),
+        ("backstop.handlers.restore.handler",),
     ]
 
 
@@ -138,7 +139,7 @@ def test_the_image_is_built_for_the_functions_architecture(
 def test_functions_log_to_their_own_group_with_the_configured_retention(servers: Synthesized) -> None:
     groups = synthesized_log_groups(servers)
 
-    assert len(groups) == len(functions(servers))
+    assert len(groups) == len(functions(servers)) + 1  # and the restore state machine's
     assert {group["Properties"]["RetentionInDays"] for group in groups.values()} == {30}
     for props in functions(servers).values():
         assert props["LoggingConfig"]["LogGroup"]["Ref"] in groups

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +46,23 @@ def world(
 ) -> Iterator[dict[str, Any]]:
     """A source database with a committed backup, a staging target holding other data, and the workflow."""
     source = create_orders_db(tmp_path / "orders.db", rows=500)
-    config = make_config(
-        {"name": "orders", "engine": "sqlite", "path": str(source), "schedule": "rate(1 day)", "stale_after": "26h"}
-    )
+    staging = tmp_path / "staging.db"
+    entry = {
+        "name": "orders",
+        "engine": "sqlite",
+        "path": str(source),
+        "schedule": "rate(1 day)",
+        "stale_after": "26h",
+        "restore_targets": {"staging": {"path": str(staging)}, "in-place": {}},
+    }
+    config = make_config(entry)
     manifest = run_backup(config, store, at(21)).manifest
-    staging = create_orders_db(tmp_path / "staging.db", rows=20)
+    create_orders_db(staging, rows=20)
     notifier = RecordingNotifier()
-    targets = {"orders": {"staging": {"path": str(staging)}, "in-place": {}}}
 
-    def workflow(**options: Any) -> RestoreWorkflow:
-        return RestoreWorkflow(config, store, table, notifier, targets=targets, **options)
+    def workflow(**restore: Any) -> RestoreWorkflow:
+        """The workflow, with ``restore`` settings (approval_timeout, distinct_approver) in its config."""
+        return RestoreWorkflow(make_config(entry, restore=restore) if restore else config, store, table, notifier)
 
     yield {
         "source": source,
@@ -294,7 +300,7 @@ def test_a_dry_run_reports_the_plan_and_releases_the_lock(world: dict[str, Any])
 
 
 def test_the_lock_outlives_the_approval_wait(world: dict[str, Any]) -> None:
-    workflow: RestoreWorkflow = world["workflow"](approval_timeout=timedelta(hours=2))
+    workflow: RestoreWorkflow = world["workflow"](approval_timeout="2h")
     state = workflow.lock(workflow.resolve(request(), "e1"))
     held = world["table"].holder("orders", "staging") or {}
     assert held["owner"] == "e1" and state["lock"]["expires_at"]

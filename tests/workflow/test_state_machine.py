@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk import App, Stack
-from aws_cdk import aws_sns as sns
+from aws_cdk import App
 from aws_cdk.assertions import Template
 
 from backstop.config import Config, parse_config
@@ -28,9 +27,7 @@ from backstop.restore_table import ApprovalNotPendingError, RestoreTable
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.restore_workflow import approve, reject
 from backstop.store import S3Store
-from infra.backup_vault import BackupVault
-from infra.restore_workflow import RestoreWorkflow
-from infra.runner import RunnerImage
+from infra.stack import BackstopStack
 from local.emulator import Emulator, running
 from local.lambdas import InvocationLog, in_process_lambdas
 from local.stack import Deployed, stand_up
@@ -42,24 +39,24 @@ EVENTS = Path(__file__).resolve().parents[2] / "events" / "restore"
 BUCKET = "backstop-workflow-test"
 
 
-def synthesize(config: Config, targets: dict[str, Any], approval: timedelta) -> dict[str, Any]:
-    app = App()
-    stack = Stack(app, "Backstop")
-    vault = BackupVault(stack, "Vault", config=config)
-    runner = RunnerImage(stack, "Runner", runner=config.runner)
-    topic = sns.Topic(stack, "Alerts")
-    RestoreWorkflow(
-        stack,
-        "Restore",
-        config=config,
-        targets=targets,
-        vault=vault,
-        runner=runner,
-        grant_publish=lambda role: topic.grant_publish(role),
-        alerts_topic_arn=topic.topic_arn,
-        approval_timeout=approval,
-    )
-    return dict(Template.from_stack(stack).to_json())
+def synthesize(config: Config, approval: timedelta | None = None) -> dict[str, Any]:
+    """The Backstop stack's template for the emulator, as `make local` deploys it.
+
+    ``approval`` shortens the Approval state's wait in the template (the config allows 5 minutes
+    at least), so the timeout test waits seconds, not minutes; nothing else is changed.
+    """
+    stack = BackstopStack(App(), "Backstop", config=config, emulated=True)
+    template = dict(Template.from_stack(stack).to_json())
+    if approval is not None:
+        configured = f'"TimeoutSeconds":{int(config.restore.approval_timeout.total_seconds())}'
+        shortened = f'"TimeoutSeconds":{int(approval.total_seconds())}'
+        machine = next(r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine")
+        text = json.dumps(machine["Properties"]["DefinitionString"])
+        assert text.count(configured.replace('"', '\\"')) == 1, "the approval's timeout is not in the definition"
+        machine["Properties"]["DefinitionString"] = json.loads(
+            text.replace(configured.replace('"', '\\"'), shortened.replace('"', '\\"'))
+        )
+    return template
 
 
 class World:
@@ -130,7 +127,7 @@ def paths(tmp_path: Path) -> dict[str, Path]:
     }
 
 
-def build_world(paths: dict[str, Path], approval: timedelta) -> Iterator[World]:
+def build_world(paths: dict[str, Path], approval: timedelta | None = None) -> Iterator[World]:
     paths["work"].mkdir(exist_ok=True)
     entry = {
         "name": "orders",
@@ -139,9 +136,9 @@ def build_world(paths: dict[str, Path], approval: timedelta) -> Iterator[World]:
         "schedule": "cron(0 2 * * ? *)",
         "stale_after": "26h",
     }
+    entry["restore_targets"] = {"staging": {"path": str(paths["staging"])}, "in-place": {}}
     config = parse_config(json.dumps({"bucket": BUCKET, "work_dir": str(paths["work"]), "databases": [entry]}))
-    targets = {"orders": {"staging": {"path": str(paths["staging"])}, "in-place": {}}}
-    template = synthesize(config, targets, approval)
+    template = synthesize(config, approval)
     saved = os.environ.get("MOTO_PORT")
     with running() as emulator:
         emulator.execute_workflows()
@@ -160,7 +157,7 @@ def build_world(paths: dict[str, Path], approval: timedelta) -> Iterator[World]:
 
 @pytest.fixture
 def world(paths: dict[str, Path]) -> Iterator[World]:
-    yield from build_world(paths, timedelta(hours=24))
+    yield from build_world(paths)
 
 
 def sample(name: str, **changes: Any) -> dict[str, Any]:

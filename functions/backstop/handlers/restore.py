@@ -40,7 +40,7 @@ STEPS = (
 
 def _workflow() -> RestoreWorkflow:
     """The workflow of this environment, built once per container (and again if the environment changes)."""
-    keys = ("BACKSTOP_CONFIG_JSON", "BACKSTOP_RESTORE_TABLE", "BACKSTOP_APPROVAL_TIMEOUT", "AWS_ENDPOINT_URL")
+    keys = ("BACKSTOP_CONFIG_JSON", "BACKSTOP_RESTORE_TABLE", "AWS_ENDPOINT_URL")
     return _workflow_for(tuple(os.environ.get(k) for k in keys))
 
 
@@ -53,9 +53,6 @@ def _workflow_for(_environment: tuple[str | None, ...]) -> RestoreWorkflow:
         build_store(config),
         build_restore_table(settings.restore_table),
         build_notifier(config),
-        targets=settings.targets(),
-        approval_timeout=settings.approval_timeout,
-        distinct_approver=settings.distinct_approver,
     )
 
 

@@ -106,18 +106,14 @@ class RestoreWorkflow:
         table: RestoreTable,
         notifier: Notifier,
         *,
-        targets: dict[str, dict[str, dict[str, Any]]],
-        approval_timeout: timedelta = timedelta(hours=24),
-        distinct_approver: bool = False,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self._config = config
         self._store = store
         self._table = table
         self._notifier = notifier
-        self._targets = targets
-        self._approval_timeout = approval_timeout
-        self._distinct_approver = distinct_approver
+        self._approval_timeout = config.restore.approval_timeout
+        self._distinct_approver = config.restore.distinct_approver
         self._clock = clock
 
     # -- helpers ------------------------------------------------------------------------------
@@ -127,7 +123,7 @@ class RestoreWorkflow:
 
     def _target(self, state: dict[str, Any]) -> AnyDatabase:
         db = self._config.database(state["database"])
-        return target_for(db, self._targets.get(db.name, {}), state["target"])
+        return target_for(db, state["target"])
 
     def _manifest(self, state: dict[str, Any]) -> Manifest:
         return self._store.get_manifest(state["backup"]["backup_id"])
@@ -281,6 +277,7 @@ class RestoreWorkflow:
                 target=state["target"],
                 backup_id=plan["backup_id"],
                 requested_by=state["requested_by"],
+                distinct_approver=self._distinct_approver,
             ),
             expires,
         )
@@ -408,9 +405,7 @@ class RestoreWorkflow:
     # -- answers to the approval --------------------------------------------------------------
 
     def approve(self, execution: str, phrase: str, approver: str, send: Callable[[str, dict[str, Any]], None]) -> str:
-        return approve(
-            self._table, execution, phrase, approver, send, distinct_approver=self._distinct_approver, now=self._now()
-        )
+        return approve(self._table, execution, phrase, approver, send, now=self._now())
 
     def reject(self, execution: str, reason: str, by: str, send: Callable[[str, str, str], None]) -> None:
         reject(self._table, execution, reason, by, send)
@@ -423,13 +418,13 @@ def approve(
     approver: str,
     send: Callable[[str, dict[str, Any]], None],
     *,
-    distinct_approver: bool = False,
     now: datetime | None = None,
 ) -> str:
     """Check the phrase (and the approver), consume the approval and send the task's success; the backup id.
 
     A wrong phrase leaves the approval pending. The token is read from the table and handed to
-    ``send`` only: it is never printed or logged.
+    ``send`` only: it is never printed or logged. Whether the approver must differ from the
+    requester is recorded with the approval by the workflow, so no approval path can skip it.
     """
     pending = table.pending(execution)
     expected = confirmation_phrase(pending.backup_id)
@@ -437,7 +432,7 @@ def approve(
         raise WrongConfirmationError(
             f"The confirmation phrase does not match: type exactly {expected!r}; the restore stays pending."
         )
-    if distinct_approver and approver == pending.requested_by:
+    if pending.distinct_approver and approver == pending.requested_by:
         raise SameApproverError(f"{approver} requested this restore and cannot approve it; another person must.")
     table.take_approval(execution, pending.token)
     table.update_audit(execution, {"approver": approver, "approved_at": (now or datetime.now(UTC)).isoformat()})

@@ -1,0 +1,228 @@
+"""The restore workflow in the synthesized stack: states, timeouts, retries, logging, the function and its grants."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk import App
+
+from backstop.config import parse_config
+from backstop.errors import ConfigError
+from infra.stack import BackstopStack
+from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+ORDER = ["Resolve", "ValidateArtifact", "Lock", "Plan", "DryRun?", "Approval", "SafetySnapshot", "Restore"]
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
+
+
+def machine(synthesized: Synthesized) -> dict[str, Any]:
+    ((_, resource),) = synthesized.of_type("AWS::StepFunctions::StateMachine").items()
+    props: dict[str, Any] = resource["Properties"]
+    return props
+
+
+def definition(synthesized: Synthesized) -> dict[str, Any]:
+    """The state machine's definition with its intrinsics written as text (function ARNs as <Id.Arn>)."""
+    parsed: dict[str, Any] = json.loads(flatten(machine(synthesized)["DefinitionString"]))
+    return parsed
+
+
+def states(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = definition(synthesized)["States"]
+    return found
+
+
+def restore_function(synthesized: Synthesized) -> dict[str, Any]:
+    (props,) = [
+        r["Properties"]
+        for r in synthesized.of_type("AWS::Lambda::Function").values()
+        if r["Properties"]["ImageConfig"]["Command"] == ["backstop.handlers.restore.handler"]
+    ]
+    return dict(props)
+
+
+def test_the_states_run_in_the_designed_order(example: Synthesized) -> None:
+    found = states(example)
+    path, name = [], definition(example)["StartAt"]
+    while name in found and len(path) < 20:
+        path.append(name)
+        state = found[name]
+        name = state["Default"] if state["Type"] == "Choice" else state.get("Next")
+
+    assert path[: len(ORDER)] == ORDER
+    assert path[len(ORDER) :] == ["ValidateTarget", "FinishRestored", "Restored"]
+    (dry_run,) = found["DryRun?"]["Choices"]
+    assert dry_run == {"Variable": "$.dry_run", "BooleanEquals": True, "Next": "FinishDryRun"}
+
+
+def test_every_task_has_a_timeout_and_explicit_retries(example: Synthesized) -> None:
+    tasks = {name: s for name, s in states(example).items() if s["Type"] == "Task"}
+
+    assert len(tasks) >= 12
+    for name, state in tasks.items():
+        assert 0 < state["TimeoutSeconds"] <= 86400, name
+        assert state["Retry"], name
+        for retry in state["Retry"]:
+            assert "States.ALL" not in retry["ErrorEquals"], name  # a failed restore step is never blindly re-run
+            assert retry["MaxAttempts"] <= 3, name
+    assert all(s["TimeoutSeconds"] <= 900 for name, s in tasks.items() if name != "Approval")
+
+
+def test_the_approval_waits_for_a_task_token_as_long_as_configured(example: Synthesized, servers: Synthesized) -> None:
+    approval = states(example)["Approval"]
+
+    assert approval["Resource"].endswith(":states:::lambda:invoke.waitForTaskToken")
+    assert approval["Parameters"]["Payload"]["token.$"] == "$$.Task.Token"
+    assert approval["TimeoutSeconds"] == 24 * 3600  # the default
+    assert states(servers)["Approval"]["TimeoutSeconds"] == 2 * 3600  # restore.approval_timeout: 2h
+    # the whole execution outlives the wait by the time a restore and a rollback take
+    assert machine(servers)["DefinitionString"] and definition(servers)["TimeoutSeconds"] == (2 + 12) * 3600
+
+
+def test_failures_before_the_snapshot_end_untouched_and_after_it_roll_back(example: Synthesized) -> None:
+    found = states(example)
+
+    def caught_by(name: str) -> str:
+        (catch,) = found[name]["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"]
+        return str(catch["Next"])
+
+    for name in ("ValidateArtifact", "Lock", "Plan", "Approval", "SafetySnapshot"):
+        assert caught_by(name) == "FinishNotRestored", name
+    for name in ("Restore", "ValidateTarget"):
+        assert caught_by(name) == "Rollback", name
+    assert caught_by("Rollback") == "RollbackFailed"
+    assert found["RollbackFailed"]["Type"] == "Fail"
+    assert "lock is kept" in found["RollbackFailed"]["Cause"]
+    assert found["Rollback"]["Next"] == "FinishRolledBack"
+
+
+def test_the_state_machine_logs_without_execution_data_and_is_traced(example: Synthesized) -> None:
+    props = machine(example)
+
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is False  # the approval token stays out
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_the_restore_function_gets_the_targets_but_never_a_secret(servers: Synthesized) -> None:
+    env = restore_function(servers)["Environment"]["Variables"]
+    document = json.loads(flatten(env["BACKSTOP_CONFIG_JSON"]))
+
+    (billing,) = document["databases"]  # only databases with restore targets
+    assert billing["name"] == "billing"
+    assert billing["restore_targets"]["staging"]["host"] == "billing-staging.example.internal"
+    assert document["restore"] == {"approval_timeout": "2h", "distinct_approver": True}
+    assert set(env) == {
+        "BACKSTOP_CONFIG_JSON",
+        "BACKSTOP_RESTORE_TABLE",
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+    }
+    assert "password" not in json.dumps(document).replace("password_secret", "")
+
+
+def test_the_restore_role_reads_the_sources_and_the_targets_secrets_only(servers: Synthesized) -> None:
+    (role_id,) = [k for k in servers.of_type("AWS::IAM::Role") if k.startswith("RestoreRole")]
+    statements = servers.statements_of_role(role_id)
+    (secrets,) = [s for s in statements if s["Action"] == "secretsmanager:GetSecretValue"]
+
+    assert sorted(secrets["Resource"]) == [
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/billing-AbCdEf",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/billing-staging-QwErTy",
+    ]
+
+
+def test_the_restore_function_runs_where_its_databases_are(example: Synthesized, servers: Synthesized) -> None:
+    # the example's orders (SQLite on EFS): the same VPC and a writable mount of the access point
+    props = restore_function(example)
+    assert props["VpcConfig"]["SubnetIds"] == ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
+    (mount,) = props["FileSystemConfigs"]
+    assert mount["LocalMountPath"] == "/mnt/data"
+    (role_id,) = [k for k in example.of_type("AWS::IAM::Role") if k.startswith("RestoreRole")]
+    (efs,) = [s for s in example.statements_of_role(role_id) if s.get("Sid") == "MountTheDatabaseFileSystem"]
+    assert efs["Action"] == ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
+    # the servers' billing (PostgreSQL in a VPC): the VPC, no file system
+    props = restore_function(servers)
+    assert props["VpcConfig"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"]
+    assert "FileSystemConfigs" not in props
+
+
+def test_the_stack_outputs_where_to_start_and_approve_a_restore(example: Synthesized) -> None:
+    outputs = example.template.to_json()["Outputs"]
+
+    assert "RestoreStateMachineArn" in outputs
+    assert "RestoreTableName" in outputs
+
+
+def test_without_restore_targets_there_is_no_restore_workflow() -> None:
+    config = parse_config("bucket: b-backups\ndatabases: [{name: o, engine: postgres, host: h, dbname: o, user: u}]\n")
+    stack = BackstopStack(App(), "Backstop", config=config)
+
+    assert stack.restore is None
+
+
+SQLITE_ON_EFS = """
+bucket: b-backups
+databases:
+  - name: orders
+    engine: sqlite
+    path: /mnt/data/orders.db
+    vpc: {subnet_ids: [subnet-0123456789abcdef0], security_group_ids: [sg-0123456789abcdef0]}
+    efs: {file_system_id: fs-0123456789abcdef0, access_point_id: fsap-0123456789abcdef0, mount_path: /mnt/data}
+    restore_targets: {TARGETS}
+"""
+
+
+def test_a_file_target_outside_the_mount_is_refused_where_it_is_written() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(SQLITE_ON_EFS.replace("{TARGETS}", "{staging: {path: /var/staging/orders.db}}"))
+
+    message = str(refused.value)
+    assert "backstop.yaml:9: databases[0].restore_targets.staging" in message
+    assert "is not under the EFS mount path '/mnt/data'" in message
+    assert ": :" not in message and "Value error" not in message
+
+
+def test_file_targets_under_the_mount_deploy() -> None:
+    config = parse_config(SQLITE_ON_EFS.replace("{TARGETS}", "{in-place: {}, copy: {path: /mnt/data/copy.db}}"))
+
+    assert BackstopStack(App(), "Backstop", config=config).restore is not None
+
+
+def test_restorable_databases_in_different_vpcs_are_refused_at_synth() -> None:
+    config = parse_config(
+        """
+bucket: b-backups
+databases:
+  - {name: a, engine: postgres, host: a, dbname: a, user: u, restore_targets: {in-place: {}},
+     vpc: {subnet_ids: [subnet-0123456789abcdef0], security_group_ids: [sg-0123456789abcdef0]}}
+  - {name: b, engine: postgres, host: b, dbname: b, user: u, restore_targets: {in-place: {}},
+     vpc: {subnet_ids: [subnet-0fedcba9876543210], security_group_ids: [sg-0123456789abcdef0]}}
+"""
+    )
+    with pytest.raises(ConfigError, match="restorable databases a, b are in different VPC settings"):
+        BackstopStack(App(), "Backstop", config=config)
+
+
+def test_a_target_password_from_the_environment_is_refused_at_synth_but_not_on_the_emulator() -> None:
+    config = parse_config(
+        "bucket: b-backups\ndatabases: [{name: a, engine: postgres, host: a, dbname: a, user: u,"
+        " restore_targets: {staging: {host: s, password_env: S_PW}}}]\n"
+    )
+    with pytest.raises(ConfigError, match="restore target staging: password_env"):
+        BackstopStack(App(), "Backstop", config=config)
+    assert BackstopStack(App(), "Local", config=config, emulated=True).restore is not None
