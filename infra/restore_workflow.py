@@ -31,7 +31,7 @@ from constructs import Construct, IConstruct
 
 from backstop.config import Config, FilesDatabase, ServerDatabase, SqliteDatabase
 from backstop.restore_table import KIND_INDEX
-from backstop.restore_targets import resolve_target
+from backstop.restore_targets import IN_PLACE, resolve_target
 from backstop.services.restore_workflow import safety_database
 from infra.backup_vault import BackupVault, writer_role_path
 from infra.network import grant_network
@@ -48,6 +48,8 @@ LAMBDA_TRANSIENT = [
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
 ]
+SOURCE_BACKUP_WAITS = 4
+"""Retries of an in-place safety snapshot while a backup of the source runs: 1+2+4+8 = 15 minutes."""
 EXECUTION_MARGIN = timedelta(hours=12)
 """The execution's limit beyond the approval wait: validation, snapshot, restore and rollback."""
 
@@ -190,7 +192,8 @@ class RestoreWorkflow(Construct):
         safety = [safety_database(db.name, t) for db in restorable for t in db.restore_targets]
         reads = [vault.bucket.arn_for_objects(f"{prefix}/{db.name}/*") for db in restorable]
         writes = [vault.bucket.arn_for_objects(f"{prefix}/{name}/*") for name in safety]
-        locks = [vault.bucket.arn_for_objects(f"{prefix}/_locks/{name}.backup.json") for name in safety]
+        in_place = [db.name for db in restorable if IN_PLACE in db.restore_targets]
+        locks = [vault.bucket.arn_for_objects(f"{prefix}/_locks/{name}.backup.json") for name in safety + in_place]
         failures = [vault.bucket.arn_for_objects(f"{prefix}/_failures/{name}/*") for name in safety]
         listed = [
             p for name in [db.name for db in restorable] + safety for p in (f"{prefix}/{name}/", f"{prefix}/{name}/*")
@@ -210,7 +213,7 @@ class RestoreWorkflow(Construct):
                 resources=writes,
             ),
             iam.PolicyStatement(
-                sid="SafetySnapshotRunLocks",
+                sid="RunLocks",  # the safety snapshots' and, in place, the source's (no backup during a restore)
                 actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
                 resources=locks,
             ),
@@ -315,6 +318,13 @@ class RestoreWorkflow(Construct):
         # token in place of the old one, so only the latest request can be answered.
         approval.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
         safety = self._task("SafetySnapshot", "safety_snapshot", "Back up the target through the backup path")
+        # In place, a backup of the source running right now holds the lock the restore needs: wait for it.
+        safety.add_retry(
+            errors=["BackupAlreadyRunningError"],
+            interval=Duration.minutes(1),
+            max_attempts=SOURCE_BACKUP_WAITS,
+            backoff_rate=2,
+        )
         restore = self._task("Restore", "restore", "Restore atomically: fresh copy, validated, swapped in")
         check = self._task("ValidateTarget", "validate_target", "Row counts of the target equal the backup's")
         rollback = self._task("Rollback", "rollback", "Put the safety snapshot back and validate it")

@@ -77,7 +77,7 @@ def test_every_task_has_a_timeout_and_explicit_retries(example: Synthesized) -> 
         assert state["Retry"], name
         for retry in state["Retry"]:
             assert "States.ALL" not in retry["ErrorEquals"], name  # a failed restore step is never blindly re-run
-            assert retry["MaxAttempts"] <= 3, name
+            assert retry["MaxAttempts"] <= (4 if retry["ErrorEquals"] == ["BackupAlreadyRunningError"] else 3), name
     assert all(s["TimeoutSeconds"] <= 900 for name, s in tasks.items() if name != "Approval")
 
 
@@ -226,3 +226,20 @@ def test_a_target_password_from_the_environment_is_refused_at_synth_but_not_on_t
     with pytest.raises(ConfigError, match="restore target staging: password_env"):
         BackstopStack(App(), "Backstop", config=config)
     assert BackstopStack(App(), "Local", config=config, emulated=True).restore is not None
+
+
+def test_an_in_place_restore_waits_for_a_running_backup_and_may_hold_the_sources_backup_lock(
+    example: Synthesized,
+) -> None:
+    safety = states(example)["SafetySnapshot"]
+    (wait,) = [r for r in safety["Retry"] if r["ErrorEquals"] == ["BackupAlreadyRunningError"]]
+    assert wait["IntervalSeconds"] * (1 + 2 + 4 + 8) == 15 * 60 and wait["MaxAttempts"] == 4
+
+    (role_id,) = [k for k in example.of_type("AWS::IAM::Role") if k.startswith("RestoreRole")]
+    (locks,) = [s for s in example.statements_of_role(role_id) if s.get("Sid") == "RunLocks"]
+    bucket = "<VaultBucket0925C477.Arn>"
+    assert sorted(locks["Resource"]) == [
+        f"{bucket}/backups/_locks/orders-pre-restore-in-place.backup.json",
+        f"{bucket}/backups/_locks/orders-pre-restore-staging.backup.json",
+        f"{bucket}/backups/_locks/orders.backup.json",  # orders declares in-place
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,14 @@ import pytest
 import zstandard
 
 from backstop.config import Config
-from backstop.errors import BackupNotFoundError, ChecksumMismatchError, IntegrityError, RestoreError
+from backstop.errors import (
+    BackstopError,
+    BackupAlreadyRunningError,
+    BackupNotFoundError,
+    ChecksumMismatchError,
+    IntegrityError,
+    RestoreError,
+)
 from backstop.restore_table import ApprovalNotPendingError, RestoreTable, TargetLockedError
 from backstop.services.restore_workflow import (
     RestoreWorkflow,
@@ -65,6 +73,7 @@ def world(
         return RestoreWorkflow(make_config(entry, restore=restore) if restore else config, store, table, notifier)
 
     yield {
+        "config": config,
         "source": source,
         "staging": staging,
         "manifest": manifest,
@@ -193,7 +202,7 @@ def test_bad_input_is_refused_in_one_sentence(world: dict[str, Any], change: dic
 
 
 def test_point_in_time_picks_the_newest_backup_at_or_before(world: dict[str, Any], store: S3Store) -> None:
-    config = world["workflow"]()._config
+    config = world["config"]
     later = run_backup(config, store, at(22)).manifest
     workflow: RestoreWorkflow = world["workflow"]()
     assert workflow.resolve(request(backup={"before": "2026-11-21T12:00:00Z"}), "e1")["backup"]["backup_id"] == (
@@ -221,6 +230,53 @@ def test_a_corrupt_backup_fails_validation_before_any_lock(world: dict[str, Any]
     with pytest.raises(ChecksumMismatchError):
         workflow.validate_artifact(state)
     assert world["table"].holder("orders", "staging") is None
+
+
+def flip_a_byte(s3: Any, store: S3Store, manifest: Any) -> None:
+    """Rewrite the artifact with one byte flipped; the manifest points at it but keeps the original checksum."""
+    body = bytearray(s3.get_object(Bucket=BUCKET, Key=manifest.object.key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    version = s3.put_object(Bucket=BUCKET, Key=manifest.object.key, Body=bytes(body))["VersionId"]
+    pinned = manifest.model_copy(update={"object": manifest.object.model_copy(update={"version_id": version})})
+    write_manifest(s3, store, pinned.sealed())
+
+
+def test_latest_whose_newest_backup_is_corrupt_restores_the_previous_one_and_alerts(
+    world: dict[str, Any], s3: Any, store: S3Store
+) -> None:
+    # given an older good backup (the 20th) and the newest (the 21st) with a flipped byte
+    config = world["config"]
+    older = run_backup(config, store, at(20)).manifest
+    flip_a_byte(s3, store, world["manifest"])
+
+    # when a restore of latest is validated and planned
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = workflow.validate_artifact(workflow.resolve(request(), EXECUTION))
+    state = workflow.plan(workflow.lock(state))
+
+    # then the plan names the backup actually chosen, and the broken one was alerted and audited
+    assert state["backup"]["backup_id"] == older.backup_id
+    assert state["plan"]["backup_id"] == older.backup_id
+    assert state["plan"]["confirmation"] == f"RESTORE {older.backup_id}"
+    ((subject, alert),) = [(t, m) for t, m in world["notifier"].alerts if m["event"] == "backup_corrupt"]
+    assert alert["backup_id"] == world["manifest"].backup_id and "ChecksumMismatch" in str(alert["error"])
+    assert world["manifest"].backup_id in subject
+    audit = world["table"].audit(EXECUTION) or {}
+    assert audit["backup_id"] == older.backup_id
+    assert [s["backup_id"] for s in audit["skipped_backups"]] == [world["manifest"].backup_id]
+
+
+def test_a_corrupt_backup_named_by_id_is_never_swapped_for_another(
+    world: dict[str, Any], s3: Any, store: S3Store
+) -> None:
+    config = world["config"]
+    run_backup(config, store, at(20))
+    flip_a_byte(s3, store, world["manifest"])
+
+    workflow: RestoreWorkflow = world["workflow"]()
+    with pytest.raises(ChecksumMismatchError):
+        workflow.validate_artifact(workflow.resolve(request(backup=world["manifest"].backup_id), EXECUTION))
+    assert not [m for _, m in world["notifier"].alerts if m["event"] == "backup_corrupt"]
 
 
 def test_a_backup_with_a_broken_database_inside_fails_the_engine_check(
@@ -304,3 +360,54 @@ def test_the_lock_outlives_the_approval_wait(world: dict[str, Any]) -> None:
     state = workflow.lock(workflow.resolve(request(), "e1"))
     held = world["table"].holder("orders", "staging") or {}
     assert held["owner"] == "e1" and state["lock"]["expires_at"]
+
+
+# -- restore while a backup of the same database runs (the policy) ---------------------------------
+
+
+def test_an_in_place_restore_waits_while_a_backup_of_the_source_runs(world: dict[str, Any], store: S3Store) -> None:
+    # given a scheduled backup of orders holding its lock, and an approved in-place restore
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request(target="in-place"))
+    before = world["source"].read_bytes()
+    running = store.acquire_run_lock("orders", "backup-function", datetime.now(UTC), timedelta(hours=1))
+
+    # when the restore reaches its safety snapshot, then it is refused for now, before anything destructive
+    with pytest.raises(BackupAlreadyRunningError):
+        workflow.safety_snapshot(state)
+    assert world["source"].read_bytes() == before
+
+    # and once the backup is done, the same step goes through (the state machine retries it)
+    store.release_run_lock(running)
+    assert workflow.safety_snapshot(state)["safety"] is not None
+
+
+def test_no_backup_of_the_source_runs_while_it_is_restored_in_place(world: dict[str, Any], store: S3Store) -> None:
+    # given an in-place restore past its safety snapshot
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = workflow.safety_snapshot(until_approval(workflow, request(target="in-place")))
+
+    # when the source's scheduled backup fires during the restore, then it is skipped, naming the restore
+    with pytest.raises(BackupAlreadyRunningError) as skipped:
+        run_backup(world["config"], store, at(22))
+    assert f"restore {EXECUTION}" in str(skipped.value)
+
+    # and once the restore is finished, the next backup runs
+    workflow.finish(workflow.validate_target(workflow.restore(state)), "restored")
+    assert run_backup(world["config"], store, at(22)).created
+
+
+def test_a_failed_in_place_safety_snapshot_gives_the_source_lock_back(
+    world: dict[str, Any], store: S3Store, tmp_path: Path
+) -> None:
+    # given an in-place restore whose safety snapshot cannot be taken (the source is not a database now)
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request(target="in-place"))
+    world["source"].write_bytes(b"not a database at all" * 100)
+
+    with pytest.raises(BackstopError):
+        workflow.safety_snapshot(state)
+
+    # then the source's backup lock is free again
+    lock = store.acquire_run_lock("orders", "next-backup", datetime.now(UTC), timedelta(hours=1))
+    store.release_run_lock(lock)

@@ -14,6 +14,7 @@ committed through the normal backup path (type ``pre-restore``, stored under the
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -25,12 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase
 from backstop.engines import engine_for
-from backstop.errors import BackstopError, BackupNotFoundError, RestoreError
+from backstop.errors import BackstopError, BackupNotFoundError, IntegrityError, RestoreError
 from backstop.manifest import Manifest, Trigger
 from backstop.names import backup_id_for, check_database_name, parse_backup_id
-from backstop.ports import BackupStore, Clock, Notifier
+from backstop.ports import BackupStore, Clock, Notifier, RunLock
 from backstop.restore_table import PendingApproval, RestoreTable
-from backstop.restore_targets import target_for
+from backstop.restore_targets import IN_PLACE, target_for
 from backstop.services.artifacts import fetch_artifact, resolve_backup
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.restore import RestoreService
@@ -39,7 +40,13 @@ from backstop.services.server_restore import ServerRestoreService, ServerTarget
 # Assumed restore throughput for the plan's estimate when no restore of this database was measured yet.
 DEFAULT_THROUGHPUT_BYTES_PER_S = 50 * 1024 * 1024
 # The lock outlives the approval wait by this much, covering snapshot, restore and rollback.
+log = logging.getLogger(__name__)
+
 LOCK_MARGIN = timedelta(hours=6)
+SOURCE_LOCK_TTL = timedelta(hours=2)
+"""How long an in-place restore's hold on the source's backup lock lasts if the execution dies holding it."""
+LATEST_CANDIDATES = 3
+"""How many backups, newest first, a restore of ``latest`` checks before it gives up (each is downloaded)."""
 
 
 class RestoreRejectedError(RestoreError):
@@ -84,6 +91,17 @@ def parse_input(data: dict[str, Any]) -> RestoreInput:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "input"
         raise RestoreError(f"The restore input is invalid: {where}: {first['msg']}.") from None
+
+
+def _backup_summary(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "backup_id": manifest.backup_id,
+        "scheduled_for": manifest.scheduled_for.isoformat(),
+        "key": manifest.object.key,
+        "size": manifest.object.size,
+        "raw_size": manifest.raw.size,
+        "sha256": manifest.object.sha256,
+    }
 
 
 def safety_database(database: str, target: str) -> str:
@@ -153,14 +171,8 @@ class RestoreWorkflow:
             "target": request.target,
             "dry_run": request.dry_run,
             "requested_by": request.requested_by,
-            "backup": {
-                "backup_id": manifest.backup_id,
-                "scheduled_for": manifest.scheduled_for.isoformat(),
-                "key": manifest.object.key,
-                "size": manifest.object.size,
-                "raw_size": manifest.raw.size,
-                "sha256": manifest.object.sha256,
-            },
+            "backup": _backup_summary(manifest),
+            "latest": request.backup == "latest",
             "timings": {},
         }
         self._table.put_audit(
@@ -192,19 +204,62 @@ class RestoreWorkflow:
         return resolve_backup(self._store, database, ref)
 
     def validate_artifact(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Download the artifact, check size, SHA-256, decompression and the engine check; nothing is touched."""
+        """Download the artifact, check size, SHA-256, decompression and the engine check; nothing is touched.
+
+        For ``latest``, a newest backup that fails its check is alerted and the next older one is
+        checked instead (up to LATEST_CANDIDATES in all): the plan then names the backup actually
+        chosen. A backup named by id or by time is restored as named or not at all.
+        """
         started = self._now()
         manifest = self._manifest(state)
         db = self._config.database(state["database"])
+        skipped: list[dict[str, str]] = []
+        while True:
+            try:
+                integrity = self._check_artifact(db, manifest)
+                break
+            except IntegrityError as exc:
+                if not state.get("latest"):
+                    raise
+                skipped.append({"backup_id": manifest.backup_id, "reason": str(exc)})
+                self._alert_broken_latest(state, manifest.backup_id, exc)
+                older = self._store.recent_backup_ids(db.name, manifest.backup_id, 1)
+                if len(skipped) == 1 and not older:
+                    raise  # the only backup there is: its own error says it best
+                if not older or len(skipped) >= LATEST_CANDIDATES:
+                    raise IntegrityError(
+                        f"None of the {len(skipped)} newest backups of {db.name} passes its check "
+                        f"(newest: {skipped[0]['backup_id']}: {skipped[0]['reason']}); nothing was restored."
+                    ) from None
+                manifest = self._store.get_manifest(older[0])
+        state = {**state, "artifact": {"check": integrity.check, "detail": integrity.detail}}
+        if skipped:
+            state = {**state, "backup": _backup_summary(manifest), "skipped_backups": skipped}
+            self._table.update_audit(state["execution"], {"backup_id": manifest.backup_id, "skipped_backups": skipped})
+        return self._timing(state, "validate_artifact", started)
+
+    def _check_artifact(self, db: AnyDatabase, manifest: Manifest) -> Any:
         run_dir = self._work_dir()
         try:
             raw = run_dir / "artifact"
             fetch_artifact(self._store, manifest, raw)
-            inspection = engine_for(db).inspect_artifact(raw, manifest, run_dir)
+            return engine_for(db).inspect_artifact(raw, manifest, run_dir).integrity
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
-        state = {**state, "artifact": {"check": inspection.integrity.check, "detail": inspection.integrity.detail}}
-        return self._timing(state, "validate_artifact", started)
+
+    def _alert_broken_latest(self, state: dict[str, Any], backup_id: str, error: Exception) -> None:
+        log.error("restore %s: the newest backup %s fails its check: %s", state["execution"], backup_id, error)
+        self._notifier.publish(
+            f"Backstop: backup {backup_id} is corrupt",
+            {
+                "event": "backup_corrupt",
+                "database": state["database"],
+                "backup_id": backup_id,
+                "error": type(error).__name__,
+                "message": str(error),
+                "found_by": f"restore {state['execution']} (latest), which tries the next older backup",
+            },
+        )
 
     def lock(self, state: dict[str, Any]) -> dict[str, Any]:
         """Take the target's lock for this execution; TargetLockedError when another restore holds it."""
@@ -297,8 +352,32 @@ class RestoreWorkflow:
         )
 
     def safety_snapshot(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Back up the target as it is now through the normal backup path (type pre-restore)."""
+        """Back up the target as it is now through the normal backup path (type pre-restore).
+
+        An in-place restore first takes the source database's backup lock, the one its scheduled
+        backups take, and holds it until the restore is finished or rolled back: no backup of the
+        database runs while it is being replaced (one that fires meanwhile is skipped and alerted),
+        and a restore that arrives while a backup runs fails here with BackupAlreadyRunningError,
+        which the state machine retries for a while before giving up with the target untouched.
+        """
         started = self._now()
+        if state["target"] == IN_PLACE:
+            lock = self._store.acquire_run_lock(
+                state["database"], f"restore {state['execution']}", started, SOURCE_LOCK_TTL
+            )
+            state = {**state, "source_lock": {"database": lock.database, "owner": lock.owner, "etag": lock.etag}}
+        try:
+            return self._safety_snapshot(state, started)
+        except BaseException:
+            self._release_source_lock(state)
+            raise
+
+    def _release_source_lock(self, state: dict[str, Any]) -> None:
+        held = state.get("source_lock")
+        if held:
+            self._store.release_run_lock(RunLock(held["database"], held["owner"], held["etag"]))
+
+    def _safety_snapshot(self, state: dict[str, Any], started: datetime) -> dict[str, Any]:
         target = self._target(state)
         if not _target_exists(self._describe(target), target):
             return self._timing({**state, "safety": None}, "safety_snapshot", started)
@@ -377,6 +456,7 @@ class RestoreWorkflow:
         """Release the lock (if held), close the audit record and publish the outcome."""
         if state.get("lock"):
             self._table.release(state["database"], state["target"], state["execution"])
+        self._release_source_lock(state)
         reason = None
         if error:
             reason = f"{error.get('Error', 'Error')}: {str(error.get('Cause', ''))[:500]}"
