@@ -57,6 +57,7 @@ from constructs import Construct
 
 from backstop.config import Config
 from backstop.errors import ConfigError
+from backstop.restore_targets import safety_database
 from backstop.retention import TIERS, expiry_days
 
 TIER_TAG = "backstop:tier"
@@ -114,15 +115,28 @@ def cold_transition_days(expire_after: int, cold_after: int, storage_class: s3.S
     return cold_after
 
 
+def safety_snapshot_prefixes(config: Config) -> list[str]:
+    """The pseudo-databases under which restores keep their safety snapshots, one per declared target."""
+    return [safety_database(db.name, target) for db in config.databases for target in db.restore_targets]
+
+
 def lifecycle_rule_count(config: Config) -> int:
     """Number of lifecycle rules the vault needs for ``config``."""
-    return len(TIERS) * len(config.databases) + SHARED_RULES
+    return len(TIERS) * len(config.databases) + len(safety_snapshot_prefixes(config)) + SHARED_RULES
 
 
-def shortest_version_life(config: Config) -> tuple[int, str]:
-    """Fewest days lifecycle keeps any backup version (daily expiry + noncurrent window), and whose it is."""
-    days, name = min((expiry_days(db.retention)["daily"], db.name) for db in config.databases)
-    return days + config.storage.noncurrent_days, name
+def shortest_version_life(config: Config) -> tuple[int, str, str]:
+    """Fewest days lifecycle keeps any backup version (expiry + noncurrent window), whose they are, and the remedy."""
+    lives = [
+        (expiry_days(db.retention)["daily"], f"{db.name}'s daily backups", "daily backups")
+        for db in config.databases
+    ]
+    if safety_snapshot_prefixes(config):
+        lives.append(
+            (config.restore.safety_snapshot_days, "restores' safety snapshots", "restore.safety_snapshot_days")
+        )
+    days, subject, remedy = min(lives)
+    return days + config.storage.noncurrent_days, subject, remedy
 
 
 def check_object_lock(config: Config) -> None:
@@ -130,13 +144,13 @@ def check_object_lock(config: Config) -> None:
     lock = config.storage.object_lock
     if lock is None:
         return
-    life, database = shortest_version_life(config)
+    life, subject, remedy = shortest_version_life(config)
     if lock.days > life:
         raise ObjectLockConflictError(
             f"storage.object_lock.days ({lock.days}) is longer than the {life} days after which lifecycle deletes "
-            f"{database}'s daily backups ({life - config.storage.noncurrent_days} days of retention + "
+            f"{subject} ({life - config.storage.noncurrent_days} days of retention + "
             f"storage.noncurrent_days {config.storage.noncurrent_days}): lock for at most {life} days or keep "
-            "daily backups longer."
+            f"{remedy} longer."
         )
 
 
@@ -381,6 +395,15 @@ class BackupVault(Construct):
                 expiration=Duration.days(max(db.retention.daily for db in self._config.databases)),
             ),
         ]
+        # A restore's safety snapshot is not part of any tier: it is kept a fixed time, whatever its tag.
+        for name in safety_snapshot_prefixes(self._config):
+            rules.append(
+                s3.LifecycleRule(
+                    id=name,
+                    prefix=f"{prefix}/{name}/",
+                    expiration=Duration.days(self._config.restore.safety_snapshot_days),
+                )
+            )
         for db in self._config.databases:
             for tier, days in expiry_days(db.retention).items():
                 rules.append(

@@ -31,8 +31,7 @@ from constructs import Construct, IConstruct
 
 from backstop.config import Config, FilesDatabase, ServerDatabase, SqliteDatabase
 from backstop.restore_table import KIND_INDEX
-from backstop.restore_targets import IN_PLACE, resolve_target
-from backstop.services.restore_workflow import safety_database
+from backstop.restore_targets import IN_PLACE, resolve_target, safety_database
 from infra.backup_vault import BackupVault, writer_role_path
 from infra.network import grant_network
 from infra.runner import LOG_RETENTION, FunctionSpec, RunnerImage

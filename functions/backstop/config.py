@@ -421,6 +421,8 @@ class RestoreSettings(_Model):
     approval_timeout: Duration = timedelta(hours=24)
     distinct_approver: bool = False
     """Refuse an approval by the identity that requested the restore (four eyes)."""
+    safety_snapshot_days: int = Field(default=30, ge=1, le=3650)
+    """How long lifecycle keeps a restore's safety snapshot of its target."""
 
     @field_validator("approval_timeout")
     @classmethod

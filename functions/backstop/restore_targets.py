@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from backstop.config import AnyDatabase, MysqlDatabase, PostgresDatabase
 from backstop.errors import ConfigError, RestoreError
+from backstop.names import check_database_name
 
 TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 IN_PLACE = "in-place"
@@ -80,3 +81,12 @@ def target_for(db: AnyDatabase, name: str) -> AnyDatabase:
         declared = ", ".join(sorted(db.restore_targets)) or "none"
         raise RestoreError(f"{name!r} is not a restore target of {db.name} (declared: {declared}).")
     return resolve_target(db, name, db.restore_targets[name])
+
+
+def safety_database(database: str, target: str) -> str:
+    """The pseudo-database under which the safety snapshots of ``database``'s ``target`` are stored.
+
+    Its own prefix in the vault: never the database's latest, and expired by its own lifecycle rule.
+    """
+    suffix = f"-pre-restore-{target}"
+    return check_database_name(database[: 63 - len(suffix)] + suffix)

@@ -96,7 +96,13 @@ def test_rules_cover_every_database_and_tier_of_the_configuration(example: Synth
         f"{db.name}-{tier}": days for db in config.databases for tier, days in expiry_days(db.retention).items()
     }
     assert {rule_id: rules[rule_id]["ExpirationInDays"] for rule_id in expected} == expected
-    assert len(rules) == lifecycle_rule_count(config) == len(expected) + 3  # housekeeping, locks, failures
+    # and orders' two restore targets keep their safety snapshots restore.safety_snapshot_days, whatever the tier
+    safety = {"orders-pre-restore-staging": 30, "orders-pre-restore-in-place": 30}
+    assert {rule_id: rules[rule_id]["ExpirationInDays"] for rule_id in safety} == safety
+    assert rules["orders-pre-restore-staging"]["Prefix"] == "backups/orders-pre-restore-staging/"
+    assert "TagFilters" not in rules["orders-pre-restore-staging"]
+    # housekeeping, locks, failures
+    assert len(rules) == lifecycle_rule_count(config) == len(expected) + len(safety) + 3
 
 
 @pytest.mark.parametrize("database", ["orders", "uploads"])

@@ -125,7 +125,7 @@ def test_the_restore_function_gets_the_targets_but_never_a_secret(servers: Synth
     (billing,) = document["databases"]  # only databases with restore targets
     assert billing["name"] == "billing"
     assert billing["restore_targets"]["staging"]["host"] == "billing-staging.example.internal"
-    assert document["restore"] == {"approval_timeout": "2h", "distinct_approver": True}
+    assert document["restore"] == {"approval_timeout": "2h", "distinct_approver": True, "safety_snapshot_days": 30}
     assert set(env) == {
         "BACKSTOP_CONFIG_JSON",
         "BACKSTOP_RESTORE_TABLE",

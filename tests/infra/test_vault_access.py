@@ -150,3 +150,25 @@ def test_the_check_follows_the_noncurrent_window_and_the_shortest_daily_retentio
     check_object_lock(config_with({"mode": "governance", "days": 97}, noncurrent_days=90))
     with pytest.raises(ObjectLockConflictError, match=r"lock for at most 31 days"):
         check_object_lock(config_with({"mode": "governance", "days": 32}, noncurrent_days=30, daily=1))
+
+
+def test_a_lock_that_outlives_the_safety_snapshots_is_refused_naming_them() -> None:
+    document = {
+        "bucket": "backstop-test",
+        "storage": {"object_lock": {"mode": "compliance", "days": 40}, "noncurrent_days": 30},
+        "restore": {"safety_snapshot_days": 7},
+        "databases": [
+            {
+                "name": "ledger",
+                "engine": "sqlite",
+                "path": "/data/ledger.db",
+                "retention": {"daily": 30},
+                "restore_targets": {"in-place": {}},
+            }
+        ],
+    }
+    with pytest.raises(ObjectLockConflictError) as caught:
+        check_object_lock(parse_config(yaml.safe_dump(document)))
+
+    assert "lifecycle deletes restores' safety snapshots (7 days of retention" in str(caught.value)
+    assert "keep restore.safety_snapshot_days longer" in str(caught.value)

@@ -28,10 +28,10 @@ from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase
 from backstop.engines import engine_for
 from backstop.errors import BackstopError, BackupNotFoundError, IntegrityError, RestoreError
 from backstop.manifest import Manifest, Trigger
-from backstop.names import backup_id_for, check_database_name, parse_backup_id
+from backstop.names import backup_id_for, parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier, RunLock
 from backstop.restore_table import PendingApproval, RestoreTable
-from backstop.restore_targets import IN_PLACE, target_for
+from backstop.restore_targets import IN_PLACE, safety_database, target_for
 from backstop.services.artifacts import fetch_artifact, resolve_backup
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.restore import RestoreService
@@ -102,12 +102,6 @@ def _backup_summary(manifest: Manifest) -> dict[str, Any]:
         "raw_size": manifest.raw.size,
         "sha256": manifest.object.sha256,
     }
-
-
-def safety_database(database: str, target: str) -> str:
-    """The pseudo-database under which the safety snapshots of ``database``'s ``target`` are stored."""
-    suffix = f"-pre-restore-{target}"
-    return check_database_name(database[: 63 - len(suffix)] + suffix)
 
 
 def confirmation_phrase(backup_id: str) -> str:
