@@ -8,8 +8,8 @@ timeout and explicit retries of Lambda's own transient errors:
 
 A failure before the safety snapshot ends in ``FinishNotRestored`` (the target untouched, the lock
 released, audited, alerted). A failure of ``Restore`` or ``ValidateTarget`` goes to ``Rollback``,
-which restores the safety snapshot and validates it; if the rollback fails it keeps the lock and
-alerts that a person is needed, and the execution fails as ``RollbackFailed``.
+which restores the safety snapshot and validates it; if the rollback fails, ``FinishRollbackFailed``
+keeps the lock and alerts that a person is needed, and the execution fails as ``RollbackFailed``.
 
 The approval token exists only in the task payload and the restore table: execution history is
 logged without execution data, and the Task output never carries it.
@@ -273,10 +273,10 @@ class RestoreWorkflow(Construct):
         task.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
         return task
 
-    def _finish(self, name: str, outcome: str, *, failed: bool) -> tasks.LambdaInvoke:
+    def _finish(self, name: str, outcome: str, *, failed: bool, error_at: str = "$.error") -> tasks.LambdaInvoke:
         extra: dict[str, Any] = {"outcome": outcome}
         if failed:
-            extra["error"] = sfn.JsonPath.object_at("$.error")
+            extra["error"] = sfn.JsonPath.object_at(error_at)
         return self._task(name, "finish", f"Release the lock, close the audit record, publish: {outcome}", **extra)
 
     def _state_machine(self) -> sfn.StateMachine:
@@ -342,7 +342,14 @@ class RestoreWorkflow(Construct):
             state.add_catch(finish_not_restored, errors=["States.ALL"], result_path="$.error")
         for state in (restore, check):
             state.add_catch(rollback, errors=["States.ALL"], result_path="$.error")
-        rollback.add_catch(rollback_failed, errors=["States.ALL"], result_path="$.rollback_error")
+        # Whatever made the rollback fail (its own error, a crash, a timeout), the lock is kept and a person
+        # is called; if even that step fails, the execution still ends as RollbackFailed, lock unreleased.
+        finish_rollback_failed = self._finish(
+            "FinishRollbackFailed", "rollback failed", failed=True, error_at="$.rollback_error"
+        )
+        finish_rollback_failed.add_catch(rollback_failed, errors=["States.ALL"], result_path="$.finish_error")
+        finish_rollback_failed.next(rollback_failed)
+        rollback.add_catch(finish_rollback_failed, errors=["States.ALL"], result_path="$.rollback_error")
         rollback.next(finish_rolled_back)
 
         dry_run = sfn.Choice(self, "DryRun?")

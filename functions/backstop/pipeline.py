@@ -164,17 +164,24 @@ def decompress_stream(
     raw_hash = hashlib.sha256()
     raw_size = 0
     failure: str | None = None
-    try:
-        for chunk in _decompressed_chunks(reader, algorithm):
-            raw_size += len(chunk)
-            if raw_size > expected.raw_size:
-                raise DecompressionBombError(
-                    f"{what} decompresses past its recorded raw size of {expected.raw_size} bytes; stopped there."
-                )
-            raw_hash.update(chunk)
-            sink(chunk)
-    except (zstandard.ZstdError, OSError, EOFError, zlib.error) as exc:
-        failure = str(exc) or type(exc).__name__
+    decompressed = _decompressed_chunks(reader, algorithm)
+    while True:
+        try:
+            chunk = next(decompressed)
+        except StopIteration:
+            break
+        except (zstandard.ZstdError, OSError, EOFError, zlib.error) as exc:  # gzip reports bad data as OSError
+            failure = str(exc) or type(exc).__name__
+            break
+        raw_size += len(chunk)
+        if raw_size > expected.raw_size:
+            raise DecompressionBombError(
+                f"{what} decompresses past its recorded raw size of {expected.raw_size} bytes; stopped there."
+            )
+        raw_hash.update(chunk)
+        # Outside the try: a write that fails here (disk full, file too large) is this machine's
+        # problem, not the backup's, and must never be reported as a corrupt backup.
+        sink(chunk)
     reader.drain()
     stored = StreamDigest(raw_size, raw_hash.hexdigest(), reader.size, reader.hash.hexdigest())
     check_stored(stored, expected, what)

@@ -104,7 +104,9 @@ def test_failures_before_the_snapshot_end_untouched_and_after_it_roll_back(examp
         assert caught_by(name) == "FinishNotRestored", name
     for name in ("Restore", "ValidateTarget"):
         assert caught_by(name) == "Rollback", name
-    assert caught_by("Rollback") == "RollbackFailed"
+    assert caught_by("Rollback") == "FinishRollbackFailed"
+    assert caught_by("FinishRollbackFailed") == "RollbackFailed"
+    assert found["FinishRollbackFailed"]["Parameters"]["outcome"] == "rollback failed"
     assert found["RollbackFailed"]["Type"] == "Fail"
     assert "lock is kept" in found["RollbackFailed"]["Cause"]
     assert found["Rollback"]["Next"] == "FinishRolledBack"

@@ -331,12 +331,13 @@ def test_a_failing_rollback_keeps_the_lock_and_asks_for_intervention(
     snapshot = store.get_manifest(state["safety"]["backup_id"])
     s3.delete_object(Bucket=snapshot.object.bucket, Key=snapshot.object.key, VersionId=snapshot.object.version_id)
 
-    # when the rollback runs
+    # when the rollback runs, and the state machine then finishes the execution as "rollback failed"
     with pytest.raises(RollbackFailedError) as failure:
         workflow.rollback(state)
+    assert "manual intervention needed" in str(failure.value)
+    workflow.finish(state, "rollback failed", {"Error": "RollbackFailedError", "Cause": str(failure.value)})
 
     # then the lock is kept (no later restore may proceed), and the alert asks for a person
-    assert "manual intervention needed" in str(failure.value)
     held = world["table"].holder("orders", "staging") or {}
     assert held["kept"] is True
     with pytest.raises(TargetLockedError):
@@ -411,3 +412,21 @@ def test_a_failed_in_place_safety_snapshot_gives_the_source_lock_back(
     # then the source's backup lock is free again
     lock = store.acquire_run_lock("orders", "next-backup", datetime.now(UTC), timedelta(hours=1))
     store.release_run_lock(lock)
+
+
+def test_a_target_that_did_not_exist_needs_no_rollback_unless_it_exists_now(world: dict[str, Any]) -> None:
+    # given a restore into a staging target that does not exist yet (so no safety snapshot is taken)
+    world["staging"].unlink()
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request())
+    state = workflow.safety_snapshot(state)
+    assert state["safety"] is None
+
+    # when the restore failed without writing it, the rollback has nothing to undo
+    assert workflow.rollback(state)["rolled_back"] is True
+    assert not world["staging"].exists()
+
+    # but a target that appeared meanwhile cannot be put back to "absent" without a person
+    create_orders_db(world["staging"], rows=3)
+    with pytest.raises(RollbackFailedError, match="did not exist before the restore and now does"):
+        workflow.rollback(state)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase
 from backstop.engines import engine_for
-from backstop.errors import BackstopError, BackupNotFoundError, IntegrityError, RestoreError
+from backstop.errors import BackupNotFoundError, IntegrityError, RestoreError
 from backstop.manifest import Manifest, Trigger
 from backstop.names import backup_id_for, parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier, RunLock
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 LOCK_MARGIN = timedelta(hours=6)
 SOURCE_LOCK_TTL = timedelta(hours=2)
 """How long an in-place restore's hold on the source's backup lock lasts if the execution dies holding it."""
+ROLLBACK_FAILED = "rollback failed"
 LATEST_CANDIDATES = 3
 """How many backups, newest first, a restore of ``latest`` checks before it gives up (each is downloaded)."""
 
@@ -427,33 +428,46 @@ class RestoreWorkflow:
         ]
 
     def rollback(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Put the safety snapshot back into the target and validate it; RollbackFailedError otherwise."""
+        """Put the safety snapshot back into the target and validate it; RollbackFailedError otherwise.
+
+        Any failure, expected or not (a full disk is an OSError), is a failed rollback: the state
+        machine then runs ``finish`` with outcome "rollback failed", which keeps the lock and asks
+        for a person. A target that did not exist before and still does not needs no rollback.
+        """
         started = self._now()
         safety = state.get("safety")
         target = self._target(state)
         try:
             if safety is None:
-                raise RestoreError("there is no safety snapshot (the target did not exist before)")
+                if _target_exists(self._describe(target), target):
+                    raise RestoreError("the target did not exist before the restore and now does (no safety snapshot)")
+                return self._timing({**state, "rolled_back": True}, "rollback", started)
             name = safety_database(state["database"], state["target"])
             config = self._config.model_copy(update={"databases": (target.model_copy(update={"name": name}),)})
             self._install(name, safety["backup_id"], target, config=config)
             if self._differences(target, self._store.get_manifest(safety["backup_id"])):
                 raise RestoreError("the rolled-back target does not match the safety snapshot")
-        except BackstopError as exc:
-            reason = f"Rollback of {state['target']} failed: {exc}"
-            self._table.keep(state["database"], state["target"], state["execution"], reason)
-            self._finish(state, "rollback failed", reason, alert="manual intervention needed")
-            raise RollbackFailedError(f"{reason}; the lock is kept: manual intervention needed.") from None
+        except Exception as exc:  # noqa: BLE001 - any failure here is a failed rollback, named in the alert
+            raise RollbackFailedError(
+                f"Rollback of {state['target']} failed: {exc}; the lock is kept: manual intervention needed."
+            ) from None
         return self._timing({**state, "rolled_back": True}, "rollback", started)
 
     def finish(self, state: dict[str, Any], outcome: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Release the lock (if held), close the audit record and publish the outcome."""
-        if state.get("lock"):
-            self._table.release(state["database"], state["target"], state["execution"])
-        self._release_source_lock(state)
+        """Close the restore: release the lock (or, after a failed rollback, keep it), audit, publish."""
         reason = None
         if error:
             reason = f"{error.get('Error', 'Error')}: {str(error.get('Cause', ''))[:500]}"
+        if outcome == ROLLBACK_FAILED:
+            # The target may be neither old nor new: no other restore, and no backup of it in place, until
+            # a person has looked. The source's backup lock (in place) expires by itself.
+            if state.get("lock"):
+                self._table.keep(state["database"], state["target"], state["execution"], reason or outcome)
+            self._finish(state, outcome, reason, alert="manual intervention needed")
+            return {**state, "outcome": outcome}
+        if state.get("lock"):
+            self._table.release(state["database"], state["target"], state["execution"])
+        self._release_source_lock(state)
         self._finish(state, outcome, reason)
         return {**state, "outcome": outcome}
 
