@@ -128,8 +128,7 @@ def lifecycle_rule_count(config: Config) -> int:
 def shortest_version_life(config: Config) -> tuple[int, str, str]:
     """Fewest days lifecycle keeps any backup version (expiry + noncurrent window), whose they are, and the remedy."""
     lives = [
-        (expiry_days(db.retention)["daily"], f"{db.name}'s daily backups", "daily backups")
-        for db in config.databases
+        (expiry_days(db.retention)["daily"], f"{db.name}'s daily backups", "daily backups") for db in config.databases
     ]
     if safety_snapshot_prefixes(config):
         lives.append(
