@@ -118,6 +118,15 @@ def databases_like(prefix: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+SENTINEL_ENV = "BSWF_SHOP_PASSWORD"
+SENTINEL = "sentinel-Qx7-restore-never-print-me"
+
+
+@pytest.fixture(autouse=True)
+def sentinel_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SENTINEL_ENV, SENTINEL)
+
+
 def postgres_config(source: str, staging: str, work: Path) -> Config:
     work.mkdir(exist_ok=True)
     entry = {
@@ -129,6 +138,8 @@ def postgres_config(source: str, staging: str, work: Path) -> Config:
         "user": ADMIN,
         "schedule": "cron(0 2 * * ? *)",
         "stale_after": "26h",
+        # trust authentication ignores the password: it is a sentinel that must surface nowhere
+        "password_env": SENTINEL_ENV,
         "restore_targets": {"staging": {"dbname": staging}},
     }
     return parse_config(json.dumps({"bucket": BUCKET, "work_dir": str(work), "databases": [entry]}))
@@ -224,9 +235,13 @@ def insert_order(path: Path) -> None:
 
 
 def test_an_approved_restore_of_postgres_refreshes_staging_after_a_safety_snapshot(
-    pg_database: Callable[[str], str], tmp_path: Path
+    pg_database: Callable[[str], str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     # given a PostgreSQL source with its committed backup, and a staging database holding other data
+    caplog.set_level("DEBUG")
     source, staging = pg_database("src"), pg_database("stg")
     create_shop(source, orders=300)
     other_data(staging)
@@ -259,6 +274,10 @@ def test_an_approved_restore_of_postgres_refreshes_staging_after_a_safety_snapsh
         assert [a["message"]["event"] for a in alerts] == ["restore_approval_requested", "restore_finished"]
         assert staging in alerts[0]["message"]["plan"]["target_identity"]
         assert alerts[-1]["message"]["safety_snapshot"] == safety_id
+        # and the password reached no event, history, audit record, alert, log or output
+        seen = json.dumps([world.history(arn), audit, alerts], default=str) + caplog.text
+        out, err = capfd.readouterr()
+        assert SENTINEL not in seen + out + err
 
 
 # -- 2. wrong confirmation phrase ---------------------------------------------------------------------
