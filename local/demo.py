@@ -1,21 +1,37 @@
-"""`make demo`: Backstop end to end on the embedded emulator, with no AWS account.
+"""`make demo`: the whole Backstop system on the embedded emulator, with no AWS account.
 
-Backs up a SQLite database and a directory, lists and verifies them, damages a stored copy and
-shows `verify` catching it, then restores and proves the restored data equals the original. Every
-step runs the real `backstop` command against moto over HTTP, as an operator would, and the demo
-exits non-zero if any outcome is not the expected one.
+The stack is synthesized from the demo's backstop.yaml and stood up on moto from that template
+(``local.system``); its functions and its restore state machine run here. The scenario:
+
+1. sample databases: a SQLite shop with a migrations table, a directory of uploads, and a
+   PostgreSQL database when the local server answers (skipped with a note otherwise);
+2. scheduled backups, one "tick" per schedule with the exact input of the template, with their
+   manifests, sizes, tiers and checksums; `backstop list` and `verify` against the same bucket;
+3. the freshness check once on time (no alert) and once two days later (stale alerts);
+4. data lost, a restore started as the console starts it, the plan read from the alerts topic,
+   approved with `backstop approve --confirm "RESTORE <id>"`, and the data compared;
+5. a restore that fails after its safety snapshot (an application writes to the target while it
+   is restored) and is rolled back;
+6. where everything lives, and how to go on with `make local`.
+
+The demo exits non-zero if any outcome is not the expected one; tests/e2e/test_demo.py asserts
+on the outcomes it returns.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +39,15 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
-from local.emulator import Emulator, child_env, flip_byte, running
+from backstop.config import parse_config
+from backstop.store import S3Store
+from local.emulator import flip_byte
+from local.system import LocalSystem, local_system
 
-console = Console(highlight=False)
+console = Console(file=sys.stdout, highlight=False)  # bound now: functions' output is routed away
 BUCKET = "backstop-demo"
+PG_DATABASE = "backstop_demo_ledger"
+PG_STAGING = "backstop_demo_ledger_staging"
 
 
 @dataclass
@@ -35,11 +56,19 @@ class DemoResult:
 
     steps: list[tuple[str, bool, str]] = field(default_factory=list)
     backups: dict[str, str] = field(default_factory=dict)
+    skipped_resources: list[str] = field(default_factory=list)
+    postgres: bool = False
     corrupt_verify_exit: int | None = None
-    corrupt_verify_message: str = ""
+    fresh_alerts: list[dict[str, Any]] = field(default_factory=list)
+    stale_alerts: list[dict[str, Any]] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+    approved_status: str = ""
     sqlite_equal: bool = False
-    files_equal: bool = False
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    rollback_status: str = ""
+    rollback_error: str = ""
+    staging_kept: bool = False
+    lock_free: bool = False
+    audits: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -142,8 +171,12 @@ def tree_digest(root: Path) -> dict[str, str]:
 class Cli:
     """Runs `backstop` as a subprocess against the emulator, echoing each command."""
 
-    def __init__(self, emulator: Emulator, config: Path) -> None:
-        self._env = child_env(emulator, COLUMNS="110")
+    def __init__(self, system: LocalSystem, config: Path) -> None:
+        self._env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            **system.environment(),
+            "COLUMNS": "110",
+        }
         self._config = config
 
     def __call__(self, *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
@@ -161,107 +194,318 @@ class Cli:
         return done
 
 
+# -- PostgreSQL, when the local server answers ----------------------------------------------------------
+
+
+def _pg(dbname: str = "postgres") -> Any:
+    import psycopg
+
+    return psycopg.connect(
+        host="127.0.0.1", port=5432, user="postgres", dbname=dbname, autocommit=True, connect_timeout=3
+    )
+
+
+def postgres_available() -> bool:
+    try:
+        with _pg() as conn:
+            conn.execute("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure to connect means: skip PostgreSQL
+        return False
+    return True
+
+
+def create_postgres_sample() -> None:
+    """A small ledger: accounts and transfers with a foreign key, and a migrations table."""
+    with _pg() as conn:
+        for name in (PG_DATABASE, PG_STAGING):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    with _pg(PG_DATABASE) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY)")
+        conn.execute("INSERT INTO schema_migrations VALUES ('20260101'), ('20261001')")
+        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance_cents bigint NOT NULL)")
+        conn.execute("INSERT INTO accounts SELECT i, 'owner ' || i, 100000 FROM generate_series(1, 2000) i")
+        conn.execute(
+            "CREATE TABLE transfers (id bigserial PRIMARY KEY, src int REFERENCES accounts,"
+            " dst int REFERENCES accounts, cents bigint NOT NULL CHECK (cents > 0))"
+        )
+        conn.execute(
+            "INSERT INTO transfers (src, dst, cents) SELECT 1 + i % 2000, 1 + (i * 7) % 2000, 1 + i % 5000"
+            " FROM generate_series(1, 20000) i"
+        )
+
+
+def drop_postgres_sample() -> None:
+    with _pg() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'backstop_demo_ledger%'").fetchall()
+        for (name,) in rows:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the scenario ---------------------------------------------------------------------------------------
+
+
+def write_config(workspace: Path, shop: Path, staging: Path, uploads: Path, postgres: bool) -> Path:
+    databases = [
+        {
+            "name": "shop",
+            "engine": "sqlite",
+            "path": str(shop),
+            "schedule": "cron(0 2 * * ? *)",
+            "stale_after": "26h",
+            "validation_queries": ["SELECT count(*) FROM schema_migrations"],
+            "restore_targets": {"in-place": {}, "staging": {"path": str(staging)}},
+        },
+        {
+            "name": "uploads",
+            "engine": "files",
+            "path": str(uploads),
+            "schedule": "cron(30 2 * * ? *)",
+            "stale_after": "26h",
+            "compression": "gzip",
+        },
+    ]
+    if postgres:
+        databases.append(
+            {
+                "name": "ledger",
+                "engine": "postgres",
+                "host": "127.0.0.1",
+                "port": 5432,
+                "dbname": PG_DATABASE,
+                "user": "postgres",
+                "schedule": "cron(0 3 * * ? *)",
+                "stale_after": "26h",
+                "restore_targets": {"staging": {"dbname": PG_STAGING}},
+            }
+        )
+    document = {"bucket": BUCKET, "prefix": "backups", "work_dir": str(workspace / "tmp"), "databases": databases}
+    config = workspace / "backstop.yaml"
+    config.write_text(json.dumps(document, indent=2))  # JSON is YAML
+    return config
+
+
+def wait_for(system: LocalSystem, event: str, timeout: float = 60) -> dict[str, Any]:
+    """The first alert of kind ``event`` (the alerts queue stands in for the e-mail subscribers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for alert in system.alerts():
+            if alert["message"].get("event") == event:
+                return alert
+        time.sleep(0.2)
+    raise TimeoutError(f"no {event} alert within {timeout:.0f} s")
+
+
+def wait_until_done(system: LocalSystem, arn: str, timeout: float = 180) -> dict[str, Any]:
+    sfn = system.emulator.client("stepfunctions")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.3)
+    raise TimeoutError(f"{arn} still running after {timeout:.0f} s")
+
+
+def start_restore(system: LocalSystem, name: str, **fields: Any) -> str:
+    """Start an execution exactly as the console does: the state machine, a name, an input document."""
+    document = {**json.loads((Path("events/restore/latest-to-staging.json")).read_text()), **fields}
+    console.print(f"[dim]$ aws stepfunctions start-execution --name {name} --input '{json.dumps(document)}'[/]")
+    started = system.emulator.client("stepfunctions").start_execution(
+        stateMachineArn=system.state_machine_arn, name=name, input=json.dumps(document)
+    )
+    return str(started["executionArn"])
+
+
+@contextmanager
+def application_writing_before(step: str, target: Path) -> Iterator[None]:
+    """An application still pointed at ``target`` writes one row just before the restore runs ``step``."""
+    from backstop.handlers import restore as restore_handler
+
+    real = restore_handler.handler
+
+    def handler(event: dict[str, Any], context: Any) -> Any:
+        if event.get("step") == step:
+            with closing(sqlite3.connect(target)) as conn, conn:
+                conn.execute("INSERT INTO orders VALUES (999999, 1, 'paid', '2026-11-22')")
+        return real(event, context)
+
+    restore_handler.handler = handler
+    try:
+        yield
+    finally:
+        restore_handler.handler = real
+
+
 def run(workspace: Path) -> DemoResult:
     """Run the scenario in ``workspace`` (recreated) and return what it showed."""
     shutil.rmtree(workspace, ignore_errors=True)
-    workspace.mkdir(parents=True)
+    (workspace / "tmp").mkdir(parents=True)
     result = DemoResult()
-    with running() as emulator:
-        emulator.create_bucket(BUCKET)
-        key_arn = emulator.create_key()
-        topic, queue = emulator.create_alerts()
-        db, files = workspace / "shop.db", workspace / "uploads"
-        create_sample_database(db)
-        create_sample_directory(files)
-        config = workspace / "backstop.yaml"
-        config.write_text(
-            f"bucket: {BUCKET}\nprefix: backups\nkms_key_id: {key_arn}\nalerts_topic_arn: {topic}\n"
-            f"work_dir: {workspace / 'tmp'}\n"
-            "databases:\n"
-            f"  - name: shop\n    engine: sqlite\n    path: {db}\n"
-            "    schedule: cron(0 2 * * ? *)\n    stale_after: 26h\n"
-            f"  - name: uploads\n    engine: files\n    path: {files}\n    compression: gzip\n"
-        )
-        (workspace / "tmp").mkdir()
-        cli = Cli(emulator, config)
-        console.print(Rule("Backstop demo: embedded AWS at " + emulator.endpoint))
-        console.print(f"bucket s3://{BUCKET} (versioned, SSE-KMS {key_arn.rsplit('/', 1)[1][:8]}...), config {config}")
+    shop, staging, uploads = workspace / "shop.db", workspace / "staging" / "shop.db", workspace / "uploads"
 
-        console.print(Rule("1. Back up a SQLite database and a directory"))
-        today = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0)
-        original_db, original_files = logical_digest(db), tree_digest(files)
-        done = cli("backup", "shop", "--type", "scheduled", "--at", today.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        result.backups["shop"] = done.stdout.strip()
-        result.record("backup shop (sqlite, zstd)", done.returncode == 0, result.backups["shop"])
-        again = cli("backup", "shop", "--type", "scheduled", "--at", today.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        result.record(
-            "same scheduled run delivered again", again.stdout.strip() == result.backups["shop"], "no second backup"
-        )
-        done = cli("backup", "uploads")
-        result.backups["uploads"] = done.stdout.strip()
-        result.record("backup uploads (directory, gzip)", done.returncode == 0, result.backups["uploads"])
+    console.print(Rule("1. Sample databases"))
+    create_sample_database(shop)
+    staging.parent.mkdir()
+    create_sample_database(staging)
+    create_sample_directory(uploads)
+    result.postgres = postgres_available()
+    if result.postgres:
+        create_postgres_sample()
+        console.print(f"  PostgreSQL at 127.0.0.1:5432: database {PG_DATABASE} (2,000 accounts, 20,000 transfers)")
+    else:
+        console.print("  [yellow]PostgreSQL is not reachable at 127.0.0.1:5432: its part is skipped[/]")
+    config_path = write_config(workspace, shop, staging, uploads, result.postgres)
+    config = parse_config(config_path.read_text(), source=str(config_path))
+    console.print(f"  {shop} (SQLite, WAL, migrations table), {uploads} (files); config {config_path}")
 
-        console.print(Rule("2. List and inspect"))
-        cli("list", "shop")
-        shown = json.loads(cli("show", "shop", result.backups["shop"], "--json", show=False).stdout)
-        result.record(
-            "manifest",
-            shown["integrity"]["passed"],
-            f"{shown['object']['size']} bytes stored, {shown['raw']['size']} raw, tier {shown['retention_tier']}, "
-            f"sha256 {shown['object']['sha256'][:16]}..., {sum(t['rows'] for t in shown['tables'].values())} rows",
-        )
-
-        console.print(Rule("3. Verify, then damage a copy and verify again"))
-        done = cli("verify", "shop", "latest")
-        result.record("verify shop latest", done.returncode == 0, "size, SHA-256, manifest, integrity_check, rows")
-        copy = cli("backup", "shop", "--type", "manual", "--json", show=False)
-        copy_manifest = json.loads(copy.stdout)
-        result.backups["shop-copy"] = copy_manifest["backup_id"]
-        console.print(f"  second backup {copy_manifest['backup_id']}; flipping one byte of its stored object")
-        flip_byte(BUCKET, copy_manifest["object"]["key"], copy_manifest["object"]["version_id"], offset=4096)
-        done = cli("verify", "shop", copy_manifest["backup_id"])
-        result.corrupt_verify_exit = done.returncode
-        result.corrupt_verify_message = done.stderr.strip()
-        result.record(
-            "verify catches the damaged copy", done.returncode == 1, done.stderr.strip().removeprefix("error: ")
-        )
-        done = cli("restore", "shop", copy_manifest["backup_id"], "--to", str(db), "--yes")
-        result.record(
-            "restore refuses the damaged copy",
-            done.returncode == 1 and logical_digest(db) == original_db,
-            "target untouched",
-        )
-
-        console.print(Rule("4. Lose data, restore, compare"))
-        with sqlite3.connect(db) as conn:
-            conn.execute("DELETE FROM order_lines WHERE order_id > 100")
-            conn.execute("UPDATE products SET price_cents = 0")
-        console.print("  deleted most order lines and zeroed every price")
-        result.record("data changed", logical_digest(db) != original_db, "shop.db no longer matches the backup")
-        done = cli("restore", "shop", result.backups["shop"], "--to", str(db), "--yes")
-        result.sqlite_equal = logical_digest(db) == original_db
-        result.record(
-            "restore shop in place",
-            done.returncode == 0 and result.sqlite_equal,
-            "every table equal to the original, pre-restore copy kept",
-        )
-        restored_files = workspace / "uploads-restored"
-        done = cli("restore", "uploads", "latest", "--to", str(restored_files), "--yes")
-        result.files_equal = tree_digest(restored_files) == original_files
-        result.record(
-            "restore uploads to a new path",
-            done.returncode == 0 and result.files_equal,
-            f"{len(original_files)} entries equal, symlink kept",
-        )
-
-        console.print(Rule("5. Stats and freshness"))
-        cli("stats")
-        done = cli("freshness")
-        result.record("freshness", done.returncode == 0, "every database has a backup newer than stale_after")
-        result.alerts = emulator.read_alerts(queue)
-        leftovers = list((workspace / "tmp").iterdir())
-        result.record("no temporary files left", not leftovers, f"{len(leftovers)} entries in work_dir")
+    try:
+        with local_system(config, log_dir=workspace / "logs") as system:
+            _scenario(system, config_path, result, shop, staging)
+    finally:
+        if result.postgres:
+            drop_postgres_sample()
     return result
+
+
+def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: Path, staging: Path) -> None:
+    skipped = sorted(set(system.deployed.skipped.values()))
+    result.skipped_resources = skipped
+    created = len(system.template["Resources"]) - len(system.deployed.skipped)
+    console.print(Rule(f"The stack, stood up from its synthesized template at {system.emulator.endpoint}"))
+    console.print(f"  {created} resources created; not emulated (listed, not created): {', '.join(skipped)}")
+    # The command line takes the stack's outputs as its configuration, as docs/deploy.md says.
+    config_path.write_text(
+        config_path.read_text().replace(
+            '"prefix": "backups",',
+            f'"prefix": "backups", "kms_key_id": "{system.outputs["KeyArn"]}", '
+            f'"alerts_topic_arn": "{system.outputs["AlertsTopicArn"]}",',
+            1,
+        )
+    )
+    cli = Cli(system, config_path)
+    store = S3Store(system.emulator.client("s3"), bucket=system.bucket, prefix="backups")
+
+    console.print(Rule("2. Scheduled backups (schedules never fire on the emulator: each is a tick)"))
+    now = datetime.now(UTC).replace(microsecond=0)
+    tick_at = now.replace(minute=0, second=0) - timedelta(hours=1)  # the last scheduled run before now
+    original = logical_digest(shop)
+    table = Table("schedule tick", "backup", "stored", "tier", "sha256")
+    for schedule in system.schedules:
+        if "backs up" not in schedule.description:
+            continue
+        at = tick_at
+        console.print(f"[dim]tick {schedule.expression} -> {schedule.function} at {at:%Y-%m-%dT%H:%MZ}[/]")
+        outcome = system.tick(schedule, at)
+        manifest = store.get_manifest(outcome["backup_id"])
+        database = manifest.database
+        result.backups[database] = manifest.backup_id
+        table.add_row(
+            schedule.description.removeprefix("Backstop: "),
+            manifest.backup_id,
+            f"{manifest.object.size:,} B",
+            manifest.retention_tier,
+            manifest.object.sha256[:16] + "...",
+        )
+    console.print(table)
+    expected = {"shop", "uploads", *(["ledger"] if result.postgres else [])}
+    result.record("scheduled backups", set(result.backups) == expected, ", ".join(sorted(result.backups.values())))
+    cli("list", "shop")
+    verified = cli("verify", "shop", "latest")
+    result.record("verify shop latest", verified.returncode == 0, "size, SHA-256, manifest, integrity_check, rows")
+    manual = json.loads(cli("backup", "shop", "--type", "manual", "--json", show=False).stdout)
+    flip_byte(system.bucket, manual["object"]["key"], manual["object"]["version_id"], offset=4096)
+    damaged = cli("verify", "shop", manual["backup_id"])
+    result.corrupt_verify_exit = damaged.returncode
+    result.record("verify catches a damaged copy", damaged.returncode == 1, "one flipped byte: SHA-256 mismatch")
+
+    console.print(Rule("3. Freshness check: on time, then two days later"))
+    freshness = system.schedule_of("recent backup")
+    system.alerts()  # from here on, every alert is the check's
+    system.tick(freshness, now + timedelta(minutes=5))
+    result.fresh_alerts = system.alerts()
+    result.record("fresh: no alert", result.fresh_alerts == [], "every newest backup is within stale_after")
+    system.tick(freshness, now + timedelta(days=2))
+    time.sleep(0.5)
+    result.stale_alerts = system.alerts()
+    for alert in result.stale_alerts:
+        console.print(f"  [yellow]alert[/] {alert['subject']}")
+    stale = {str(a["message"].get("database")) for a in result.stale_alerts}
+    result.record("two days later: stale alerts", stale >= {"shop", "uploads"}, f"alerted: {', '.join(sorted(stale))}")
+
+    console.print(Rule("4. Lose data, restore it through the approved restore workflow"))
+    with closing(sqlite3.connect(shop)) as conn, conn:
+        conn.execute("DELETE FROM order_lines WHERE order_id > 100")
+        conn.execute("UPDATE products SET price_cents = 0")
+    console.print("  a bad deploy deleted most order lines and zeroed every price")
+    arn = start_restore(
+        system, "demo-restore-shop", database="shop", target="in-place", reason="DEMO-1: bad deploy", dry_run=False
+    )
+    request = wait_for(system, "restore_approval_requested")
+    result.plan = dict(request["message"]["plan"])
+    console.print(f"  [bold]{request['subject']}[/]")
+    for key in (
+        "backup_id",
+        "backup_time",
+        "size",
+        "sha256",
+        "target_identity",
+        "safety_snapshot",
+        "estimated_seconds",
+    ):
+        console.print(f"    {key}: {result.plan.get(key)}")
+    lines = result.plan["rows"].get("order_lines", {})
+    console.print(f"    rows order_lines: backup {lines.get('backup')}, target now {lines.get('target')}")
+    console.print(f"    how to approve: {request['message'].get('approve')}")
+    approved = cli("approve", "demo-restore-shop", "--confirm", f"RESTORE {result.plan['backup_id']}")
+    described = wait_until_done(system, arn)
+    result.approved_status = described["status"]
+    result.sqlite_equal = logical_digest(shop) == original
+    result.record(
+        "approved restore of shop",
+        approved.returncode == 0 and result.approved_status == "SUCCEEDED" and result.sqlite_equal,
+        f"{result.approved_status}; every table equal to backup {result.plan['backup_id']}",
+    )
+
+    console.print(Rule("5. A restore that fails after its safety snapshot is rolled back"))
+    before = logical_digest(staging)
+    with application_writing_before("validate_target", staging):
+        arn = start_restore(system, "demo-refresh-staging", database="shop", target="staging")
+        request = wait_for(system, "restore_approval_requested")
+        cli("approve", "demo-refresh-staging", "--confirm", f"RESTORE {request['message']['plan']['backup_id']}")
+        console.print("  an application still pointed at staging writes an order while it is being restored")
+        described = wait_until_done(system, arn)
+    result.rollback_status = described["status"]
+    result.rollback_error = str(described.get("error"))
+    final = wait_for(system, "restore_failed")
+    console.print(f"  [yellow]alert[/] {final['subject']}: {final['message'].get('reason')}")
+    result.staging_kept = logical_digest(staging) == before
+    result.record(
+        "failed restore rolled back",
+        result.rollback_error == "RestoreRolledBack" and result.staging_kept,
+        "staging equals its pre-restore data (from the safety snapshot)",
+    )
+    table_name = system.restore_table
+    holders = system.emulator.client("dynamodb").scan(
+        TableName=table_name, FilterExpression="sk = :l", ExpressionAttributeValues={":l": {"S": "lock"}}
+    )
+    result.lock_free = holders["Count"] == 0
+    result.record("no restore lock left", result.lock_free, "both targets free again")
+    audit = cli("restores", "--json", show=False)
+    result.audits = json.loads(audit.stdout) if audit.returncode == 0 else []
+    cli("restores")
+
+    console.print(Rule("6. Where everything is"))
+    where = Table("what", "where")
+    where.add_row("emulator (AWS API)", system.emulator.endpoint)
+    where.add_row("vault bucket", f"s3://{system.bucket}/backups/")
+    where.add_row("restore state machine", system.state_machine_arn)
+    where.add_row("restore table (locks, approvals, audit)", system.restore_table)
+    where.add_row("alerts", f"{system.outputs['AlertsTopicArn']} -> queue {system.alerts_queue_url}")
+    where.add_row("config", str(config_path))
+    where.add_row("function logs (CloudWatch Logs in AWS)", str(config_path.parent / "logs"))
+    console.print(where)
+    console.print("Go on with [bold]make local[/]: the same system, left running, with .local/env for your shell.")
 
 
 def main() -> None:

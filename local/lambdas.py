@@ -14,16 +14,19 @@ An exception becomes what Lambda returns for an unhandled error (``FunctionError
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
@@ -97,15 +100,47 @@ def _environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+class _RoutedStdout(io.TextIOBase):
+    """``sys.stdout`` while functions run: a function's prints and logs go to its own log file.
+
+    What a function writes to stdout (powertools' JSON logs and metrics) is what Lambda ships to
+    CloudWatch Logs; here it goes to ``<log_dir>/<function>.log``. The target is per thread, since
+    Step Functions invokes functions from moto's threads while the caller keeps printing.
+    """
+
+    def __init__(self, real: TextIO) -> None:
+        self._real = real
+        self._local = threading.local()
+
+    @contextmanager
+    def to(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as log_file:
+            self._local.target = log_file
+            try:
+                yield
+            finally:
+                self._local.target = None
+
+    def write(self, text: str) -> int:
+        target = getattr(self._local, "target", None) or self._real
+        return target.write(text)
+
+    def flush(self) -> None:
+        (getattr(self._local, "target", None) or self._real).flush()
+
+
 @contextmanager
-def in_process_lambdas(extra_env: dict[str, str] | None = None) -> Iterator[InvocationLog]:
+def in_process_lambdas(extra_env: dict[str, str] | None = None, log_dir: Path | None = None) -> Iterator[InvocationLog]:
     """Patch moto's simple Lambda backend to run the real handlers; yields the log of invocations.
 
     ``extra_env`` is applied under every function's own variables (for example the endpoint of
-    the emulator, which a deployed function would not need).
+    the emulator, which a deployed function would not need). With ``log_dir``, each function's
+    output goes to ``<log_dir>/<function name>.log`` instead of this process's stdout.
     """
     calls = InvocationLog()
     original = LambdaSimpleBackend.invoke
+    router = _RoutedStdout(sys.stdout) if log_dir is not None else None
 
     def invoke(
         self: LambdaSimpleBackend,
@@ -125,7 +160,8 @@ def in_process_lambdas(extra_env: dict[str, str] | None = None) -> Iterator[Invo
             memory_limit_in_mb=int(fn.memory_size or 128),
             timeout_s=int(fn.timeout or 3),
         )
-        with _LOCK, _environment({**(extra_env or {}), **(fn.environment_vars or {})}):
+        output = router.to(log_dir / f"{fn.function_name}.log") if router and log_dir else nullcontext()
+        with _LOCK, _environment({**(extra_env or {}), **(fn.environment_vars or {})}), output:
             calls.calls.append(call)
             try:
                 result = _load(path)(event, context)
@@ -137,7 +173,11 @@ def in_process_lambdas(extra_env: dict[str, str] | None = None) -> Iterator[Invo
         return json.dumps(result).encode()
 
     LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+    saved_stdout = sys.stdout
+    if router is not None:
+        sys.stdout = router
     try:
         yield calls
     finally:
+        sys.stdout = saved_stdout
         LambdaSimpleBackend.invoke = original  # type: ignore[method-assign]

@@ -153,6 +153,11 @@ class StackBuilder:
         s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=bool(properties.get("ObjectLockEnabled")))
         if properties.get("VersioningConfiguration", {}).get("Status") == "Enabled":
             s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        rules = properties.get("LifecycleConfiguration", {}).get("Rules")
+        if rules:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": [lifecycle_rule(rule) for rule in rules]}
+            )
         self.deployed.refs[logical] = name
         self.deployed.attributes[logical] = {"Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com"}
 
@@ -236,6 +241,35 @@ class StackBuilder:
         )["stateMachineArn"]
         self.deployed.refs[logical] = arn
         self.deployed.attributes[logical] = {"Arn": arn, "Name": arn.rsplit(":", 1)[1]}
+
+
+def lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule written as the S3 API takes it."""
+    tags = [{"Key": t["Key"], "Value": t["Value"]} for t in rule.get("TagFilters", [])]
+    prefix = rule.get("Prefix", "")
+    if tags and (prefix or len(tags) > 1):
+        rule_filter: dict[str, Any] = {"And": {"Prefix": prefix, "Tags": tags}}
+    elif tags:
+        rule_filter = {"Tag": tags[0]}
+    else:
+        rule_filter = {"Prefix": prefix}
+    api: dict[str, Any] = {"ID": rule["Id"], "Status": rule.get("Status", "Enabled"), "Filter": rule_filter}
+    if "ExpirationInDays" in rule:
+        api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    elif rule.get("ExpiredObjectDeleteMarker"):
+        api["Expiration"] = {"ExpiredObjectDeleteMarker": True}
+    if rule.get("Transitions"):
+        api["Transitions"] = [
+            {"Days": int(t["TransitionInDays"]), "StorageClass": t["StorageClass"]} for t in rule["Transitions"]
+        ]
+    if "NoncurrentVersionExpiration" in rule:
+        api["NoncurrentVersionExpiration"] = {
+            "NoncurrentDays": int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        }
+    if "AbortIncompleteMultipartUpload" in rule:
+        days = int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+        api["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+    return api
 
 
 def stand_up(emulator: Emulator, template: dict[str, Any]) -> Deployed:

@@ -8,15 +8,33 @@ import pytest
 
 from local.demo import run
 
+pytestmark = pytest.mark.xdist_group("emulator")
 
-@pytest.mark.xdist_group("emulator")
-def test_demo_backs_up_catches_damage_and_restores_equal_data(tmp_path: Path) -> None:
+
+def test_demo_runs_the_whole_system_on_the_emulator(tmp_path: Path) -> None:
     result = run(tmp_path / "demo")
 
     assert result.ok, [step for step in result.steps if not step[1]]
+    # the stack came from its template; what moto cannot run is named, not silently missing
+    assert "AWS::Scheduler::Schedule" in result.skipped_resources
+    assert "AWS::Lambda::Function" not in result.skipped_resources
+    # scheduled backups of every database, PostgreSQL included (the machine runs it)
+    assert result.postgres
+    assert set(result.backups) == {"shop", "uploads", "ledger"}
     assert result.corrupt_verify_exit == 1
-    assert "SHA-256" in result.corrupt_verify_message
-    assert result.sqlite_equal
-    assert result.files_equal
-    assert set(result.backups) == {"shop", "uploads", "shop-copy"}
-    assert result.alerts == []  # nothing failed on the backup path, so nothing was alerted
+    # freshness: silent on time, one alert per stale database two days later
+    assert result.fresh_alerts == []
+    stale = [a["message"] for a in result.stale_alerts]
+    assert {m["database"] for m in stale} == {"shop", "uploads", "ledger"}
+    # the approved restore: the plan named the backup, the data equals it again
+    assert result.plan["backup_id"] == result.backups["shop"]
+    assert result.plan["confirmation"] == f"RESTORE {result.backups['shop']}"
+    assert result.approved_status == "SUCCEEDED" and result.sqlite_equal
+    # the failed restore: rolled back to the target's own data, nothing left locked
+    assert result.rollback_error == "RestoreRolledBack" and result.staging_kept
+    assert result.lock_free
+    outcomes = {a["execution"]: a["outcome"] for a in result.audits}
+    assert outcomes == {"demo-restore-shop": "restored", "demo-refresh-staging": "rolled back"}
+    # the functions' output went to their log files, as it would to CloudWatch Logs
+    logs = sorted(p.name for p in (tmp_path / "demo" / "logs").iterdir())
+    assert any("restorefunction" in name for name in logs)

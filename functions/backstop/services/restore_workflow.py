@@ -14,6 +14,7 @@ committed through the normal backup path (type ``pre-restore``, stored under the
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -92,6 +93,18 @@ def parse_input(data: dict[str, Any]) -> RestoreInput:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "input"
         raise RestoreError(f"The restore input is invalid: {where}: {first['msg']}.") from None
+
+
+def _reason(error: dict[str, Any]) -> str:
+    """One line from a caught error: Step Functions gives a Lambda error's Cause as its JSON document."""
+    cause = str(error.get("Cause", ""))
+    try:
+        document = json.loads(cause)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and "errorMessage" in document:
+        cause = str(document["errorMessage"])
+    return f"{error.get('Error', 'Error')}: {cause[:500]}"
 
 
 def _backup_summary(manifest: Manifest) -> dict[str, Any]:
@@ -455,9 +468,7 @@ class RestoreWorkflow:
 
     def finish(self, state: dict[str, Any], outcome: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         """Close the restore: release the lock (or, after a failed rollback, keep it), audit, publish."""
-        reason = None
-        if error:
-            reason = f"{error.get('Error', 'Error')}: {str(error.get('Cause', ''))[:500]}"
+        reason = _reason(error) if error else None
         if outcome == ROLLBACK_FAILED:
             # The target may be neither old nor new: no other restore, and no backup of it in place, until
             # a person has looked. The source's backup lock (in place) expires by itself.
