@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: setup test lint typecheck unit demo bench synth clean
+.PHONY: setup test lint typecheck unit demo local bench synth clean
 
 setup: $(STAMP) node_modules/.installed
 
@@ -37,6 +37,9 @@ test: lint typecheck unit
 
 demo: setup
 	$(BIN)/python -m local.demo
+
+local: setup
+	$(BIN)/python -m local.serve
 
 bench: setup
 	$(BIN)/python -m bench.run
