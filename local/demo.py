@@ -46,6 +46,7 @@ from local.system import LocalSystem, local_system
 
 console = Console(file=sys.stdout, highlight=False)  # bound now: functions' output is routed away
 BUCKET = "backstop-demo"
+EVENTS = Path(__file__).resolve().parents[1] / "events"
 PG_DATABASE = "backstop_demo_ledger"
 PG_STAGING = "backstop_demo_ledger_staging"
 
@@ -309,7 +310,7 @@ def wait_until_done(system: LocalSystem, arn: str, timeout: float = 180) -> dict
 
 def start_restore(system: LocalSystem, name: str, **fields: Any) -> str:
     """Start an execution exactly as the console does: the state machine, a name, an input document."""
-    document = {**json.loads((Path("events/restore/latest-to-staging.json")).read_text()), **fields}
+    document = {**json.loads((EVENTS / "restore" / "latest-to-staging.json").read_text()), **fields}
     console.print(f"[dim]$ aws stepfunctions start-execution --name {name} --input '{json.dumps(document)}'[/]")
     started = system.emulator.client("stepfunctions").start_execution(
         stateMachineArn=system.state_machine_arn, name=name, input=json.dumps(document)
