@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MANIFEST_SUFFIX = ".manifest.json"
+SidecarKind = Literal["drill", "sweep"]
+SIDECAR_KINDS: tuple[SidecarKind, ...] = ("drill", "sweep")
+"""Records written next to a committed backup after the fact (its last drill, its last sweep): never
+the manifest, which is immutable once committed."""
 MIB = 1024 * 1024
 _MAX_PARTS = 10_000
 # Day folders ``recent_backup_ids`` may list beyond one per wanted backup (days with failed runs only).
@@ -240,6 +244,10 @@ class S3Store:
         database, at = parse_backup_id(backup_id)
         return f"{self._day_prefix(database, at)}{backup_id}{MANIFEST_SUFFIX}"
 
+    def sidecar_key(self, backup_id: str, kind: SidecarKind) -> str:
+        """Key of the ``kind`` sidecar of ``backup_id``, beside its manifest."""
+        return self.manifest_key(backup_id).removesuffix(MANIFEST_SUFFIX) + f".{kind}.json"
+
     def _lock_key(self, database: str) -> str:
         return f"{self.prefix}/_locks/{check_database_name(database)}.backup.json"
 
@@ -317,6 +325,50 @@ class S3Store:
             absent=_CONFLICT,
         )
         return written is not None
+
+    def put_sidecar(self, manifest: Manifest, kind: SidecarKind, document: dict[str, Any]) -> None:
+        """Write (or replace) the ``kind`` record of a committed backup, tagged like it so it expires with it."""
+        key = self.sidecar_key(manifest.backup_id, kind)
+        tags = self.tags_for(manifest.database, manifest.engine, manifest.retention_tier)
+        _call(
+            f"Writing the {kind} record of {manifest.backup_id}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=json.dumps(document, indent=2, sort_keys=True, default=str).encode(),
+                ContentType="application/json",
+                Tagging=self.tagging(tags),
+                **self.sse_args(),
+            ),
+        )
+
+    def get_sidecar(self, backup_id: str, kind: SidecarKind) -> dict[str, Any] | None:
+        """The ``kind`` record of ``backup_id``, or None if it has none yet."""
+        key = self.sidecar_key(backup_id, kind)
+        body = _call(
+            f"Reading the {kind} record of {backup_id}",
+            lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
+            absent=_MISSING,
+        )
+        if body is None:
+            return None
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise ManifestError(f"The {kind} record at {key} is not a JSON object.")
+        return document
+
+    def sidecar_times(self, database: str, kind: SidecarKind) -> dict[str, datetime]:
+        """When each backup of ``database`` last got its ``kind`` record, from one listing (no GETs)."""
+        suffix = f".{kind}.json"
+        found: dict[str, datetime] = {}
+        prefix = f"{self.prefix}/{check_database_name(database)}/"
+        with _listing(f"Listing {self.bucket}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    name = str(item["Key"]).rsplit("/", 1)[1]
+                    if name.endswith(suffix):
+                        found[name.removesuffix(suffix)] = item["LastModified"]
+        return found
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -410,7 +462,7 @@ class S3Store:
             name = key.rsplit("/", 1)[1]
             if name.endswith(MANIFEST_SUFFIX):
                 committed.add(name.removesuffix(MANIFEST_SUFFIX))
-            else:
+            elif not name.endswith(tuple(f".{kind}.json" for kind in SIDECAR_KINDS)):
                 sizes[name.split(".", 1)[0]] = size
         return {backup_id: sizes.get(backup_id, 0) for backup_id in sorted(committed)}
 
