@@ -11,12 +11,13 @@ import re
 import zoneinfo
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -233,8 +234,50 @@ class _DatabaseBase(_Model):
         return 3 if self.compression == "zstd" else 6
 
 
-DEPLOYMENT_FIELDS = frozenset({"function", "vpc", "efs", "restore_targets"})
+DEPLOYMENT_FIELDS = frozenset({"function", "vpc", "efs", "restore_targets", "drill"})
 """Fields that shape the deployed functions, not the backup: left out of the schedule's input."""
+
+
+class _Drill(_Model):
+    """A scheduled restore drill: a backup really restored where nothing real lives, validated, cleaned up."""
+
+    every: Duration = timedelta(days=7)
+    pick: Literal["newest", "random"] = "newest"
+    among: int = Field(default=5, ge=1, le=100)
+    """With ``pick: random``, the drill restores one of the newest ``among`` backups."""
+    rto: Duration | None = None
+    """The restore-time objective: a drill that takes longer is reported (and alarmed) as too slow."""
+
+    @field_validator("every")
+    @classmethod
+    def _cadence(cls, value: timedelta) -> timedelta:
+        if not timedelta(hours=1) <= value <= timedelta(days=90) or value.total_seconds() % 60:
+            raise ValueError("drill every 1h to 90d, in whole minutes")
+        return value
+
+
+class FileDrill(_Drill):
+    """SQLite and directories: restored into a scratch directory (default: the function's own work space)."""
+
+    path: Path | None = None
+
+
+class DrillServer(_Model):
+    """The scratch server a PostgreSQL or MySQL drill restores into (a uniquely named database, always dropped)."""
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str
+    password_secret: str | None = None
+    password_env: str | None = None
+
+
+class ServerDrill(_Drill):
+    server: DrillServer
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
 class _FileDatabase(_DatabaseBase):
@@ -242,6 +285,25 @@ class _FileDatabase(_DatabaseBase):
 
     path: Path
     efs: Efs | None = None
+    drill: FileDrill | None = FileDrill()
+
+    @model_validator(mode="after")
+    def _drill_is_scratch(self) -> _FileDatabase:
+        scratch = self.drill.path if self.drill else None
+        if scratch is None:
+            return self
+        places = {"the database's own path": self.path} | {
+            f"restore target {name}": Path(overrides["path"])
+            for name, overrides in self.restore_targets.items()
+            if "path" in overrides
+        }
+        for what, place in places.items():
+            if _overlaps(scratch, place):
+                raise _LocatedError(
+                    ("drill", "path"),
+                    f"{str(scratch)!r} overlaps {what} ({str(place)!r}): a drill restores only into scratch space",
+                )
+        return self
 
     @model_validator(mode="after")
     def _efs_holds_the_path(self) -> _FileDatabase:
@@ -295,10 +357,32 @@ class _ServerDatabase(_DatabaseBase):
     user: str
     password_secret: str | None = None
     password_env: str | None = None
+    if TYPE_CHECKING:  # each engine declares it with its own default port
+        port: int
     connect_timeout: Duration = timedelta(seconds=10)
     lock_wait_timeout: Duration = timedelta(seconds=30)
     exact_count_limit: int = Field(default=1_000_000, ge=0)
     validation_queries: tuple[str, ...] = ()
+    drill: ServerDrill | None = None
+    """Drills of a server database need a scratch server: none unless one is configured."""
+
+    @model_validator(mode="after")
+    def _drill_is_scratch(self) -> _ServerDatabase:
+        if self.drill is None:
+            return self
+        server = self.drill.server
+        scratch = (server.host, server.port or self.port)
+        places = {"the database's own server": (self.host, self.port)} | {
+            f"restore target {name}": (overrides.get("host", self.host), overrides.get("port", self.port))
+            for name, overrides in self.restore_targets.items()
+        }
+        for what, place in places.items():
+            if scratch == place:
+                raise _LocatedError(
+                    ("drill", "server"),
+                    f"{scratch[0]}:{scratch[1]} is {what}: a drill restores only into a scratch server",
+                )
+        return self
 
     @field_validator("host")
     @classmethod
@@ -432,6 +516,20 @@ class RestoreSettings(_Model):
         return value
 
 
+class Sweep(_Model):
+    """The scheduled verification sweep: re-reads stored backups within a byte budget per run."""
+
+    every: Duration = timedelta(days=1)
+    budget: ByteSize = ByteSize(10 * 1024**3)
+
+    @field_validator("every")
+    @classmethod
+    def _cadence(cls, value: timedelta) -> timedelta:
+        if not timedelta(hours=1) <= value <= timedelta(days=30) or value.total_seconds() % 60:
+            raise ValueError("sweep every 1h to 30d, in whole minutes")
+        return value
+
+
 class Runner(_Model):
     """The deployed functions' container image and logs."""
 
@@ -453,6 +551,7 @@ class Config(_Model):
     freshness: FreshnessCheck = FreshnessCheck()
     runner: Runner = Runner()
     restore: RestoreSettings = RestoreSettings()
+    sweep: Sweep = Sweep()
     databases: tuple[Database, ...]
 
     @field_validator("bucket")

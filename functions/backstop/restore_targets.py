@@ -51,7 +51,7 @@ def resolve_target(db: AnyDatabase, name: str, overrides: dict[str, Any]) -> Any
         raise ConfigError(f"Restore target in-place of {db.name} is the source itself and takes no fields.")
     if name != IN_PLACE and not overrides:
         raise ConfigError(f"Restore target {name} of {db.name} names no location; use in-place for the source.")
-    data = db.model_dump(mode="python", exclude={"restore_targets"})
+    data = db.model_dump(mode="python", exclude={"restore_targets", "drill"})  # a target is only a place
     data.update(overrides)
     if "password_secret" in overrides:
         data.pop("password_env", None)
