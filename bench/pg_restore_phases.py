@@ -22,30 +22,30 @@ from typing import Any
 from bench import phases
 from bench.pg_phases import ProcessSampler
 
-RESOLVE = "resolve the manifest"
-FETCH = "fetch: HEAD + download + SHA-256 + decompress into a file"
-INSPECT = "inspect: pg_restore --list + full read"
-VERDICT = "checked while fetched: wait for pg_restore --list + full read"
+FETCH = "fetch: resolve + download the stored bytes + SHA-256"
 CONNECT = "connect (maintenance)"
 DESCRIBE = "plan: target row counts"
 SESSIONS = "plan: sessions on the target"
 CREATE = "create the fresh database"
-PG_RESTORE = "pg_restore into the fresh database"
+LOAD = "load: one stream into pg_restore and its checks"
+# Within the load (in the timeline, not in the phases: they overlap it).
+STREAM = "load: decompress + SHA-256 of both sides, fed to the three pg_restore"
+VERDICT = "load: wait for pg_restore --list + full read"
+FINISH = "load: wait for pg_restore after the end of the stream"
 VALIDATE = "validate: row counts + validation queries"
 SWAP = "swap by renames"
 CLEANUP = "remove the run directory"
 
+# The phase of the report that stands for the reference's work: Backstop's own pg_restore, fed as it streams.
+LOAD_PHASE = "load: `pg_restore` fed the decompressed stream (its checks alongside)"
 # The stages of a restore in the order they run, and the phase of the report each belongs to.
 STAGES = (
-    (RESOLVE, "resolve the manifest (`latest`)"),
-    (FETCH, "download and verify"),
-    (INSPECT, "verify: `pg_restore --list` + full read"),
-    (VERDICT, "verify: `pg_restore --list` + full read"),
+    (FETCH, "resolve the manifest and download the stored bytes"),
     (CONNECT, "plan"),
     (DESCRIBE, "plan"),
     (SESSIONS, "plan"),
     (CREATE, "create the fresh database"),
-    (PG_RESTORE, "pg_restore"),
+    (LOAD, LOAD_PHASE),
     (VALIDATE, "validate"),
     (SWAP, "swap"),
     (CLEANUP, "remove the run directory"),
@@ -61,18 +61,18 @@ def instrument() -> None:
     phases._record("imports", 0.0)
     wrap = phases._wrap
     wrap(ServerRestoreService, "restore", "restore (service)")
-    wrap(server_restore, "resolve_backup", RESOLVE)
-    wrap(server_restore, "fetch_artifact", FETCH)
-    wrap(postgres.PostgresEngine, "inspect_artifact", INSPECT)
+    wrap(server_restore, "download", FETCH)
     wrap(postgres.PostgresServer, "describe", DESCRIBE)
     wrap(postgres.PostgresServer, "sessions", SESSIONS)
     wrap(postgres.PostgresServer, "create_fresh", CREATE)
-    wrap(postgres.PostgresServer, "pg_restore", PG_RESTORE)
+    wrap(server_restore._PostgresTarget, "load", LOAD)
+    wrap(server_restore, "_unpack", STREAM)
     wrap(postgres.PostgresServer, "validate", VALIDATE)
     wrap(postgres.PostgresServer, "swap", SWAP)
     wrap(shutil, "rmtree", CLEANUP)
-    _time_the_verdict(postgres.PostgresEngine)
-    original = server_restore.restore_server
+    _time_the_exit(postgres.PostgresEngine, "artifact_check", VERDICT)
+    _time_the_exit(postgres.PostgresServer, "pg_restore", FINISH)
+    original = postgres.restore_server
 
     @contextmanager
     def restore_server(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -81,28 +81,28 @@ def instrument() -> None:
             phases._record(CONNECT, start)
             yield server
 
-    server_restore.restore_server = restore_server  # type: ignore[assignment]  # the same call, timed
+    postgres.restore_server = restore_server  # type: ignore[assignment]  # the same call, timed (imported when used)
 
 
-def _time_the_verdict(engine: Any) -> None:
-    """Record the wait for ``artifact_check``'s verdict (the check fed while fetching) once its block ends."""
-    checked = engine.artifact_check
+def _time_the_exit(owner: Any, attribute: str, name: str) -> None:
+    """Record how long leaving the context manager ``owner.attribute(...)`` takes once its block ends cleanly."""
+    entered = getattr(owner, attribute)
 
     @contextmanager
-    def artifact_check(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        manager = checked(*args, **kwargs)
-        check = manager.__enter__()
+    def timed(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        manager = entered(*args, **kwargs)
+        value = manager.__enter__()
         try:
-            yield check
+            yield value
         except BaseException as exc:
             if not manager.__exit__(type(exc), exc, exc.__traceback__):
                 raise
         else:
             start = phases._now()
             manager.__exit__(None, None, None)
-            phases._record(VERDICT, start)
+            phases._record(name, start)
 
-    engine.artifact_check = artifact_check
+    setattr(owner, attribute, timed)
 
 
 def run_restore_command(args: list[str]) -> int:

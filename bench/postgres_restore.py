@@ -5,10 +5,11 @@ One Backstop backup of the pgbench database (bench/pg_database.py) is taken into
 reference. Then two pipelines, each its own process under ``/usr/bin/time``, interleaved:
 
 - ``backstop``: ``backstop --config X restore backstop_bench_pg-db latest --to postgresql://.../TARGET
-  --yes``: HEAD, download, SHA-256 of both sides, zstd decompression into a file, ``pg_restore
-  --list`` and a full read, the plan (current row counts of the target), a fresh database,
-  ``pg_restore`` into it, exact row counts and validation queries, the swap by renames. The
-  target exists before every run (a previous restore), so every run swaps and keeps the old one;
+  --yes``: the download of the stored (compressed) bytes and their SHA-256, the plan (current row
+  counts of the target), a fresh database, then one stream: zstd decompression and the SHA-256 of
+  both sides, fed to ``pg_restore`` into the fresh database and to ``pg_restore --list`` and a
+  full read; exact row counts and validation queries, the swap by renames. The target exists
+  before every run (a previous restore), so every run swaps and keeps the old one;
 - ``pg_restore``: ``pg_restore --format=custom --dbname=REFERENCE FILE`` alone, the same archive
   from a local uncompressed file, into an empty database created just before (untimed).
 

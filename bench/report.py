@@ -456,22 +456,25 @@ def _restore_summary(results: PgRestoreResults) -> list[str]:
 
 def _restore_phases(results: PgRestoreResults) -> list[str]:
     """Median seconds by phase over the instrumented runs, then the timeline of the run of median wall time."""
+    from bench.pg_restore_phases import LOAD_PHASE
+
     timelines = sorted(results.phases, key=lambda p: float(p["wall_s"]))
     typical = timelines[(len(timelines) - 1) // 2]
     breakdowns = [dict(restore_breakdown(p)) for p in timelines]
     walls = [float(p["wall_s"]) for p in timelines]
     wall = statistics.median(walls)
-    inside = statistics.median(b["pg_restore"] for b in breakdowns)
-    added = statistics.median(w - b["pg_restore"] for w, b in zip(walls, breakdowns, strict=True))
+    inside = statistics.median(b[LOAD_PHASE] for b in breakdowns)
+    added = statistics.median(w - b[LOAD_PHASE] for w, b in zip(walls, breakdowns, strict=True))
     reference = results.median("pg_restore", "wall_s")
     n = len(timelines)
     out = [
         "",
         f"#### Where Backstop's time goes ({n} instrumented run{'s' if n != 1 else ''} of the same command)",
         "",
-        f"Medians over the instrumented runs: wall {wall:.2f} s, of which the `pg_restore` inside Backstop "
-        f"{inside:.2f} s (the reference's median: {reference:.2f} s) and everything else, what Backstop adds "
-        f"to it, {added:.2f} s. At the reference's median, that addition alone makes "
+        f"Medians over the instrumented runs: wall {wall:.2f} s, of which the load (Backstop's `pg_restore`, "
+        f"fed the decompressed stream, with the checks reading it alongside) {inside:.2f} s (the reference's "
+        f"median: {reference:.2f} s) and everything else, what Backstop adds to it, {added:.2f} s. At the "
+        f"reference's median, that addition alone makes "
         f"{(reference + added) / reference:.2f}x.",
         "",
     ]

@@ -19,6 +19,7 @@ from backstop.engines.postgres import PostgresEngine
 from backstop.errors import ChecksumMismatchError, IntegrityError, RestoreError, ValidationError
 from backstop.manifest import Manifest
 from backstop.services.artifacts import fetch_artifact
+from backstop.services.download import download
 from backstop.services.server_restore import ServerRestoreService
 from backstop.store import S3Store
 from tests.conftest import BUCKET
@@ -401,3 +402,136 @@ def test_a_fetch_whose_tee_fails_raises_that_failure(
     # when the artifact is fetched into it, then the failure reaches the caller instead of a short stream
     with pytest.raises(RuntimeError, match="reader broke"):
         fetch_artifact(store, manifest, tmp_path / "restore.pgdump", tee=breaks)
+
+
+# -- the archive loaded while it is checked: nothing counts until every check passed ----------------
+
+
+def assert_untouched(target: str, before: dict[str, Any], work_dir: Path) -> None:
+    """The target holds what it held, no fresh or kept database is left, nor any file or pg_restore process."""
+    assert table_checksums(target) == before
+    assert databases_like(f"{target}_") == []
+    assert leftovers(work_dir) == []
+    assert pg_restore_children() == []
+
+
+def test_a_checksum_mismatch_of_the_stored_object_leaves_the_target_untouched(
+    backed_up: tuple[str, Manifest, Callable[..., Any]],
+    new_database: Callable[[], str],  # noqa: F811
+    store: S3Store,
+    s3: Any,
+    work_dir: Path,
+) -> None:
+    # given an existing target, and a backup whose stored bytes rotted in place (same size, same version)
+    source, manifest, make_config = backed_up
+    target = new_database()
+    other_data(target)
+    before = table_checksums(target)
+    rotten = bytearray(stored_bytes(s3, manifest))
+    rotten[len(rotten) // 2] ^= 0xFF
+    rot_object(manifest.object.key, manifest.object.version_id, bytes(rotten))
+
+    # when it is restored
+    with pytest.raises(ChecksumMismatchError) as failure:
+        ServerRestoreService(make_config(postgres_entry(source)), store).restore(
+            NAME, "latest", url(target), dry_run=False, confirm=yes
+        )
+
+    # then the checksum is what fails, and the target is as it was with nothing left behind
+    assert "the stored bytes were altered" in str(failure.value)
+    assert_untouched(target, before, work_dir)
+
+
+def test_a_local_copy_altered_after_its_check_fails_the_load_and_leaves_the_target_untouched(
+    backed_up: tuple[str, Manifest, Callable[..., Any]],
+    new_database: Callable[[], str],  # noqa: F811
+    store: S3Store,
+    work_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given an existing target, and a disk that alters the downloaded copy once its SHA-256 was checked
+    source, _manifest, make_config = backed_up
+    target = new_database()
+    other_data(target)
+    before = table_checksums(target)
+
+    def download_then_rot(*args: Any, **kwargs: Any) -> Manifest:
+        manifest = download(*args, **kwargs)
+        stored = bytearray(args[3].read_bytes())
+        stored[len(stored) // 2] ^= 0xFF
+        args[3].write_bytes(bytes(stored))
+        return manifest
+
+    monkeypatch.setattr("backstop.services.server_restore.download", download_then_rot)
+
+    # when it is restored (the mismatch can only be found while the fresh database is loaded)
+    with pytest.raises(ChecksumMismatchError) as failure:
+        ServerRestoreService(make_config(postgres_entry(source)), store).restore(
+            NAME, "latest", url(target), dry_run=False, confirm=yes
+        )
+
+    # then the checksum is what fails, the fresh database is dropped and the target is as it was
+    assert "the stored bytes were altered" in str(failure.value)
+    assert "was not touched" in str(failure.value)
+    assert_untouched(target, before, work_dir)
+
+
+def test_a_raw_stream_differing_from_the_manifest_is_never_swapped_in_even_when_it_loads(
+    backed_up: tuple[str, Manifest, Callable[..., Any]],
+    new_database: Callable[[], str],  # noqa: F811
+    store: S3Store,
+    s3: Any,
+    work_dir: Path,
+    tmp_path: Path,
+) -> None:
+    # given a sound archive under a sealed manifest that records another raw stream of the same size
+    source, manifest, make_config = backed_up
+    target = new_database()
+    other_data(target)
+    before = table_checksums(target)
+    fetch_artifact(store, manifest, tmp_path / "good.pgdump")
+    other = bytearray((tmp_path / "good.pgdump").read_bytes())
+    other[-1] ^= 0xFF
+    replace_artifact(s3, store, manifest, stored_bytes(s3, manifest), raw=bytes(other))
+
+    # when it is restored (pg_restore loads it completely)
+    with pytest.raises(IntegrityError) as failure:
+        ServerRestoreService(make_config(postgres_entry(source)), store).restore(
+            NAME, "latest", url(target), dry_run=False, confirm=yes
+        )
+
+    # then the raw checksum fails the restore, and the target is as it was with nothing left behind
+    assert "but the manifest records" in str(failure.value)
+    assert "was not touched" in str(failure.value)
+    assert_untouched(target, before, work_dir)
+
+
+def test_a_truncated_archive_under_a_resealed_manifest_fails_the_load_and_leaves_the_target_untouched(
+    backed_up: tuple[str, Manifest, Callable[..., Any]],
+    new_database: Callable[[], str],  # noqa: F811
+    store: S3Store,
+    s3: Any,
+    work_dir: Path,
+    tmp_path: Path,
+) -> None:
+    # given a backup whose artifact was replaced by a truncated archive under a consistent, sealed manifest
+    source, manifest, make_config = backed_up
+    target = new_database()
+    other_data(target)
+    before = table_checksums(target)
+    fetch_artifact(store, manifest, tmp_path / "good.pgdump")
+    truncated = (tmp_path / "good.pgdump").read_bytes()[:-20_000]
+    replace_artifact(s3, store, manifest, zstandard.ZstdCompressor().compress(truncated), raw=truncated)
+    service = ServerRestoreService(make_config(postgres_entry(source)), store)
+
+    # when a dry run and a restore are asked for
+    with pytest.raises(IntegrityError) as dry_run:
+        service.restore(NAME, "latest", url(target), dry_run=True, confirm=yes)
+    with pytest.raises(IntegrityError) as failure:
+        service.restore(NAME, "latest", url(target), dry_run=False, confirm=yes)
+
+    # then both name pg_restore's full read (the check, not the restore it stopped), and nothing changed
+    assert "fails pg_restore --file=/dev/null" in str(dry_run.value)
+    assert "fails pg_restore --file=/dev/null" in str(failure.value)
+    assert "was not touched" in str(failure.value)
+    assert_untouched(target, before, work_dir)

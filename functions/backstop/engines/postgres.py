@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +133,33 @@ def _wait(process: subprocess.Popen[bytes]) -> int:
         return process.wait()
 
 
+class _Pipes:
+    """The standard inputs of ``pg_restore`` processes, each written every chunk of an archive as it streams."""
+
+    def __init__(self, pipes: list[IO[bytes]]) -> None:
+        self._open = pipes
+
+    def feed(self, data: bytes) -> None:
+        for pipe in list(self._open):
+            try:
+                pipe.write(data)
+            except (OSError, ValueError):
+                # --list stops reading after the table of contents; a reader that quit early for
+                # another reason fails through its exit status.
+                self._open.remove(pipe)
+                self._close(pipe)
+
+    def finish(self) -> None:
+        for pipe in self._open:
+            self._close(pipe)
+        self._open = []
+
+    @staticmethod
+    def _close(pipe: IO[bytes]) -> None:
+        with suppress(OSError):  # a reader that already quit: its exit status tells
+            pipe.close()
+
+
 class _RestoreCheck:
     """``pg_restore --file=/dev/null`` and ``pg_restore --list`` reading a copy of the archive as it streams."""
 
@@ -159,33 +186,19 @@ class _RestoreCheck:
                 stderr=err,
                 env=env,
             )
-        self._open: list[IO[bytes]] = [p.stdin for p in (self.full, self.lister) if p.stdin is not None]
+        self._pipes = _Pipes([p.stdin for p in (self.full, self.lister) if p.stdin is not None])
 
     def feed(self, data: bytes) -> None:
-        for pipe in list(self._open):
-            try:
-                pipe.write(data)
-            except (OSError, ValueError):
-                # --list stops reading after the table of contents; a reader that quit early for
-                # another reason fails through its exit status.
-                self._open.remove(pipe)
-                self._close(pipe)
+        self._pipes.feed(data)
 
     def finish(self) -> None:
-        for pipe in self._open:
-            self._close(pipe)
-        self._open = []
+        self._pipes.finish()
 
     def kill(self) -> None:
         self.finish()
         for process in (self.full, self.lister):
             if process.poll() is None:
                 process.kill()
-
-    @staticmethod
-    def _close(pipe: IO[bytes]) -> None:
-        with suppress(OSError):  # a reader that already quit: its exit status tells
-            pipe.close()
 
     def result(self) -> IntegrityCheck:
         full, listed = _wait(self.full), _wait(self.lister)
@@ -536,12 +549,13 @@ class PostgresEngine:
 
     @contextmanager
     def artifact_check(self, manifest: Manifest, run_dir: Path) -> Iterator[ArtifactCheck]:
-        """The checks of ``inspect_artifact``, reading the archive while it is fetched instead of afterwards.
+        """The checks of ``inspect_artifact``, reading the archive as it streams instead of from a file.
 
-        Feed it every decompressed byte inside the block (``fetch_artifact(..., tee=check.feed)``);
-        leaving the block cleanly takes the verdict (IntegrityError as from ``inspect_artifact``) and
-        keeps it in ``check.inspection``. If the block fails, the ``pg_restore`` processes are
-        stopped and the block's own error is raised. This spares a second read of the whole file.
+        Feed it every decompressed byte inside the block (``fetch_artifact(..., tee=check.feed)``, or
+        the stream a restore loads); leaving the block cleanly takes the verdict (IntegrityError as
+        from ``inspect_artifact``) and keeps it in ``check.inspection``. If the block fails, the
+        ``pg_restore`` processes are stopped and the block's own error is raised. This spares a
+        second read of the whole archive.
         """
         try:
             stream = _RestoreCheck(run_dir, child_env(None))
@@ -685,8 +699,15 @@ class PostgresServer:
     def drop(self, dbname: str) -> None:
         self._conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
-    def pg_restore(self, raw: Path, dbname: str, run_dir: Path) -> None:
-        """``pg_restore --exit-on-error --no-owner`` of the archive into ``dbname``; RestoreError on any error."""
+    @contextmanager
+    def pg_restore(self, dbname: str, run_dir: Path) -> Iterator[Callable[[bytes], None]]:
+        """``pg_restore --exit-on-error --no-owner`` into ``dbname``, reading the archive fed to it inside the block.
+
+        Yields the function that feeds it (the archive needs no file: nothing is written to disk).
+        Leaving the block cleanly closes its input and waits for it, RestoreError on any error; if
+        the block fails, pg_restore is stopped and the block's own error is raised. Whatever was
+        loaded stays in ``dbname`` either way: the caller drops it.
+        """
         db = self.db
         conninfo = make_conninfo(
             host=db.host,
@@ -704,20 +725,31 @@ class PostgresServer:
             "--no-owner",
             "--no-password",
             f"--dbname={conninfo}",
-            str(raw),
         ]
         with errors.open("wb") as err:
             try:
-                code = subprocess.run(
+                process = subprocess.Popen(
                     command,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                     env=child_env(self._pgpass),
-                    check=False,
-                ).returncode
+                    pipesize=PIPE_SIZE,
+                )
             except OSError as exc:
                 raise RestoreError(f"pg_restore cannot be started: {exc.strerror}.") from None
+        assert process.stdin is not None
+        pipes = _Pipes([process.stdin])
+        try:
+            yield pipes.feed
+        except BaseException:
+            pipes.finish()
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            raise
+        pipes.finish()
+        code = process.wait()  # no time limit: a large restore takes as long as it takes
         if code != 0:
             raise RestoreError(
                 f"pg_restore into the fresh database {dbname} {_exit_text(code)}: {_excerpt(errors, self._password)}."

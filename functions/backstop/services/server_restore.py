@@ -1,12 +1,20 @@
 """Restores into a database server (PostgreSQL, MySQL/MariaDB): a fresh database, validated, then swapped in.
 
-The artifact is downloaded into a per-run directory and fully checked (size, SHA-256,
-decompression, and the engine's check: ``pg_restore --list`` and a full read, or the dump's trailer
-and row counts) before the server is touched. The plan (backup, target, current row counts,
-sessions that will be disconnected) goes to ``confirm``. The backup is loaded into
-``<target>_restore_<stamp>``, whose exact row counts must equal the manifest's and whose configured
-validation queries must all return a true value. Only then is it swapped in, keeping the old
-target as ``<target>_pre_restore_<stamp>``:
+The artifact is downloaded into a per-run directory and checked against its manifest before the
+server is touched:
+
+- MySQL/MariaDB: fully (size, SHA-256 of both sides, decompression, the dump's trailer and row
+  counts), decompressed into a file;
+- PostgreSQL: the stored bytes (size and SHA-256), kept compressed. They are decompressed once,
+  during the load: the same stream feeds the restore and its checks (raw size and SHA-256,
+  ``pg_restore --list`` against the manifest's table of contents, a full read), and the load
+  counts only if every one of them passed. No raw archive is written, and the checks cost no pass
+  of their own. A dry run, which loads nothing, runs the checks alone.
+
+The plan (backup, target, current row counts, sessions that will be disconnected) goes to
+``confirm``. The backup is loaded into ``<target>_restore_<stamp>``, whose exact row counts must
+equal the manifest's and whose configured validation queries must all return a true value. Only
+then is it swapped in, keeping the old target as ``<target>_pre_restore_<stamp>``:
 
 - PostgreSQL: in one transaction the target is renamed aside and the fresh database takes its name;
 - MySQL/MariaDB: one ``RENAME TABLE`` moves every table (see ``engines/mysql_restore.py`` for what
@@ -25,19 +33,20 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from backstop.config import Config, MysqlDatabase, PostgresDatabase, ServerDatabase
-from backstop.engines import mysql_restore
 from backstop.engines.base import Inspection
-from backstop.engines.mysql import MysqlEngine
-from backstop.engines.postgres import PostgresEngine, PostgresServer, restore_server
-from backstop.engines.postgres import derived_name as pg_derived_name
 from backstop.errors import BackstopError, ManualInterventionError, RestoreError
 from backstop.manifest import Manifest
+from backstop.pipeline import CHUNK, Sink, decompress_stream
 from backstop.ports import BackupStore, Clock, Progress
-from backstop.services.artifacts import fetch_artifact, resolve_backup
+from backstop.services.artifacts import expected_digest, fetch_artifact, resolve_backup
+from backstop.services.download import download
+
+if TYPE_CHECKING:
+    from backstop.engines.postgres import PostgresServer
 
 
 @dataclass(frozen=True)
@@ -116,16 +125,41 @@ class _Server(Protocol):
     def describe(self, dbname: str) -> dict[str, int] | None: ...
     def create_fresh(self, fresh: str, like: str) -> None: ...
     def drop(self, dbname: str) -> None: ...
-    def load(self, raw: Path, dbname: str, run_dir: Path) -> None: ...
+    def load(self, artifact: Path, dbname: str, run_dir: Path) -> None: ...
     def validate(self, dbname: str, manifest: Manifest) -> Inspection: ...
     def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]: ...
 
 
-class _PostgresTarget:
-    """PostgresServer seen through ``_Server``."""
+def _unpack(stored: Path, manifest: Manifest, sink: Sink) -> None:
+    """Decompress the downloaded stored copy into ``sink``, with every check ``fetch_artifact`` makes on the way.
 
-    def __init__(self, server: PostgresServer) -> None:
+    The stored bytes are hashed again as they are read (what the load gets is what was verified),
+    the output is bounded by the recorded raw size, and the raw SHA-256 must equal the manifest's.
+    """
+    with stored.open("rb") as handle:
+        decompress_stream(
+            iter(lambda: handle.read(CHUNK), b""),
+            sink,
+            algorithm=manifest.compression.algorithm,
+            expected=expected_digest(manifest),
+            what=f"Backup {manifest.backup_id}",
+        )
+
+
+def _check_archive(db: PostgresDatabase, stored: Path, manifest: Manifest, run_dir: Path) -> None:
+    """The PostgreSQL archive's checks on their own (a dry run loads nothing): IntegrityError naming a failure."""
+    from backstop.engines.postgres import PostgresEngine
+
+    with PostgresEngine(db).artifact_check(manifest, run_dir) as check:
+        _unpack(stored, manifest, check.feed)
+
+
+class _PostgresTarget:
+    """PostgresServer seen through ``_Server``: it loads the stored copy, checking it as it goes."""
+
+    def __init__(self, server: PostgresServer, manifest: Manifest) -> None:
         self._server = server
+        self._manifest = manifest
         self.exists = server.exists
         self.sessions = server.sessions
         self.describe = server.describe
@@ -133,23 +167,52 @@ class _PostgresTarget:
         self.drop = server.drop
         self.validate = server.validate
 
-    def load(self, raw: Path, dbname: str, run_dir: Path) -> None:
-        self._server.pg_restore(raw, dbname, run_dir)
+    def load(self, artifact: Path, dbname: str, run_dir: Path) -> None:
+        """Decompress the stored copy ``artifact`` once, into ``pg_restore`` into ``dbname`` and its checks together.
+
+        The checks' verdict comes first when the stream ends: a checksum, size or ``pg_restore
+        --list``/full-read failure stops the restore and is what is raised, so the load never
+        counts unless the archive passed everything the file check would have.
+        """
+        from backstop.engines.postgres import PostgresEngine
+
+        manifest = self._manifest
+        checking = PostgresEngine(self._server.db).artifact_check(manifest, run_dir)
+        with self._server.pg_restore(dbname, run_dir) as restore, checking as check:
+
+            def both(chunk: bytes) -> None:
+                restore(chunk)
+                check.feed(chunk)
+
+            _unpack(artifact, manifest, both)
 
     def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]:
         return self._server.swap(fresh, target, pre_restore), []
 
 
 @contextmanager
-def _postgres_server(db: PostgresDatabase, run_dir: Path) -> Iterator[_Server]:
+def _postgres_server(db: PostgresDatabase, manifest: Manifest, run_dir: Path) -> Iterator[_Server]:
+    from backstop.engines.postgres import restore_server
+
     with restore_server(db, run_dir) as server:
-        yield _PostgresTarget(server)
+        yield _PostgresTarget(server, manifest)
 
 
-def _open_server(db: ServerDatabase, run_dir: Path) -> AbstractContextManager[_Server]:
+def _open_server(db: ServerDatabase, manifest: Manifest, run_dir: Path) -> AbstractContextManager[_Server]:
     if isinstance(db, MysqlDatabase):
+        from backstop.engines import mysql_restore
+
         return mysql_restore.restore_server(db, run_dir)
-    return _postgres_server(db, run_dir)
+    return _postgres_server(db, manifest, run_dir)
+
+
+def _derived_name(db: ServerDatabase, dbname: str, suffix: str) -> str:
+    """``<dbname><suffix>`` within the engine's identifier limit."""
+    if isinstance(db, MysqlDatabase):
+        from backstop.engines.mysql_restore import derived_name
+    else:
+        from backstop.engines.postgres import derived_name
+    return derived_name(dbname, suffix)
 
 
 @dataclass(frozen=True)
@@ -232,23 +295,25 @@ class ServerRestoreService:
             dbname=target_db.dbname,
             scheme="mysql" if isinstance(target_db, MysqlDatabase) else "postgresql",
         )
-        manifest = resolve_backup(self._store, database, ref)
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dt%H%M%Sz")
-        derive = mysql_restore.derived_name if isinstance(db, MysqlDatabase) else pg_derived_name
-        fresh = derive(target.dbname, f"_restore_{stamp}")
-        pre_restore = derive(target.dbname, f"_pre_restore_{stamp}")
+        fresh = _derived_name(target_db, target.dbname, f"_restore_{stamp}")
+        pre_restore = _derived_name(target_db, target.dbname, f"_pre_restore_{stamp}")
         run_dir = Path(tempfile.mkdtemp(prefix="backstop-restore-", dir=self._config.work_dir))
         try:
             if isinstance(target_db, MysqlDatabase):
-                raw = run_dir / "restore.sql"
-                fetch_artifact(self._store, manifest, raw, self._progress)
-                MysqlEngine(target_db).inspect_artifact(raw, manifest, run_dir)
+                from backstop.engines.mysql import MysqlEngine
+
+                manifest = resolve_backup(self._store, database, ref)
+                artifact = run_dir / "restore.sql"
+                fetch_artifact(self._store, manifest, artifact, self._progress)
+                MysqlEngine(target_db).inspect_artifact(artifact, manifest, run_dir)
             else:
-                raw = run_dir / "restore.pgdump"
-                # pg_restore --list and the full read check the archive as it is fetched, not in a second pass
-                with PostgresEngine(target_db).artifact_check(manifest, run_dir) as check:
-                    fetch_artifact(self._store, manifest, raw, self._progress, tee=check.feed)
-            with _open_server(target_db, run_dir) as server:
+                # Only the stored bytes, their SHA-256 checked; the load decompresses and checks the rest.
+                artifact = run_dir / "restore.pgdump.stored"
+                manifest = download(self._store, database, ref, artifact, decompress=False, progress=self._progress)
+                if dry_run:
+                    _check_archive(target_db, artifact, manifest, run_dir)
+            with _open_server(target_db, manifest, run_dir) as server:
                 exists = server.exists(target.dbname)
                 plan = ServerRestorePlan(
                     manifest=manifest,
@@ -265,7 +330,7 @@ class ServerRestoreService:
                     raise RestoreError(f"A restore into {target.dbname} is already under way ({fresh} exists).")
                 server.create_fresh(fresh, like=target.dbname)
                 try:
-                    server.load(raw, fresh, run_dir)
+                    server.load(artifact, fresh, run_dir)
                     inspection = server.validate(fresh, manifest)
                     kept, warnings = server.swap(fresh, target.dbname, pre_restore, manifest)
                 except ManualInterventionError:
