@@ -19,16 +19,16 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
 from backstop.config import Config, load_config, resolve_config_path
 from backstop.errors import BackstopError
 from backstop.manifest import Manifest, Trigger
 from backstop.names import check_database_name, parse_backup_id
-from backstop.services.restore import RestorePlan
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from backstop.services.restore import RestorePlan
     from backstop.services.server_restore import ServerRestorePlan
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +48,15 @@ class BarProgress:
     def start(self, description: str, total: int | None) -> None:
         if not self._enabled:
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.finish()
         self._bar = Progress(
             TextColumn("{task.description}"),
@@ -206,6 +215,8 @@ def backup(obj: Context, database: str, backup_type: str, at: datetime | None, a
 @click.pass_obj
 def list_backups(obj: Context, database: str, as_json: bool) -> None:
     """List the committed backups of DATABASE, oldest first."""
+    from rich.table import Table
+
     from backstop.services.catalog import CatalogService
 
     with _failures():
@@ -248,6 +259,8 @@ def show(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
 
 
 def _print_manifest(m: Manifest) -> None:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
@@ -283,6 +296,8 @@ def _print_manifest(m: Manifest) -> None:
 @click.pass_obj
 def stats(obj: Context, database: str | None, as_json: bool) -> None:
     """Count, total size, oldest, newest and failed runs per database."""
+    from rich.table import Table
+
     from backstop.services.catalog import CatalogService
 
     with _failures():
@@ -475,6 +490,8 @@ def _print_plan(plan: RestorePlan) -> None:
 @click.pass_obj
 def freshness(obj: Context, as_json: bool) -> None:
     """Age of each database's newest backup against its stale_after; exit 1 if any is stale or missing."""
+    from rich.table import Table
+
     from backstop.services.catalog import CatalogService
 
     with _failures():
@@ -607,8 +624,13 @@ def restore_status(execution: str, state_machine: str, table: str, as_json: bool
         sfn = boto3.client("stepfunctions")
         arn = _execution_arn(state_machine, execution)
         described = sfn.describe_execution(executionArn=arn)
-        history = sfn.get_execution_history(executionArn=arn, reverseOrder=True, maxResults=50)["events"]
-        step = next((e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e), None)
+        # The whole history, oldest first (a restore's is a few dozen events), ordered by event id: not
+        # every implementation honours reverseOrder.
+        pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
+        entered = sorted(
+            (e for page in pages for e in page["events"] if "stateEnteredEventDetails" in e), key=lambda e: e["id"]
+        )
+        step = entered[-1]["stateEnteredEventDetails"]["name"] if entered else None
         audit = build_restore_table(table).audit(_execution_name(execution)) or {}
         status = {
             "execution": _execution_name(execution),
@@ -682,6 +704,8 @@ def reject(execution: str, reason: str, table: str) -> None:
 @json_option
 def restores(limit: int, table: str, as_json: bool) -> None:
     """The most recent restores from the audit trail, newest first."""
+    from rich.table import Table
+
     from backstop.restore_table import build_restore_table
 
     with _failures():
