@@ -220,14 +220,17 @@ def list_backups(obj: Context, database: str, as_json: bool) -> None:
     from backstop.services.catalog import CatalogService
 
     with _failures():
-        manifests = CatalogService(obj.config, obj.store()).backups(database)
+        store = obj.store()
+        manifests = CatalogService(obj.config, store).backups(database)
+        drilled = store.sidecar_times(database, "drill")  # one listing; the records of drilled backups only
+        drills = {backup_id: store.get_sidecar(backup_id, "drill") for backup_id in drilled}
         if as_json:
-            _print_json([_manifest_json(m) for m in manifests])
+            _print_json([{**_manifest_json(m), "drill": drills.get(m.backup_id)} for m in manifests])
             return
         if not manifests:
             out.print(f"No backups of {database} yet.")
             return
-        table = Table("backup id", "type", "tier", "stored", "raw", "check", "sha256")
+        table = Table("backup id", "type", "tier", "stored", "raw", "check", "drill", "sha256")
         for m in manifests:
             table.add_row(
                 m.backup_id,
@@ -236,9 +239,16 @@ def list_backups(obj: Context, database: str, as_json: bool) -> None:
                 _human_bytes(m.object.size),
                 _human_bytes(m.raw.size),
                 "ok" if m.integrity.passed else "FAILED",
+                _drill_word(drills.get(m.backup_id)),
                 m.object.sha256[:12],
             )
         out.print(table)
+
+
+def _drill_word(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "-"
+    return f"{'passed' if record.get('passed') else 'FAILED'} {str(record.get('started_at', ''))[:10]}"
 
 
 @main.command()
@@ -251,14 +261,16 @@ def show(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
     from backstop.services.catalog import CatalogService
 
     with _failures():
-        manifest = CatalogService(obj.config, obj.store()).show(database, backup_id)
+        store = obj.store()
+        manifest = CatalogService(obj.config, store).show(database, backup_id)
+        drill = store.get_sidecar(manifest.backup_id, "drill")
         if as_json:
-            _print_json(_manifest_json(manifest))
+            _print_json({**_manifest_json(manifest), "drill": drill})
             return
-        _print_manifest(manifest)
+        _print_manifest(manifest, drill)
 
 
-def _print_manifest(m: Manifest) -> None:
+def _print_manifest(m: Manifest, drill: dict[str, Any] | None = None) -> None:
     from rich.table import Table
 
     table = Table(show_header=False, box=None)
@@ -287,7 +299,39 @@ def _print_manifest(m: Manifest) -> None:
         table.add_row(f"table {name}", f"{stat.rows} rows")
     for warning in m.warnings:
         table.add_row("warning", warning)
+    if drill is None:
+        table.add_row("drill", "never drilled")
+    else:
+        rto = drill.get("rto_seconds")
+        timing = f"{drill.get('seconds')} s" + (f" (RTO {rto} s)" if rto else "")
+        table.add_row("drill", f"{_drill_word(drill)}, {timing}: {drill.get('detail')}")
     out.print(table)
+
+
+@main.command()
+@database_argument
+@click.option("--backup", "backup_id", help="Drill this backup instead of the one the drill configuration picks.")
+@json_option
+@click.pass_obj
+def drill(obj: Context, database: str, backup_id: str | None, as_json: bool) -> None:
+    """Restore a backup of DATABASE into scratch space, validate it, clean up: exit 1 if the drill fails."""
+    import os
+
+    from backstop.restore_table import build_restore_table
+    from backstop.services.drill import DrillService
+
+    with _failures():
+        table_name = os.environ.get("BACKSTOP_RESTORE_TABLE")
+        table = build_restore_table(table_name) if table_name else None
+        result = DrillService(obj.config, obj.store(), obj.notifier(), table=table).run(database, backup_id)
+        if as_json:
+            _print_json(result.record())
+        else:
+            word = "[green]passed[/]" if result.passed else "[bold red]FAILED[/]"
+            rto = f" (RTO {result.rto_seconds:.0f} s)" if result.rto_seconds else ""
+            out.print(f"Drill of {result.backup_id}: {word} in {result.seconds:.1f} s{rto}: {escape(result.detail)}")
+        if not result.passed:
+            sys.exit(1)
 
 
 @main.command()

@@ -292,6 +292,10 @@ class _FileDatabase(_DatabaseBase):
         scratch = self.drill.path if self.drill else None
         if scratch is None:
             return self
+        if self.efs is not None and not PurePosixPath(scratch).is_relative_to(self.efs.mount_path):
+            raise _LocatedError(
+                ("drill", "path"), f"{str(scratch)!r} is not under the EFS mount path {str(self.efs.mount_path)!r}"
+            )
         places = {"the database's own path": self.path} | {
             f"restore target {name}": Path(overrides["path"])
             for name, overrides in self.restore_targets.items()

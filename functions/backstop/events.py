@@ -27,6 +27,18 @@ class ScheduledBackupEvent(BaseModel):
     scheduled_time: datetime
 
 
+class ScheduledDrillEvent(BaseModel):
+    """The input of one database's drill schedule: its configuration with its drill and restore targets
+    (so the run refuses to drill into any of them), no secrets, and the scheduled time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database: Database
+    scheduled_time: datetime
+    backup: str | None = None
+    """A backup id to drill instead of the one the drill configuration picks (manual invocations)."""
+
+
 class WatchedDatabase(BaseModel):
     """One database of the freshness schedule, with the age past which its newest backup is stale."""
 

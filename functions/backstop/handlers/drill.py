@@ -1,0 +1,38 @@
+"""Lambda entry point of a scheduled restore drill: restore one backup into scratch space, validate, clean up."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from backstop.aws import build_notifier, build_store
+from backstop.events import ScheduledDrillEvent
+from backstop.restore_table import build_restore_table
+from backstop.services.drill import DrillService
+from backstop.settings import FunctionSettings
+
+logger = Logger(service="backstop-drill")
+metrics = Metrics(namespace="Backstop", service="drill")
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = ScheduledDrillEvent.model_validate(event)
+    config = FunctionSettings.from_env().config_for(request.database)
+    table_name = os.environ.get("BACKSTOP_RESTORE_TABLE")
+    table = build_restore_table(table_name) if table_name else None
+    result = DrillService(config, build_store(config), build_notifier(config), table=table).run(
+        request.database.name, request.backup
+    )
+    logger.info("drill done", extra=result.record())
+    metrics.add_dimension(name="database", value=result.database)
+    metrics.add_metric(name="DrillSucceeded", unit=MetricUnit.Count, value=int(result.passed))
+    metrics.add_metric(name="DrillDuration", unit=MetricUnit.Seconds, value=result.seconds)
+    if result.within_rto is not None:
+        metrics.add_metric(name="DrillWithinRto", unit=MetricUnit.Count, value=int(result.within_rto))
+    return result.record()
