@@ -309,6 +309,36 @@ class BackupVault(Construct):
             f"stops at {database}'s own prefix, and the bucket policy refuses writers outside the Backstop roles.",
         )
 
+    def grant_verify(self, role: iam.IRole, databases: Sequence[str], kind: str) -> None:
+        """Let ``role`` read the given databases' backups and write only their ``kind`` sidecars (drill, sweep).
+
+        Read-only on every backup and manifest; the one write is the record beside a backup, and the
+        role must live under ``writer_role_path`` for the bucket policy to let it through.
+        """
+        reads = [f"{self._prefix}/{db}/*" for db in databases]
+        sidecars = [f"{self._prefix}/{db}/*.{kind}.json" for db in databases]
+        for statement in (
+            iam.PolicyStatement(
+                sid="ReadBackups",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[self.bucket.arn_for_objects(pattern) for pattern in reads],
+            ),
+            iam.PolicyStatement(
+                sid=f"Write{kind.capitalize()}Records",
+                actions=["s3:PutObject", "s3:PutObjectTagging"],
+                resources=[self.bucket.arn_for_objects(pattern) for pattern in sidecars],
+            ),
+            self._list_statement(databases),
+            self._key_statement(["kms:GenerateDataKey", "kms:Decrypt"]),
+        ):
+            role.add_to_principal_policy(statement)
+        self.acknowledge_key_patterns(
+            role,
+            [*reads, *sidecars],
+            f"Backups and their {kind} records are named by the time of each backup, so they are unknown when "
+            f"deploying; reads stop at the listed databases' prefixes and the only write is the {kind} record.",
+        )
+
     def grant_read_manifests(self, role: iam.IRole, databases: Sequence[str]) -> None:
         """Let ``role`` list the given databases' keys and read their manifests, nothing else."""
         for statement in (

@@ -24,6 +24,8 @@ BUILD_CONTEXT = Path(__file__).resolve().parents[1] / "functions"
 
 BACKUP_HANDLER = "backstop.handlers.backup.handler"
 FRESHNESS_HANDLER = "backstop.handlers.freshness.handler"
+DRILL_HANDLER = "backstop.handlers.drill.handler"
+SWEEP_HANDLER = "backstop.handlers.sweep.handler"
 FAILURE_ALERT_HANDLER = "backstop.handlers.failure_alert.handler"
 
 LOG_RETENTION = {

@@ -40,6 +40,14 @@ def backup_input(database: AnyDatabase) -> dict[str, Any]:
     return {"database": ordered, "scheduled_time": SCHEDULED_TIME}
 
 
+def drill_input(database: AnyDatabase) -> dict[str, Any]:
+    """What the drill schedule of ``database`` sends: its configuration with its drill and restore targets
+    (which the run refuses to write into), never a function's deployment settings, and Scheduler's time."""
+    written = database.model_dump(mode="json", exclude_unset=True, exclude={"function", "vpc", "efs"})
+    ordered = {"name": written.pop("name"), "engine": written.pop("engine"), **written}
+    return {"database": ordered, "scheduled_time": SCHEDULED_TIME}
+
+
 def freshness_input(config: Config) -> dict[str, Any]:
     """What the freshness schedule sends: a ``FreshnessCheckEvent`` naming every database and its threshold."""
     return {

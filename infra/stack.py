@@ -7,6 +7,7 @@ from constructs import Construct
 
 from backstop.config import Config
 from infra.backup_vault import BackupVault
+from infra.drills import Verification
 from infra.monitoring import Monitoring
 from infra.restore_workflow import RestoreWorkflow
 from infra.runner import RunnerImage
@@ -82,6 +83,16 @@ class BackstopStack(Stack):
             f"{self.dashboard.dashboard_name}",
             description="The CloudWatch dashboard of every backup",
         )
+        self.verification = Verification(
+            self,
+            "Verification",
+            config=config,
+            vault=self.vault,
+            runner=self.runner,
+            monitoring=self.monitoring,
+            restore_table=self.restore.table if self.restore is not None else None,
+        )
+        self.verification.add_to(self.dashboard, config)
         if self.restore is not None:
             CfnOutput(
                 self,

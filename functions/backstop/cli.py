@@ -335,6 +335,37 @@ def drill(obj: Context, database: str, backup_id: str | None, as_json: bool) -> 
 
 
 @main.command()
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    help="Bytes to re-read in this run (default: the configured sweep budget).",
+)
+@json_option
+@click.pass_obj
+def sweep(obj: Context, budget: int | None, as_json: bool) -> None:
+    """Re-read stored backups, least recently verified first, within a byte budget: exit 1 on any finding."""
+    from backstop.services.sweep import SweepService
+
+    with _failures():
+        report = SweepService(obj.config, obj.store(), obj.notifier()).run(budget)
+        found = [*report.corrupt, *report.unreadable]
+        if as_json:
+            _print_json(report.to_dict())
+        else:
+            total = report.tally()
+            out.print(
+                f"Swept {total.checked} backups ({_human_bytes(total.bytes_read)} of a {_human_bytes(report.budget)} "
+                f"budget): {total.passed} intact, {total.corrupt} corrupt, {total.unreadable} unreadable; "
+                f"{report.covered} of {report.committed} backups verified at least once."
+            )
+            for swept in report.swept:
+                if swept.verdict in ("corrupt", "unreadable"):
+                    out.print(f"  [bold red]{swept.verdict}[/] {swept.backup_id}: {escape(str(swept.reason))}")
+        if found:
+            sys.exit(1)
+
+
+@main.command()
 @click.argument("database", required=False, callback=_database)
 @json_option
 @click.pass_obj

@@ -56,3 +56,19 @@ def test_a_drill_of_a_broken_backup_exits_1_and_is_recorded(
 def test_a_backup_never_drilled_says_so(cli: Cli) -> None:
     assert cli("backup", "orders", "--at", AT, "--type", "scheduled").exit_code == 0
     assert "never drilled" in cli("show", "orders", BACKUP_ID).stdout
+
+
+def test_sweep_reports_intact_backups_then_catches_a_flipped_byte(cli: Cli, store: S3Store) -> None:
+    from local.emulator import flip_byte
+
+    assert cli("backup", "orders", "--at", AT, "--type", "scheduled").exit_code == 0
+    clean = cli("sweep", "--json")
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.stdout)["passed"] == [BACKUP_ID]
+
+    manifest = store.get_manifest(BACKUP_ID)
+    flip_byte(manifest.object.bucket, manifest.object.key, manifest.object.version_id)
+    found = cli("sweep", "--budget", "1")
+
+    assert found.exit_code == 1
+    assert f"corrupt {BACKUP_ID}" in found.stdout

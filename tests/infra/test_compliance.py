@@ -110,6 +110,22 @@ def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synth
                 ),
             ]
         ),
+        **{
+            policy: [
+                "AwsSolutions-IAM5[Resource::*]",  # the VPC's network interfaces
+                f"AwsSolutions-IAM5[Resource::{bucket}/backups/{db}/*.drill.json]",
+                f"AwsSolutions-IAM5[Resource::{bucket}/backups/{db}/*]",
+            ]
+            for db, policy in (
+                ("orders", "VerificationDrillordersRoleDefaultPolicy05FD0704"),
+                ("uploads", "VerificationDrilluploadsRoleDefaultPolicy10772A81"),
+            )
+        },
+        "VerificationSweepRoleDefaultPolicy149C4D70": [
+            f"AwsSolutions-IAM5[Resource::{bucket}/backups/{db}/{what}]"
+            for db in ("orders", "uploads")
+            for what in ("*.sweep.json", "*")
+        ],
         "RestoreStateMachineRoleDefaultPolicy42D4C55F": [
             "AwsSolutions-IAM5[Resource::*]",
             "AwsSolutions-IAM5[Resource::<RestoreFunctionDC44DE99.Arn>:*]",

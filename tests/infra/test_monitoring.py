@@ -26,6 +26,8 @@ HANDLERS = {
     "backup": "backstop.handlers.backup",
     "freshness": "backstop.handlers.freshness",
     "failure-alert": "backstop.handlers.failure_alert",
+    "drill": "backstop.handlers.drill",
+    "sweep": "backstop.handlers.sweep",
 }
 """Each ``service`` metric dimension and the handler module whose powertools Metrics emit it."""
 
@@ -232,8 +234,12 @@ def test_alarms_cover_staleness_size_anomalies_and_the_alerting_path(example: Sy
         "freshness-errors",
         "orders-backup-size-anomaly",
         "orders-backup-stale",
+        "orders-drill-failed",
+        "sweep-mismatch",
+        "sweep-unreadable",
         "uploads-backup-size-anomaly",
         "uploads-backup-stale",
+        "uploads-drill-failed",
     ]
 
 
@@ -293,13 +299,20 @@ def test_every_backstop_metric_an_alarm_watches_is_emitted_by_the_handler_of_its
         if alarm["Namespace"] == "Backstop"
     }
 
-    assert watched == {("NewestBackupAgeSeconds", "freshness"), ("BackupSizeAnomaly", "backup")}
+    assert watched == {
+        ("NewestBackupAgeSeconds", "freshness"),
+        ("BackupSizeAnomaly", "backup"),
+        ("DrillSucceeded", "drill"),
+        ("SweepMismatches", "sweep"),
+        ("SweepUnreadable", "sweep"),
+    }
     for metric, service in watched:
         handler = importlib.import_module(HANDLERS[service])
         assert (handler.metrics.namespace, handler.metrics.service) == ("Backstop", service)
         source = inspect.getsource(handler)
         assert f'name="{metric}"' in source
-        assert 'add_dimension(name="database"' in source
+        if service != "sweep":  # the sweep's alarm is on the whole vault
+            assert 'add_dimension(name="database"' in source
 
 
 # -- dashboard --------------------------------------------------------------------------------------------

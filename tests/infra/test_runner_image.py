@@ -99,9 +99,12 @@ def test_each_function_names_its_own_handler_command(example: Synthesized) -> No
     assert commands == [
         ("backstop.handlers.backup.handler",),
         ("backstop.handlers.backup.handler",),
+        ("backstop.handlers.drill.handler",),
+        ("backstop.handlers.drill.handler",),
         ("backstop.handlers.failure_alert.handler",),
         ("backstop.handlers.freshness.handler",),
         ("backstop.handlers.restore.handler",),
+        ("backstop.handlers.sweep.handler",),
     ]
 
 

@@ -81,10 +81,12 @@ def test_configured_writers_are_let_through_as_well(servers: Synthesized) -> Non
 def test_only_the_backup_and_restore_roles_live_on_the_writers_path(example: Synthesized) -> None:
     roles = example.of_type("AWS::IAM::Role")
     on_path = {k for k, r in roles.items() if r["Properties"].get("Path") == "/backstop/Backstop/"}
-    # the backup functions, and the restore function (it writes safety snapshots through the backup path)
-    backup_roles = {k for k in roles if k.startswith(("BackupsordersRole", "BackupsuploadsRole", "RestoreRole"))}
+    # the backup functions, the restore function (it writes safety snapshots through the backup path), and
+    # the drills and the sweep (each writes only its record beside a backup)
+    writers = ("BackupsordersRole", "BackupsuploadsRole", "RestoreRole", "VerificationDrill", "VerificationSweepRole")
+    backup_roles = {k for k in roles if k.startswith(writers) and "ScheduleRole" not in k}
 
-    assert len(backup_roles) == 3
+    assert len(backup_roles) == 6
     assert on_path == backup_roles
     assert all(r["Properties"].get("Path") in (None, "/backstop/Backstop/") for r in roles.values())
 

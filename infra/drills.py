@@ -1,0 +1,295 @@
+"""Restore drills and verification sweeps: the proof, on a schedule, that backups restore.
+
+Per database with a drill: a function of the runner image (in the database's VPC, with its EFS
+access point when the drill's scratch directory is on it), a role that reads the database's backups
+and writes only their drill records (plus the audit table and the drill server's secret), and a
+schedule at the drill's cadence whose input is the database's configuration. One sweep function
+for the whole vault reads every database's backups within its byte budget and writes only sweep
+records. Alarms: a failed drill, a drill slower than its RTO, a sweep that found a mismatch.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from backstop.config import AnyDatabase, Config, FileDrill, FilesDatabase, ServerDrill, SqliteDatabase
+from infra.backup_vault import BackupVault
+from infra.monitoring import Monitoring
+from infra.network import grant_network
+from infra.runner import DRILL_HANDLER, SWEEP_HANDLER, FunctionSpec, RunnerImage
+from infra.schedules import SCHEDULED_TIME, ScheduledInvocation, drill_input, rate_expression
+
+DRILL_SERVICE = "drill"
+SWEEP_SERVICE = "sweep"
+
+
+class DatabaseDrill(Construct):
+    """The scheduled restore drill of one database."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        database: AnyDatabase,
+        vault: BackupVault,
+        runner: RunnerImage,
+        monitoring: Monitoring,
+        restore_table: dynamodb.ITable | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        drill = database.drill
+        assert drill is not None  # only databases with a drill get one
+        self.role = iam.Role(
+            self,
+            "Role",
+            description=f"Backstop restore drill of {database.name}: reads its backups, writes drill records",
+            path=vault.writer_role_path,
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
+        vault.grant_verify(self.role, [database.name], "drill")
+        monitoring.grant_publish(self.role)
+        environment = dict(monitoring.environment)
+        if restore_table is not None:
+            # One audit record per drill, nothing else: no locks, no approvals, no reads.
+            self.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    sid="RecordDrillAudit", actions=["dynamodb:PutItem"], resources=[restore_table.table_arn]
+                )
+            )
+            environment["BACKSTOP_RESTORE_TABLE"] = restore_table.table_name
+        secret = drill.server.password_secret if isinstance(drill, ServerDrill) else None
+        if secret:
+            self.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    sid="ReadDrillServerSecret", actions=["secretsmanager:GetSecretValue"], resources=[secret]
+                )
+            )
+        # A scratch directory of its own is on the database's EFS (the config keeps it under the mount);
+        # the default scratch space is the function's /tmp.
+        scratch_on_efs = isinstance(drill, FileDrill) and drill.path is not None
+        efs = database.efs if scratch_on_efs and isinstance(database, SqliteDatabase | FilesDatabase) else None
+        mount = grant_network(self.role, database.vpc, efs, writable=True)
+        self.function = runner.function(
+            self,
+            "Function",
+            FunctionSpec(
+                handler=DRILL_HANDLER,
+                description=f"Backstop: restore drill of {database.name} every {drill.every}",
+                role=self.role,
+                environment=environment,
+                memory_mb=database.function.memory_mb,
+                timeout_seconds=900,
+                ephemeral_storage_mb=10240,  # SQLite and directory drills restore into /tmp by default
+                vpc=database.vpc,
+                file_system=mount,
+            ),
+        )
+        self.schedule = ScheduledInvocation(
+            self,
+            "Schedule",
+            function=self.function,
+            expression=rate_expression(drill.every),
+            timezone="UTC",
+            payload=drill_input(database),
+            description=f"Backstop: restore drill of {database.name}",
+            dead_letters=monitoring.dead_letters,
+            dead_letter_key=monitoring.key,
+        )
+
+
+class Verification(Construct):
+    """Every database's drill, the vault's sweep, and their alarms."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        vault: BackupVault,
+        runner: RunnerImage,
+        monitoring: Monitoring,
+        restore_table: dynamodb.ITable | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._monitoring = monitoring
+        self.drills = [
+            DatabaseDrill(
+                self,
+                f"Drill{db.name}",
+                database=db,
+                vault=vault,
+                runner=runner,
+                monitoring=monitoring,
+                restore_table=restore_table,
+            )
+            for db in config.databases
+            if db.drill is not None
+        ]
+        sweep_role = iam.Role(
+            self,
+            "SweepRole",
+            description="Backstop verification sweep: re-reads stored backups, writes sweep records",
+            path=vault.writer_role_path,
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
+        vault.grant_verify(sweep_role, [db.name for db in config.databases], "sweep")
+        monitoring.grant_publish(sweep_role)
+        self.sweep: lambda_.IFunction = runner.function(
+            self,
+            "Sweep",
+            FunctionSpec(
+                handler=SWEEP_HANDLER,
+                description="Backstop: re-reads stored backups within a byte budget and checks their SHA-256",
+                role=sweep_role,
+                environment=monitoring.environment,
+                memory_mb=1024,
+                timeout_seconds=900,
+            ),
+        )
+        self.sweep_schedule = ScheduledInvocation(
+            self,
+            "SweepSchedule",
+            function=self.sweep,
+            expression=rate_expression(config.sweep.every),
+            timezone="UTC",
+            payload={
+                "databases": [db.name for db in config.databases],
+                "budget": int(config.sweep.budget),
+                "checked_at": SCHEDULED_TIME,
+            },
+            description="Backstop: verification sweep of stored backups",
+            dead_letters=monitoring.dead_letters,
+            dead_letter_key=monitoring.key,
+        )
+        self.alarms: list[cloudwatch.Alarm] = []
+        for db in config.databases:
+            if db.drill is None:
+                continue
+            self._alarm(
+                f"{db.name}DrillFailed",
+                name=f"{db.name}-drill-failed",
+                description=f"A restore drill of {db.name} failed: its backup did not restore and validate "
+                "(docs/runbooks/drills.md).",
+                metric=self.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", Duration.days(1)),
+                threshold=1,
+                comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            )
+            if db.drill.rto is not None:
+                self._alarm(
+                    f"{db.name}DrillSlow",
+                    name=f"{db.name}-drill-over-rto",
+                    description=f"A restore drill of {db.name} took longer than its RTO "
+                    f"({int(db.drill.rto.total_seconds())} s).",
+                    metric=self.metric("DrillDuration", DRILL_SERVICE, db.name, "Maximum", Duration.days(1)),
+                    threshold=db.drill.rto.total_seconds(),
+                    comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                )
+        for metric_name, name, finding in (
+            ("SweepMismatches", "sweep-mismatch", "whose bytes differ from its manifest"),
+            ("SweepUnreadable", "sweep-unreadable", "that could not be read twice in a row"),
+        ):
+            self._alarm(
+                metric_name,
+                name=name,
+                description=f"The verification sweep found a stored backup {finding}: the alert names it "
+                "(docs/runbooks/drills.md).",
+                metric=cloudwatch.Metric(
+                    namespace="Backstop",
+                    metric_name=metric_name,
+                    dimensions_map={"service": SWEEP_SERVICE},
+                    statistic="Sum",
+                    period=Duration.days(1),
+                ),
+                threshold=0,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            )
+
+    def add_to(self, dashboard: cloudwatch.Dashboard, config: Config) -> None:
+        """The drills' and the sweep's row on the dashboard: alarm states, drill durations against RTO, sweeps."""
+        dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(title="Drill and sweep alarms", alarms=list(self.alarms), width=24, height=3)
+        )
+        day = Duration.days(1)
+        for db in config.databases:
+            if db.drill is None:
+                continue
+            rto = db.drill.rto
+            dashboard.add_widgets(
+                cloudwatch.GraphWidget(
+                    title=f"{db.name}: restore drill duration (s) and success",
+                    left=[self.metric("DrillDuration", DRILL_SERVICE, db.name, "Maximum", day)],
+                    right=[self.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", day)],
+                    left_annotations=[cloudwatch.HorizontalAnnotation(value=rto.total_seconds(), label="RTO")]
+                    if rto
+                    else None,
+                    width=12,
+                )
+            )
+        sweep = {"service": SWEEP_SERVICE}
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Verification sweep: bytes re-read and mismatches",
+                left=[
+                    cloudwatch.Metric(
+                        namespace="Backstop",
+                        metric_name="SweepBytesRead",
+                        dimensions_map=sweep,
+                        statistic="Sum",
+                        period=day,
+                    )
+                ],
+                right=[
+                    cloudwatch.Metric(
+                        namespace="Backstop",
+                        metric_name="SweepMismatches",
+                        dimensions_map=sweep,
+                        statistic="Sum",
+                        period=day,
+                    )
+                ],
+                width=12,
+            )
+        )
+
+    @staticmethod
+    def metric(name: str, service: str, database: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="Backstop",
+            metric_name=name,
+            dimensions_map={"database": database, "service": service},
+            statistic=statistic,
+            period=period,
+        )
+
+    def _alarm(
+        self,
+        construct_id: str,
+        *,
+        name: str,
+        description: str,
+        metric: cloudwatch.IMetric,
+        threshold: float,
+        comparison: cloudwatch.ComparisonOperator,
+    ) -> None:
+        alarm = cloudwatch.Alarm(
+            self,
+            construct_id,
+            alarm_name=f"{Stack.of(self).stack_name}-{name}",
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=comparison,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,  # no drill today is not a failed one
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+        )
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self._monitoring.topic))
+        self.alarms.append(alarm)
