@@ -326,7 +326,12 @@ class BackupVault(Construct):
             iam.PolicyStatement(
                 sid=f"Write{kind.capitalize()}Records",
                 actions=["s3:PutObject", "s3:PutObjectTagging"],
-                resources=[self.bucket.arn_for_objects(pattern) for pattern in sidecars],
+                resources=[self.bucket.arn_for_objects(pattern) for pattern in sidecars]
+                + (
+                    [self.bucket.arn_for_objects(f"{self._prefix}/_drills/{db}.last-success.json") for db in databases]
+                    if kind == "drill"
+                    else []
+                ),
             ),
             self._list_statement(databases),
             self._key_statement(["kms:GenerateDataKey", "kms:Decrypt"]),
@@ -339,13 +344,16 @@ class BackupVault(Construct):
             f"deploying; reads stop at the listed databases' prefixes and the only write is the {kind} record.",
         )
 
-    def grant_read_manifests(self, role: iam.IRole, databases: Sequence[str]) -> None:
-        """Let ``role`` list the given databases' keys and read their manifests, nothing else."""
+    def grant_read_manifests(self, role: iam.IRole, databases: Sequence[str], drilled: Sequence[str] = ()) -> None:
+        """Let ``role`` list the given databases' keys and read their manifests (and the ``drilled`` ones'
+        last successful drill), nothing else."""
+        patterns = [f"{self._prefix}/{db}/*.manifest.json" for db in databases]
+        successes = [f"{self._prefix}/_drills/{db}.last-success.json" for db in drilled]
         for statement in (
             iam.PolicyStatement(
                 sid="ReadManifests",
                 actions=["s3:GetObject"],
-                resources=[self.bucket.arn_for_objects(f"{self._prefix}/{db}/*.manifest.json") for db in databases],
+                resources=[self.bucket.arn_for_objects(pattern) for pattern in [*patterns, *successes]],
             ),
             self._list_statement(databases),
             self._key_statement(["kms:Decrypt"]),
@@ -353,7 +361,7 @@ class BackupVault(Construct):
             role.add_to_principal_policy(statement)
         self.acknowledge_key_patterns(
             role,
-            [f"{self._prefix}/{db}/*.manifest.json" for db in databases],
+            patterns,
             "Manifests are named by the time of each backup, so they are unknown when deploying; the grant "
             "is read-only and stops at the manifests of the listed databases.",
         )

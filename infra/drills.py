@@ -182,6 +182,16 @@ class Verification(Construct):
                 threshold=1,
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             )
+            window = Duration.seconds(min(2 * int(config.freshness.every.total_seconds()), 86400))
+            self._alarm(
+                f"{db.name}DrillOverdue",
+                name=f"{db.name}-drill-overdue",
+                description=f"No restore drill of {db.name} succeeded in twice its cadence "
+                f"({int(2 * db.drill.every.total_seconds())} s), as the freshness check measures it.",
+                metric=self.metric("LastSuccessfulDrillAgeSeconds", "freshness", db.name, "Maximum", window),
+                threshold=2 * db.drill.every.total_seconds(),
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            )
             if db.drill.rto is not None:
                 self._alarm(
                     f"{db.name}DrillSlow",

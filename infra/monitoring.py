@@ -152,7 +152,11 @@ class Monitoring(Construct):
             description="Backstop freshness check: lists each database's backups, reads manifests, alerts",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
         )
-        vault.grant_read_manifests(freshness_role, [db.name for db in config.databases])
+        vault.grant_read_manifests(
+            freshness_role,
+            [db.name for db in config.databases],
+            drilled=[db.name for db in config.databases if db.drill is not None],
+        )
         self.grant_publish(freshness_role)
         self.freshness = runner.function(
             self,

@@ -51,7 +51,14 @@ def drill_input(database: AnyDatabase) -> dict[str, Any]:
 def freshness_input(config: Config) -> dict[str, Any]:
     """What the freshness schedule sends: a ``FreshnessCheckEvent`` naming every database and its threshold."""
     return {
-        "databases": [{"name": db.name, "stale_after": format_duration(db.stale_after)} for db in config.databases],
+        "databases": [
+            {
+                "name": db.name,
+                "stale_after": format_duration(db.stale_after),
+                **({"drill_every": format_duration(db.drill.every)} if db.drill is not None else {}),
+            }
+            for db in config.databases
+        ],
         "checked_at": SCHEDULED_TIME,
     }
 

@@ -46,6 +46,8 @@ class WatchedDatabase(BaseModel):
 
     name: DatabaseName
     stale_after: Duration
+    drill_every: Duration | None = None
+    """The database's drill cadence, when it drills: its last successful drill is checked too."""
 
 
 class FreshnessCheckEvent(BaseModel):

@@ -357,6 +357,36 @@ class S3Store:
             raise ManifestError(f"The {kind} record at {key} is not a JSON object.")
         return document
 
+    def drill_success_key(self, database: str) -> str:
+        return f"{self.prefix}/_drills/{check_database_name(database)}.last-success.json"
+
+    def put_last_drill_success(self, database: str, record: dict[str, Any]) -> None:
+        """Remember ``database``'s last successful drill: one small object the freshness check reads."""
+        key = self.drill_success_key(database)
+        _call(
+            f"Recording the last successful drill of {database}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=json.dumps(record, sort_keys=True, default=str).encode(),
+                ContentType="application/json",
+                **self.sse_args(),
+            ),
+        )
+
+    def last_drill_success(self, database: str) -> dict[str, Any] | None:
+        """The record of ``database``'s last successful drill, or None if no drill has passed yet."""
+        key = self.drill_success_key(database)
+        body = _call(
+            f"Reading the last successful drill of {database}",
+            lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
+            absent=_MISSING,
+        )
+        if body is None:
+            return None
+        record = json.loads(body)
+        return record if isinstance(record, dict) else None
+
     def sidecar_times(self, database: str, kind: SidecarKind) -> dict[str, datetime]:
         """When each backup of ``database`` last got its ``kind`` record, from one listing (no GETs)."""
         suffix = f".{kind}.json"

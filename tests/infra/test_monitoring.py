@@ -184,7 +184,9 @@ def test_freshness_check_runs_on_its_own_schedule_with_every_database(example: S
     assert schedule["Target"]["Arn"] == {"Fn::GetAtt": [FRESHNESS, "Arn"]}
     assert schedule["Target"]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [DEAD_LETTERS, "Arn"]}}
     assert sent == {
-        "databases": [{"name": db.name, "stale_after": "26h"} for db in load_config(EXAMPLE_CONFIG).databases],
+        "databases": [
+            {"name": db.name, "stale_after": "26h", "drill_every": "1w"} for db in load_config(EXAMPLE_CONFIG).databases
+        ],
         "checked_at": SCHEDULED_TIME,
     }
 
@@ -207,15 +209,15 @@ def test_freshness_input_is_what_the_freshness_handler_parses(servers: Synthesiz
     assert freshness_schedule(servers)["ScheduleExpression"] == "rate(30 minutes)"
 
 
-def test_freshness_role_only_lists_and_reads_manifests(example: Synthesized) -> None:
+def test_freshness_role_only_lists_and_reads_manifests_and_drill_records(example: Synthesized) -> None:
     role_id = properties(example, FRESHNESS)["Role"]["Fn::GetAtt"][0]
     s3 = [s for s in example.statements_of_role(role_id) if "s3:" in json.dumps(s["Action"])]
     bucket = "<VaultBucket0925C477.Arn>"
-
-    assert [(s["Action"], s["Resource"]) for s in s3] == [
-        ("s3:GetObject", [f"{bucket}/backups/orders/*.manifest.json", f"{bucket}/backups/uploads/*.manifest.json"]),
-        ("s3:ListBucket", bucket),
+    readable = [f"{bucket}/backups/{db}/*.manifest.json" for db in ("orders", "uploads")] + [
+        f"{bucket}/backups/_drills/{db}.last-success.json" for db in ("orders", "uploads")
     ]
+
+    assert [(s["Action"], s["Resource"]) for s in s3] == [("s3:GetObject", readable), ("s3:ListBucket", bucket)]
     (decrypt,) = [s for s in example.statements_of_role(role_id) if s["Resource"] == "<VaultKeyCB88EF1A.Arn>"]
     assert decrypt["Action"] == "kms:Decrypt"
 
@@ -235,11 +237,13 @@ def test_alarms_cover_staleness_size_anomalies_and_the_alerting_path(example: Sy
         "orders-backup-size-anomaly",
         "orders-backup-stale",
         "orders-drill-failed",
+        "orders-drill-overdue",
         "sweep-mismatch",
         "sweep-unreadable",
         "uploads-backup-size-anomaly",
         "uploads-backup-stale",
         "uploads-drill-failed",
+        "uploads-drill-overdue",
     ]
 
 
@@ -303,6 +307,7 @@ def test_every_backstop_metric_an_alarm_watches_is_emitted_by_the_handler_of_its
         ("NewestBackupAgeSeconds", "freshness"),
         ("BackupSizeAnomaly", "backup"),
         ("DrillSucceeded", "drill"),
+        ("LastSuccessfulDrillAgeSeconds", "freshness"),
         ("SweepMismatches", "sweep"),
         ("SweepUnreadable", "sweep"),
     }

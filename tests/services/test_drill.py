@@ -164,3 +164,22 @@ def test_a_postgres_drill_restores_into_a_scratch_database_and_drops_it(
     assert f"{source}_drill_" in result.scratch
     assert databases_like(f"{source}_drill_") == []  # always dropped
     assert notifier.alerts == []
+
+
+def test_only_a_passed_drill_becomes_the_last_successful_one(
+    make_config: Any, store: S3Store, s3: Any, tmp_path: Path, scratch: Path
+) -> None:
+    source = create_orders_db(tmp_path / "orders.db", rows=100, wal=False)
+    config = make_config(shop(source, drill={"path": str(scratch)}))
+    manifest = run_backup(config, store, at(21)).manifest
+    passed = drill_of(config, store, RecordingNotifier()).run("orders")
+    assert (store.last_drill_success("orders") or {})["started_at"] == passed.started_at.isoformat()
+
+    # a later drill of a broken backup leaves the last success where it was
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(source.read_bytes())
+    corrupt_table(broken)
+    raw = broken.read_bytes()
+    replace_artifact(s3, store, manifest, zstandard.compress(raw), raw=raw)
+    assert not drill_of(config, store, RecordingNotifier()).run("orders").passed
+    assert (store.last_drill_success("orders") or {})["started_at"] == passed.started_at.isoformat()

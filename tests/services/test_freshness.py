@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from backstop.errors import StorageError
-from backstop.services.freshness import FreshnessRule, FreshnessService
+from backstop.services.freshness import Freshness, FreshnessRule, FreshnessService
 from backstop.store import S3Store
 from tests.handlers import commit_backup
 from tests.services import RecordingNotifier
@@ -62,3 +62,46 @@ def test_an_exactly_fresh_backup_is_not_alerted(store: S3Store) -> None:
     # then nothing is stale and nothing is published
     assert [f.status for f in report] == ["fresh", "fresh"]
     assert notifier.alerts == []
+
+
+# -- the last successful drill ----------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 22, 8, tzinfo=UTC)
+WEEK = timedelta(days=7)
+
+
+def drilled(store: S3Store, database: str, days_ago: float) -> None:
+    store.put_last_drill_success(
+        database, {"database": database, "passed": True, "started_at": (NOW - timedelta(days=days_ago)).isoformat()}
+    )
+
+
+def check_drills(store: S3Store, notifier: RecordingNotifier) -> dict[str, Freshness]:
+    rules = [FreshnessRule(db, timedelta(hours=26), WEEK) for db in ("recent", "late", "never", "new")]
+    report = FreshnessService(store, clock=lambda: NOW, notifier=notifier).check(rules)
+    return {entry.database: entry for entry in report}
+
+
+def test_a_database_whose_last_successful_drill_is_older_than_twice_its_cadence_is_alerted(store: S3Store) -> None:
+    # given four databases backed up today: drilled 3 days ago, drilled 15 days ago, never drilled in
+    # the 20 days they have had backups, and never drilled but backed up only since yesterday
+    for db in ("recent", "late", "never", "new"):
+        commit_backup(store, db, NOW - timedelta(hours=2))
+    commit_backup(store, "never", NOW - timedelta(days=20))
+    commit_backup(store, "new", NOW - timedelta(days=1))
+    drilled(store, "recent", 3)
+    drilled(store, "late", 15)
+    notifier = RecordingNotifier()
+
+    found = check_drills(store, notifier)
+
+    assert [found[db].drill_overdue for db in ("recent", "late", "never", "new")] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert found["late"].drill_age == timedelta(days=15)
+    overdue = sorted(str(m["database"]) for _, m in notifier.alerts if m["event"] == "drill_overdue")
+    assert overdue == ["late", "never"]
+    assert not [m for _, m in notifier.alerts if m["event"] == "backup_stale"]

@@ -31,12 +31,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = FunctionSettings.from_env()
     checked_at = request.checked_at or datetime.now(UTC)
     service = FreshnessService(build_store(settings), clock=lambda: checked_at, notifier=build_notifier(settings))
-    report = service.check([FreshnessRule(db.name, db.stale_after) for db in request.databases])
+    report = service.check([FreshnessRule(db.name, db.stale_after, db.drill_every) for db in request.databases])
+    drilling = {db.name: db.drill_every for db in request.databases if db.drill_every is not None}
     for entry in report:
         if entry.age is not None:
             # One flush per database: an EMF document carries one set of dimension values.
             metrics.add_dimension(name="database", value=entry.database)
             metrics.add_metric(name="NewestBackupAgeSeconds", unit=MetricUnit.Seconds, value=entry.age.total_seconds())
+            if entry.database in drilling:
+                # Never drilled counts as overdue (the alarm compares with twice the cadence).
+                drill_age = entry.drill_age.total_seconds() if entry.drill_age is not None else None
+                overdue = 2 * drilling[entry.database].total_seconds() + 1
+                age = drill_age if drill_age is not None else (overdue if entry.drill_overdue else 0.0)
+                metrics.add_metric(name="LastSuccessfulDrillAgeSeconds", unit=MetricUnit.Seconds, value=age)
             metrics.flush_metrics()
     stale = [entry.database for entry in report if entry.is_stale]
     metrics.add_metric(name="StaleDatabases", unit=MetricUnit.Count, value=len(stale))
@@ -51,6 +58,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "newest_backup": entry.newest_backup,
                 "age_seconds": int(entry.age.total_seconds()) if entry.age is not None else None,
                 "stale_after_seconds": int(entry.stale_after.total_seconds()),
+                "drill_age_seconds": int(entry.drill_age.total_seconds()) if entry.drill_age is not None else None,
+                "drill_overdue": entry.drill_overdue,
             }
             for entry in report
         ],

@@ -223,8 +223,10 @@ class DrillService:
         record = result.record()
         try:
             self._store.put_sidecar(self._store.get_manifest(result.backup_id), "drill", record)
+            if result.passed:
+                self._store.put_last_drill_success(result.database, record)
         except BackstopError:
-            log.exception("could not record the drill of %s beside it", result.backup_id)
+            log.exception("could not record the drill of %s", result.backup_id)
         if self._table is not None:
             self._table.put_audit(
                 f"drill-{result.database}-{stamp}",

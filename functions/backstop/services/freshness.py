@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from backstop.errors import StorageError
@@ -21,10 +21,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FreshnessRule:
-    """One database to check, and the age past which its newest backup is stale."""
+    """One database to check, the age past which its newest backup is stale, and its drill cadence if it drills.
+
+    A database that drills is overdue when its last successful drill is older than twice the cadence
+    (one late or failed drill is tolerated, two are not).
+    """
 
     database: str
     stale_after: timedelta
+    drill_every: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,9 @@ class Freshness:
     age: timedelta | None
     stale_after: timedelta
     error: str | None = None
+    last_drill_at: datetime | None = None
+    drill_age: timedelta | None = None
+    drill_overdue: bool = False
 
     @property
     def is_stale(self) -> bool:
@@ -72,10 +80,45 @@ class FreshnessService:
         report = []
         for rule in rules:
             entry = self._check_one(rule, now)
+            if rule.drill_every is not None and entry.error is None:
+                entry = self._with_drill(entry, rule.drill_every, now)
             report.append(entry)
             if entry.is_stale:
                 self._alert(entry)
+            if entry.drill_overdue:
+                self._alert_drill(entry, rule.drill_every)
         return report
+
+    def _with_drill(self, entry: Freshness, every: timedelta, now: datetime) -> Freshness:
+        """``entry`` with the age of its database's last successful drill, and whether it is overdue."""
+        try:
+            last = self._last_successful_drill(entry.database)
+            first = self._store.earliest_backup_since(entry.database, now - timedelta(days=3660)) if not last else None
+        except StorageError as exc:
+            log.error("the drill records of %s could not be read: %s", entry.database, exc)
+            return entry
+        if last is not None:
+            age = now - last
+            return replace(entry, last_drill_at=last, drill_age=age, drill_overdue=age > 2 * every)
+        # Never drilled successfully: overdue once the database has had backups for two cadences.
+        overdue = first is not None and now - first > 2 * every
+        return replace(entry, drill_overdue=overdue)
+
+    def _last_successful_drill(self, database: str) -> datetime | None:
+        record = self._store.last_drill_success(database)  # one GET, whatever the number of backups
+        return datetime.fromisoformat(str(record["started_at"])) if record else None
+
+    def _alert_drill(self, entry: Freshness, every: timedelta | None) -> None:
+        self._notifier.publish(
+            f"Backstop: no successful restore drill of {entry.database} lately",
+            {
+                "event": "drill_overdue",
+                "database": entry.database,
+                "last_successful_drill": entry.last_drill_at.isoformat() if entry.last_drill_at else None,
+                "drill_age_seconds": int(entry.drill_age.total_seconds()) if entry.drill_age else None,
+                "drill_every_seconds": int(every.total_seconds()) if every else None,
+            },
+        )
 
     def _check_one(self, rule: FreshnessRule, now: datetime) -> Freshness:
         try:
