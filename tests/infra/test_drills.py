@@ -1,0 +1,141 @@
+"""Drills and the sweep in the synthesized stack: their schedules, their read-only IAM, their alarms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from backstop.events import ScheduledDrillEvent
+from backstop.sweep_events import SweepEvent
+from infra.schedules import SCHEDULED_TIME
+from tests.infra import Synthesized, synthesized_example, synthesized_servers
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+BUCKET = "<VaultBucket0925C477.Arn>"
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
+
+
+def schedule(synthesized: Synthesized, fragment: str) -> dict[str, Any]:
+    (found,) = [
+        r["Properties"]
+        for r in synthesized.of_type("AWS::Scheduler::Schedule").values()
+        if fragment in r["Properties"]["Description"]
+    ]
+    return dict(found)
+
+
+def role_statements(synthesized: Synthesized, prefix: str) -> list[dict[str, Any]]:
+    (role_id,) = [k for k in synthesized.of_type("AWS::IAM::Role") if k.startswith(prefix)]
+    return synthesized.statements_of_role(role_id)
+
+
+def s3_grants(statements: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Every S3 action the role has, with the resources it has it on."""
+    grants: dict[str, list[str]] = {}
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for action in actions:
+            if action.startswith("s3:"):
+                grants.setdefault(action, []).extend(resources)
+    return grants
+
+
+@pytest.mark.parametrize("database", ["orders", "uploads"])
+def test_each_file_database_drills_weekly_with_its_configuration_as_input(example: Synthesized, database: str) -> None:
+    found = schedule(example, f"restore drill of {database}")
+
+    assert found["ScheduleExpression"] == "rate(7 days)"
+    sent = json.loads(found["Target"]["Input"].replace(SCHEDULED_TIME, "2026-11-22T03:00:00Z"))
+    event = ScheduledDrillEvent.model_validate(sent)  # what the drill handler parses
+    assert event.database.name == database
+    assert "vpc" not in sent["database"] and "function" not in sent["database"]
+    if database == "orders":  # the run refuses to drill into a restore target: it needs to know them
+        assert set(sent["database"]["restore_targets"]) == {"staging", "in-place"}
+
+
+def test_the_sweep_runs_daily_with_every_database_and_its_budget(example: Synthesized) -> None:
+    found = schedule(example, "verification sweep")
+
+    assert found["ScheduleExpression"] == "rate(1 day)"
+    event = SweepEvent.model_validate_json(found["Target"]["Input"].replace(SCHEDULED_TIME, "2026-11-22T03:00:00Z"))
+    assert event.databases == ("orders", "uploads") and event.budget == 10 * 1024**3
+
+
+def test_server_databases_without_a_scratch_server_have_no_drill(servers: Synthesized) -> None:
+    descriptions = [r["Properties"]["Description"] for r in servers.of_type("AWS::Scheduler::Schedule").values()]
+
+    assert not [d for d in descriptions if "restore drill" in d]
+
+
+def test_a_drill_role_reads_its_database_and_writes_only_its_drill_records(example: Synthesized) -> None:
+    grants = s3_grants(role_statements(example, "VerificationDrillordersRole"))
+
+    assert sorted(grants) == [
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:ListBucket",
+        "s3:PutObject",
+        "s3:PutObjectTagging",
+    ]
+    assert grants["s3:GetObject"] == [f"{BUCKET}/backups/orders/*"]
+    assert sorted(grants["s3:PutObject"]) == [
+        f"{BUCKET}/backups/_drills/orders.last-success.json",
+        f"{BUCKET}/backups/orders/*.drill.json",
+    ]
+    assert "s3:DeleteObject" not in grants and "s3:DeleteObjectVersion" not in grants
+
+
+def test_the_sweep_role_reads_every_database_and_writes_only_sweep_records(example: Synthesized) -> None:
+    grants = s3_grants(role_statements(example, "VerificationSweepRole"))
+
+    assert sorted(grants["s3:GetObject"]) == [f"{BUCKET}/backups/orders/*", f"{BUCKET}/backups/uploads/*"]
+    assert sorted(grants["s3:PutObject"]) == [
+        f"{BUCKET}/backups/orders/*.sweep.json",
+        f"{BUCKET}/backups/uploads/*.sweep.json",
+    ]
+    assert not [a for a in grants if "Delete" in a]
+
+
+def test_drill_functions_run_where_their_database_is(example: Synthesized) -> None:
+    (props,) = [
+        r["Properties"]
+        for k, r in example.of_type("AWS::Lambda::Function").items()
+        if k.startswith("VerificationDrillordersFunction")
+    ]
+
+    assert props["ImageConfig"]["Command"] == ["backstop.handlers.drill.handler"]
+    assert props["VpcConfig"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"]
+    assert props["EphemeralStorage"] == {"Size": 10240}  # the default scratch space is /tmp
+    assert props["Timeout"] == 900
+
+
+def test_alarms_watch_failed_slow_and_overdue_drills_and_sweep_findings(example: Synthesized) -> None:
+    names = {
+        r["Properties"]["AlarmName"]: r["Properties"]
+        for r in example.of_type("AWS::CloudWatch::Alarm").values()
+        if "drill" in r["Properties"]["AlarmName"] or "sweep" in r["Properties"]["AlarmName"]
+    }
+
+    assert sorted(n.removeprefix("Backstop-") for n in names) == [
+        "orders-drill-failed",
+        "orders-drill-overdue",
+        "sweep-mismatch",
+        "sweep-unreadable",
+        "uploads-drill-failed",
+        "uploads-drill-overdue",
+    ]
+    overdue = names["Backstop-orders-drill-overdue"]
+    assert (overdue["MetricName"], overdue["Threshold"]) == ("LastSuccessfulDrillAgeSeconds", 2 * 7 * 86400)
