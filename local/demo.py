@@ -7,12 +7,13 @@ The stack is synthesized from the demo's backstop.yaml and stood up on moto from
    PostgreSQL database when the local server answers (skipped with a note otherwise);
 2. scheduled backups, one "tick" per schedule with the exact input of the template, with their
    manifests, sizes, tiers and checksums; `backstop list` and `verify` against the same bucket;
-3. the freshness check once on time (no alert) and once two days later (stale alerts);
-4. data lost, a restore started as the console starts it, the plan read from the alerts topic,
+3. a scheduled restore drill of the SQLite shop, and a verification sweep that finds the damaged copy;
+4. the freshness check once on time (no alert) and once two days later (stale alerts);
+5. data lost, a restore started as the console starts it, the plan read from the alerts topic,
    approved with `backstop approve --confirm "RESTORE <id>"`, and the data compared;
-5. a restore that fails after its safety snapshot (an application writes to the target while it
+6. a restore that fails after its safety snapshot (an application writes to the target while it
    is restored) and is rolled back;
-6. where everything lives, and how to go on with `make local`.
+7. where everything lives, and how to go on with `make local`.
 
 The demo exits non-zero if any outcome is not the expected one; tests/e2e/test_demo.py asserts
 on the outcomes it returns.
@@ -70,6 +71,8 @@ class DemoResult:
     staging_kept: bool = False
     lock_free: bool = False
     audits: list[dict[str, Any]] = field(default_factory=list)
+    drill: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -420,7 +423,27 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
     result.corrupt_verify_exit = damaged.returncode
     result.record("verify catches a damaged copy", damaged.returncode == 1, "one flipped byte: SHA-256 mismatch")
 
-    console.print(Rule("3. Freshness check: on time, then two days later"))
+    console.print(Rule("3. A restore drill, and a verification sweep of everything stored"))
+    # The newest backup is the damaged manual copy, which a drill would rightly fail: drill the scheduled one.
+    drill = system.tick(system.schedule_of("restore drill of shop"), tick_at, backup=result.backups["shop"])
+    result.drill = dict(drill)
+    result.record(
+        "restore drill of shop",
+        drill["passed"] is True,
+        f"{drill['backup_id']} restored into scratch space and validated in {drill['seconds']:.1f} s, then removed",
+    )
+    cli("list", "shop")
+    system.alerts()
+    sweep = system.tick(system.schedule_of("verification sweep"), now)
+    result.sweep = dict(sweep)
+    found = [a["message"] for a in system.alerts() if a["message"].get("event") == "backup_corrupt"]
+    result.record(
+        "sweep finds the damaged copy",
+        sweep["corrupt"] == [manual["backup_id"]] and [m["backup_id"] for m in found] == [manual["backup_id"]],
+        f"{sweep['checked']} backups re-read ({sweep['bytes_read']:,} bytes); corrupt: {', '.join(sweep['corrupt'])}",
+    )
+
+    console.print(Rule("4. Freshness check: on time, then two days later"))
     freshness = system.schedule_of("recent backup")
     system.alerts()  # from here on, every alert is the check's
     system.tick(freshness, now + timedelta(minutes=5))
@@ -434,7 +457,7 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
     stale = {str(a["message"].get("database")) for a in result.stale_alerts}
     result.record("two days later: stale alerts", stale >= {"shop", "uploads"}, f"alerted: {', '.join(sorted(stale))}")
 
-    console.print(Rule("4. Lose data, restore it through the approved restore workflow"))
+    console.print(Rule("5. Lose data, restore it through the approved restore workflow"))
     with closing(sqlite3.connect(shop)) as conn, conn:
         conn.execute("DELETE FROM order_lines WHERE order_id > 100")
         conn.execute("UPDATE products SET price_cents = 0")
@@ -468,7 +491,7 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
         f"{result.approved_status}; every table equal to backup {result.plan['backup_id']}",
     )
 
-    console.print(Rule("5. A restore that fails after its safety snapshot is rolled back"))
+    console.print(Rule("6. A restore that fails after its safety snapshot is rolled back"))
     before = logical_digest(staging)
     with application_writing_before("validate_target", staging):
         arn = start_restore(system, "demo-refresh-staging", database="shop", target="staging")
@@ -496,7 +519,7 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
     result.audits = json.loads(audit.stdout) if audit.returncode == 0 else []
     cli("restores")
 
-    console.print(Rule("6. Where everything is"))
+    console.print(Rule("7. Where everything is"))
     where = Table("what", "where")
     where.add_row("emulator (AWS API)", system.emulator.endpoint)
     where.add_row("vault bucket", f"s3://{system.bucket}/backups/")

@@ -22,6 +22,9 @@ def test_demo_runs_the_whole_system_on_the_emulator(tmp_path: Path) -> None:
     assert result.postgres
     assert set(result.backups) == {"shop", "uploads", "ledger"}
     assert result.corrupt_verify_exit == 1
+    # the drill restored the scheduled backup for real; the sweep found the damaged copy by itself
+    assert result.drill["passed"] is True and result.drill["backup_id"] == result.backups["shop"]
+    assert len(result.sweep["corrupt"]) == 1 and result.sweep["checked"] >= 4
     # freshness: silent on time, one alert per stale database two days later
     assert result.fresh_alerts == []
     stale = [a["message"] for a in result.stale_alerts]
