@@ -19,6 +19,7 @@ from backstop.restore_table import RestoreTable
 from backstop.services.drill import DrillService, DrillTargetError
 from backstop.store import S3Store
 from tests.conftest import REGION, create_orders_db
+from tests.engines.test_mysql_engine import new_database as mysql_database  # noqa: F401 - the fixture
 from tests.engines.test_postgres_engine import NAME, create_shop, new_database, postgres_entry  # noqa: F401
 from tests.services import RecordingNotifier, at, corrupt_table, replace_artifact, run_backup
 from tests.store.test_restore_table import create_table
@@ -183,3 +184,28 @@ def test_only_a_passed_drill_becomes_the_last_successful_one(
     replace_artifact(s3, store, manifest, zstandard.compress(raw), raw=raw)
     assert not drill_of(config, store, RecordingNotifier()).run("orders").passed
     assert (store.last_drill_success("orders") or {})["started_at"] == passed.started_at.isoformat()
+
+
+@pytest.mark.xdist_group("mysql")
+def test_a_mysql_drill_restores_into_a_scratch_database_and_drops_it(
+    make_config: Any,
+    store: S3Store,
+    mysql_database: Any,  # noqa: F811 - the fixture
+) -> None:
+    from tests.engines.test_mysql_engine import build_shop, query, shop_config
+
+    source = mysql_database()
+    build_shop(source, orders=100)
+    # the scratch server is the local server under another name: the check compares configured names
+    config = shop_config(make_config, source, drill={"server": {"host": "localhost", "user": "root"}})
+    manifest = run_backup(config, store, at(21), database="shop").manifest
+    notifier = RecordingNotifier()
+
+    result = drill_of(config, store, notifier).run("shop")
+
+    assert result.passed, result.detail
+    assert result.backup_id == manifest.backup_id
+    assert f"{source}_drill_" in result.scratch
+    left = query("information_schema", f"SELECT schema_name FROM schemata WHERE schema_name LIKE '{source}\\_%'")
+    assert left == []  # the scratch database and anything derived from it are gone
+    assert notifier.alerts == []
