@@ -209,3 +209,21 @@ def test_a_mysql_drill_restores_into_a_scratch_database_and_drops_it(
     left = query("information_schema", f"SELECT schema_name FROM schemata WHERE schema_name LIKE '{source}\\_%'")
     assert left == []  # the scratch database and anything derived from it are gone
     assert notifier.alerts == []
+
+
+def test_the_default_scratch_space_may_hold_the_source_the_drill_writes_only_its_own_directory(
+    make_config: Any, store: S3Store, tmp_path: Path
+) -> None:
+    # given a source inside the work space the drill defaults to (as /tmp holds a demo's files)
+    work = tmp_path / "work-with-source"
+    work.mkdir()
+    source = create_orders_db(work / "orders.db", rows=30)
+    config = make_config(shop(source), work_dir=str(work))
+    run_backup(config, store, at(21))
+    before = source.read_bytes()
+
+    result = drill_of(config, store, RecordingNotifier()).run("orders")
+
+    assert result.passed, result.detail
+    assert source.read_bytes() == before
+    assert not [p for p in work.iterdir() if p.name.startswith("backstop-drill")]  # its own directory, removed

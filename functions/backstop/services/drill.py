@@ -135,8 +135,9 @@ class DrillService:
         from backstop.services.restore import RestoreService
 
         assert db.drill is not None and not isinstance(db, ServerDatabase)
+        if db.drill.path is not None:  # a scratch directory someone chose must be clear of every real place
+            self._refuse_real_places(db, db.drill.path.absolute())
         root = db.drill.path or self._config.work_dir or Path(tempfile.gettempdir())
-        self._refuse_real_places(db, root.absolute())
         root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"backstop-drill-{db.name}-{stamp}-", dir=root))
         try:
