@@ -10,9 +10,8 @@ records. Alarms: a failed drill, a drill slower than its RTO, a sweep that found
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -173,7 +172,7 @@ class Verification(Construct):
         for db in config.databases:
             if db.drill is None:
                 continue
-            self._alarm(
+            self._monitored(
                 f"{db.name}DrillFailed",
                 name=f"{db.name}-drill-failed",
                 description=f"A restore drill of {db.name} failed: its backup did not restore and validate "
@@ -183,7 +182,7 @@ class Verification(Construct):
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             )
             window = Duration.seconds(min(2 * int(config.freshness.every.total_seconds()), 86400))
-            self._alarm(
+            self._monitored(
                 f"{db.name}DrillOverdue",
                 name=f"{db.name}-drill-overdue",
                 description=f"No restore drill of {db.name} succeeded in twice its cadence "
@@ -193,7 +192,7 @@ class Verification(Construct):
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             )
             if db.drill.rto is not None:
-                self._alarm(
+                self._monitored(
                     f"{db.name}DrillSlow",
                     name=f"{db.name}-drill-over-rto",
                     description=f"A restore drill of {db.name} took longer than its RTO "
@@ -206,7 +205,7 @@ class Verification(Construct):
             ("SweepMismatches", "sweep-mismatch", "whose bytes differ from its manifest"),
             ("SweepUnreadable", "sweep-unreadable", "that could not be read twice in a row"),
         ):
-            self._alarm(
+            self._monitored(
                 metric_name,
                 name=name,
                 description=f"The verification sweep found a stored backup {finding}: the alert names it "
@@ -223,10 +222,7 @@ class Verification(Construct):
             )
 
     def add_to(self, dashboard: cloudwatch.Dashboard, config: Config) -> None:
-        """The drills' and the sweep's row on the dashboard: alarm states, drill durations against RTO, sweeps."""
-        dashboard.add_widgets(
-            cloudwatch.AlarmStatusWidget(title="Drill and sweep alarms", alarms=list(self.alarms), width=24, height=3)
-        )
+        """The drills' and the sweep's rows on the dashboard: drill durations against RTO, sweeps."""
         day = Duration.days(1)
         for db in config.databases:
             if db.drill is None:
@@ -279,7 +275,7 @@ class Verification(Construct):
             period=period,
         )
 
-    def _alarm(
+    def _monitored(
         self,
         construct_id: str,
         *,
@@ -289,17 +285,15 @@ class Verification(Construct):
         threshold: float,
         comparison: cloudwatch.ComparisonOperator,
     ) -> None:
-        alarm = cloudwatch.Alarm(
-            self,
-            construct_id,
-            alarm_name=f"{Stack.of(self).stack_name}-{name}",
-            alarm_description=description,
-            metric=metric,
-            threshold=threshold,
-            comparison_operator=comparison,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,  # no drill today is not a failed one
-            evaluation_periods=1,
-            datapoints_to_alarm=1,
+        """An alarm among Monitoring's (its topic, the dashboard's status); no drill today is not a failed one."""
+        self.alarms.append(
+            self._monitoring.alarm(
+                construct_id,
+                name=name,
+                description=description,
+                metric=metric,
+                threshold=threshold,
+                comparison_operator=comparison,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
         )
-        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self._monitoring.topic))
-        self.alarms.append(alarm)

@@ -197,7 +197,7 @@ class Monitoring(Construct):
 
     # -- alarms ---------------------------------------------------------------------------------
 
-    def _alarm(
+    def alarm(
         self,
         construct_id: str,
         *,
@@ -228,7 +228,7 @@ class Monitoring(Construct):
         # Twice the check's interval: one late run must not raise a false alarm, two missed runs must.
         window = Duration.seconds(min(2 * int(self._config.freshness.every.total_seconds()), 86400))
         for db in self._config.databases:
-            self._alarm(
+            self.alarm(
                 f"{db.name}Stale",
                 name=f"{db.name}-backup-stale",
                 description=f"The newest backup of {db.name} is older than {format_duration(db.stale_after)}, "
@@ -238,7 +238,7 @@ class Monitoring(Construct):
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
             )
-            self._alarm(
+            self.alarm(
                 f"{db.name}SizeAnomaly",
                 name=f"{db.name}-backup-size-anomaly",
                 description=f"A backup of {db.name} is far smaller or larger than the recent ones: check that the "
@@ -252,7 +252,7 @@ class Monitoring(Construct):
             ("FailureAlertErrors", "failure-alert", self.failure_alert),
             ("FreshnessErrors", "freshness", self.freshness),
         ):
-            self._alarm(
+            self.alarm(
                 construct_id,
                 name=f"{name}-errors",
                 description=f"The {name} function failed, so alerts may be missing: read its logs.",
@@ -261,7 +261,7 @@ class Monitoring(Construct):
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
-        self._alarm(
+        self.alarm(
             "DeadLettersUnprocessed",
             name="dead-letters-unprocessed",
             description="A schedule's undeliverable invocation has waited over an hour in the dead-letter queue: "

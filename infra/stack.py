@@ -38,7 +38,6 @@ class BackstopStack(Stack):
             monitoring=self.monitoring,
             emulated=emulated,
         )
-        self.dashboard = self.monitoring.add_dashboard(self.backups.watched)
         self.restore: RestoreWorkflow | None = None
         if any(db.restore_targets for db in config.databases):
             self.restore = RestoreWorkflow(
@@ -51,6 +50,18 @@ class BackstopStack(Stack):
                 alerts_topic_arn=self.monitoring.topic.topic_arn,
                 emulated=emulated,
             )
+
+        self.verification = Verification(
+            self,
+            "Verification",
+            config=config,
+            vault=self.vault,
+            runner=self.runner,
+            monitoring=self.monitoring,
+            restore_table=self.restore.table if self.restore is not None else None,
+        )
+        self.dashboard = self.monitoring.add_dashboard(self.backups.watched)
+        self.verification.add_to(self.dashboard, config)
 
         CfnOutput(
             self,
@@ -83,16 +94,6 @@ class BackstopStack(Stack):
             f"{self.dashboard.dashboard_name}",
             description="The CloudWatch dashboard of every backup",
         )
-        self.verification = Verification(
-            self,
-            "Verification",
-            config=config,
-            vault=self.vault,
-            runner=self.runner,
-            monitoring=self.monitoring,
-            restore_table=self.restore.table if self.restore is not None else None,
-        )
-        self.verification.add_to(self.dashboard, config)
         if self.restore is not None:
             CfnOutput(
                 self,
