@@ -237,7 +237,15 @@ class Verification(Construct):
                     if rto
                     else None,
                     width=12,
-                )
+                ),
+                cloudwatch.GraphWidget(
+                    title=f"{db.name}: age of the last successful drill (s)",
+                    left=[self.metric("LastSuccessfulDrillAgeSeconds", "freshness", db.name, "Maximum", day)],
+                    left_annotations=[
+                        cloudwatch.HorizontalAnnotation(value=2 * db.drill.every.total_seconds(), label="2 x cadence")
+                    ],
+                    width=12,
+                ),
             )
         sweep = {"service": SWEEP_SERVICE}
         dashboard.add_widgets(

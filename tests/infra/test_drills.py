@@ -139,3 +139,14 @@ def test_alarms_watch_failed_slow_and_overdue_drills_and_sweep_findings(example:
     ]
     overdue = names["Backstop-orders-drill-overdue"]
     assert (overdue["MetricName"], overdue["Threshold"]) == ("LastSuccessfulDrillAgeSeconds", 2 * 7 * 86400)
+
+
+def test_the_dashboard_shows_drills_their_age_and_the_sweep(example: Synthesized) -> None:
+    (dashboard,) = example.of_type("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+
+    for database in ("orders", "uploads"):
+        assert f"{database}: restore drill duration (s) and success" in body
+        assert f"{database}: age of the last successful drill (s)" in body
+    assert "Verification sweep: bytes re-read and mismatches" in body
+    assert "MonitoringordersDrillFailed" in body  # the drill alarms are in the status widget (by logical id)
