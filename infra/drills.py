@@ -19,7 +19,7 @@ from constructs import Construct
 
 from backstop.config import AnyDatabase, Config, FileDrill, FilesDatabase, ServerDrill, SqliteDatabase
 from infra.backup_vault import BackupVault
-from infra.monitoring import Monitoring
+from infra.monitoring import FRESHNESS_SERVICE, Monitoring
 from infra.network import grant_network
 from infra.runner import DRILL_HANDLER, SWEEP_HANDLER, FunctionSpec, RunnerImage
 from infra.schedules import SCHEDULED_TIME, ScheduledInvocation, drill_input, rate_expression
@@ -177,7 +177,7 @@ class Verification(Construct):
                 name=f"{db.name}-drill-failed",
                 description=f"A restore drill of {db.name} failed: its backup did not restore and validate "
                 "(docs/runbooks/drills.md).",
-                metric=self.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", Duration.days(1)),
+                metric=self._monitoring.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", Duration.days(1)),
                 threshold=1,
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             )
@@ -187,7 +187,9 @@ class Verification(Construct):
                 name=f"{db.name}-drill-overdue",
                 description=f"No restore drill of {db.name} succeeded in twice its cadence "
                 f"({int(2 * db.drill.every.total_seconds())} s), as the freshness check measures it.",
-                metric=self.metric("LastSuccessfulDrillAgeSeconds", "freshness", db.name, "Maximum", window),
+                metric=self._monitoring.metric(
+                    "LastSuccessfulDrillAgeSeconds", FRESHNESS_SERVICE, db.name, "Maximum", window
+                ),
                 threshold=2 * db.drill.every.total_seconds(),
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             )
@@ -197,7 +199,9 @@ class Verification(Construct):
                     name=f"{db.name}-drill-over-rto",
                     description=f"A restore drill of {db.name} took longer than its RTO "
                     f"({int(db.drill.rto.total_seconds())} s).",
-                    metric=self.metric("DrillDuration", DRILL_SERVICE, db.name, "Maximum", Duration.days(1)),
+                    metric=self._monitoring.metric(
+                        "DrillDuration", DRILL_SERVICE, db.name, "Maximum", Duration.days(1)
+                    ),
                     threshold=db.drill.rto.total_seconds(),
                     comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 )
@@ -210,13 +214,7 @@ class Verification(Construct):
                 name=name,
                 description=f"The verification sweep found a stored backup {finding}: the alert names it "
                 "(docs/runbooks/drills.md).",
-                metric=cloudwatch.Metric(
-                    namespace="Backstop",
-                    metric_name=metric_name,
-                    dimensions_map={"service": SWEEP_SERVICE},
-                    statistic="Sum",
-                    period=Duration.days(1),
-                ),
+                metric=self._monitoring.metric(metric_name, SWEEP_SERVICE, None, "Sum", Duration.days(1)),
                 threshold=0,
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             )
@@ -231,8 +229,8 @@ class Verification(Construct):
             dashboard.add_widgets(
                 cloudwatch.GraphWidget(
                     title=f"{db.name}: restore drill duration (s) and success",
-                    left=[self.metric("DrillDuration", DRILL_SERVICE, db.name, "Maximum", day)],
-                    right=[self.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", day)],
+                    left=[self._monitoring.metric("DrillDuration", DRILL_SERVICE, db.name, "Maximum", day)],
+                    right=[self._monitoring.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", day)],
                     left_annotations=[cloudwatch.HorizontalAnnotation(value=rto.total_seconds(), label="RTO")]
                     if rto
                     else None,
@@ -240,47 +238,24 @@ class Verification(Construct):
                 ),
                 cloudwatch.GraphWidget(
                     title=f"{db.name}: age of the last successful drill (s)",
-                    left=[self.metric("LastSuccessfulDrillAgeSeconds", "freshness", db.name, "Maximum", day)],
+                    left=[
+                        self._monitoring.metric(
+                            "LastSuccessfulDrillAgeSeconds", FRESHNESS_SERVICE, db.name, "Maximum", day
+                        )
+                    ],
                     left_annotations=[
                         cloudwatch.HorizontalAnnotation(value=2 * db.drill.every.total_seconds(), label="2 x cadence")
                     ],
                     width=12,
                 ),
             )
-        sweep = {"service": SWEEP_SERVICE}
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Verification sweep: bytes re-read and mismatches",
-                left=[
-                    cloudwatch.Metric(
-                        namespace="Backstop",
-                        metric_name="SweepBytesRead",
-                        dimensions_map=sweep,
-                        statistic="Sum",
-                        period=day,
-                    )
-                ],
-                right=[
-                    cloudwatch.Metric(
-                        namespace="Backstop",
-                        metric_name="SweepMismatches",
-                        dimensions_map=sweep,
-                        statistic="Sum",
-                        period=day,
-                    )
-                ],
+                left=[self._monitoring.metric("SweepBytesRead", SWEEP_SERVICE, None, "Sum", day)],
+                right=[self._monitoring.metric("SweepMismatches", SWEEP_SERVICE, None, "Sum", day)],
                 width=12,
             )
-        )
-
-    @staticmethod
-    def metric(name: str, service: str, database: str, statistic: str, period: Duration) -> cloudwatch.Metric:
-        return cloudwatch.Metric(
-            namespace="Backstop",
-            metric_name=name,
-            dimensions_map={"database": database, "service": service},
-            statistic=statistic,
-            period=period,
         )
 
     def _monitored(

@@ -243,7 +243,7 @@ class Monitoring(Construct):
                 name=f"{db.name}-backup-size-anomaly",
                 description=f"A backup of {db.name} is far smaller or larger than the recent ones: check that the "
                 "database was not emptied or truncated before trusting it.",
-                metric=self._metric("BackupSizeAnomaly", BACKUP_SERVICE, db.name, "Sum", Duration.minutes(5)),
+                metric=self.metric("BackupSizeAnomaly", BACKUP_SERVICE, db.name, "Sum", Duration.minutes(5)),
                 threshold=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
@@ -275,7 +275,7 @@ class Monitoring(Construct):
         )
 
     @staticmethod
-    def _metric(name: str, service: str, database: str | None, statistic: str, period: Duration) -> cloudwatch.Metric:
+    def metric(name: str, service: str, database: str | None, statistic: str, period: Duration) -> cloudwatch.Metric:
         dimensions = {"service": service} if database is None else {"service": service, "database": database}
         return cloudwatch.Metric(
             namespace=NAMESPACE, metric_name=name, dimensions_map=dimensions, statistic=statistic, period=period
@@ -283,7 +283,7 @@ class Monitoring(Construct):
 
     def newest_backup_age(self, database: str, period: Duration) -> cloudwatch.Metric:
         """The freshness check's ``NewestBackupAgeSeconds`` of ``database`` (its maximum over ``period``)."""
-        return self._metric("NewestBackupAgeSeconds", FRESHNESS_SERVICE, database, "Maximum", period)
+        return self.metric("NewestBackupAgeSeconds", FRESHNESS_SERVICE, database, "Maximum", period)
 
     # -- dashboard ------------------------------------------------------------------------------
 
@@ -312,14 +312,14 @@ class Monitoring(Construct):
                 ),
                 cloudwatch.GraphWidget(
                     title=f"{db.name}: stored bytes per backup",
-                    left=[self._metric("BackupBytes", BACKUP_SERVICE, db.name, "Maximum", day)],
-                    right=[self._metric("BackupSizeAnomaly", BACKUP_SERVICE, db.name, "Sum", day)],
+                    left=[self.metric("BackupBytes", BACKUP_SERVICE, db.name, "Maximum", day)],
+                    right=[self.metric("BackupSizeAnomaly", BACKUP_SERVICE, db.name, "Sum", day)],
                     width=6,
                 ),
                 cloudwatch.GraphWidget(
                     title=f"{db.name}: backup duration (s)",
-                    left=[self._metric("BackupDuration", BACKUP_SERVICE, db.name, "Maximum", day)],
-                    right=[self._metric("BackupCommitted", BACKUP_SERVICE, db.name, "Sum", day)],
+                    left=[self.metric("BackupDuration", BACKUP_SERVICE, db.name, "Maximum", day)],
+                    right=[self.metric("BackupCommitted", BACKUP_SERVICE, db.name, "Sum", day)],
                     width=6,
                 ),
                 cloudwatch.GraphWidget(
@@ -334,7 +334,7 @@ class Monitoring(Construct):
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Stale, missing or unreadable databases",
-                left=[self._metric("StaleDatabases", FRESHNESS_SERVICE, None, "Maximum", Duration.hours(1))],
+                left=[self.metric("StaleDatabases", FRESHNESS_SERVICE, None, "Maximum", Duration.hours(1))],
                 width=8,
             ),
             cloudwatch.GraphWidget(

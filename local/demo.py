@@ -378,15 +378,7 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
     created = len(system.template["Resources"]) - len(system.deployed.skipped)
     console.print(Rule(f"The stack, stood up from its synthesized template at {system.emulator.endpoint}"))
     console.print(f"  {created} resources created; not emulated (listed, not created): {', '.join(skipped)}")
-    # The command line takes the stack's outputs as its configuration, as docs/deploy.md says.
-    config_path.write_text(
-        config_path.read_text().replace(
-            '"prefix": "backups",',
-            f'"prefix": "backups", "kms_key_id": "{system.outputs["KeyArn"]}", '
-            f'"alerts_topic_arn": "{system.outputs["AlertsTopicArn"]}",',
-            1,
-        )
-    )
+    config_path = system.cli_config(config_path)
     cli = Cli(system, config_path)
     store = S3Store(system.emulator.client("s3"), bucket=system.bucket, prefix="backups")
 

@@ -67,14 +67,7 @@ def sample_config(workspace: Path) -> Path:
 
 def write_env(system: LocalSystem, workspace: Path, config: Path) -> Path:
     """``workspace/env``: `export` lines for the emulator, the stack's names and the command line's config."""
-    cli_config = workspace / "backstop.cli.yaml"
-    # The command line gets the stack's key and topic, as docs/deploy.md says to copy them from the outputs.
-    cli_config.write_text(
-        config.read_text()
-        + f"\n# from the emulator's stack outputs\nkms_key_id: {system.outputs['KeyArn']}\n"
-        + f"alerts_topic_arn: {system.outputs['AlertsTopicArn']}\n"
-    )
-    variables = {**system.environment(), "BACKSTOP_CONFIG": str(cli_config)}
+    variables = {**system.environment(), "BACKSTOP_CONFIG": str(system.cli_config(config))}
     env = workspace / "env"
     temporary = env.with_suffix(".tmp")
     temporary.write_text(

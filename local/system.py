@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from backstop.config import Config
 from infra.schedules import SCHEDULED_TIME
 from local.emulator import Emulator, running
@@ -101,6 +103,15 @@ class LocalSystem:
     def alerts(self) -> list[dict[str, Any]]:
         """Alerts published since the last call (subject and message), in order."""
         return self.emulator.read_alerts(self.alerts_queue_url)
+
+    def cli_config(self, config: Path) -> Path:
+        """``config`` for the command line, beside it as ``<name>.cli.yaml``: the stack's key and alerts topic
+        added from its outputs, as docs/deploy.md says to copy them."""
+        document = yaml.safe_load(config.read_text())  # JSON is YAML too
+        document.update(kms_key_id=self.outputs["KeyArn"], alerts_topic_arn=self.outputs["AlertsTopicArn"])
+        cli = config.with_name(f"{config.stem}.cli.yaml")
+        cli.write_text(yaml.safe_dump(document, sort_keys=False))
+        return cli
 
     def environment(self) -> dict[str, str]:
         """The variables a shell needs to use the `aws` CLI and `backstop` against this system."""

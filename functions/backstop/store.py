@@ -391,13 +391,10 @@ class S3Store:
         """When each backup of ``database`` last got its ``kind`` record, from one listing (no GETs)."""
         suffix = f".{kind}.json"
         found: dict[str, datetime] = {}
-        prefix = f"{self.prefix}/{check_database_name(database)}/"
-        with _listing(f"Listing {self.bucket}/{prefix}"):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    name = str(item["Key"]).rsplit("/", 1)[1]
-                    if name.endswith(suffix):
-                        found[name.removesuffix(suffix)] = item["LastModified"]
+        for item in self._listed(f"{self.prefix}/{check_database_name(database)}/"):
+            name = str(item["Key"]).rsplit("/", 1)[1]
+            if name.endswith(suffix):
+                found[name.removesuffix(suffix)] = item["LastModified"]
         return found
 
     # -- reading ------------------------------------------------------------------------------
@@ -469,13 +466,18 @@ class S3Store:
             yield key
 
     def _sized_keys(self, prefix: str, start_after: str | None = None) -> Iterator[tuple[str, int]]:
+        for item in self._listed(prefix, start_after):
+            yield item["Key"], int(item["Size"])
+
+    def _listed(self, prefix: str, start_after: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every object under ``prefix`` as ListObjectsV2 describes it (key, size, last modified), in key order."""
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if start_after:
             args["StartAfter"] = start_after
         with _listing(f"Listing {self.bucket}/{prefix}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(**args):
                 for item in page.get("Contents", []):
-                    yield item["Key"], int(item["Size"])
+                    yield dict(item)
 
     def _subfolders(self, prefix: str) -> list[str]:
         with _listing(f"Listing {self.bucket}/{prefix}"):
