@@ -53,8 +53,10 @@ def _label(thread_name: str) -> str:
     """A readable name for the threads Backstop starts without naming them for this purpose."""
     if thread_name.startswith("upload_"):
         return "upload threads"
-    if thread_name.startswith("ThreadPoolExecutor-"):
-        return "checker thread"
+    if thread_name.startswith("check_"):
+        return "check thread"
+    if thread_name.startswith("compress_"):
+        return "compress thread (lower priority)"
     if thread_name == "process-sampler":
         return "process sampler (the benchmark's own)"
     return thread_name

@@ -228,10 +228,10 @@ class _DatabaseBase(_Model):
 
     @property
     def level(self) -> int:
-        """The compression level actually used (zstd 3 and gzip 6 unless configured)."""
+        """The compression level actually used (zstd 2 and gzip 6 unless configured)."""
         if self.compression_level is not None:
             return self.compression_level
-        return 3 if self.compression == "zstd" else 6
+        return 2 if self.compression == "zstd" else 6
 
 
 DEPLOYMENT_FIELDS = frozenset({"function", "vpc", "efs", "restore_targets", "drill"})

@@ -8,8 +8,12 @@ Each chunk is at most ``CHUNK`` bytes; nothing holds a whole artifact in memory.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import os
+import sys
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from backstop.errors import ChecksumMismatchError, DecompressionBombError, Integ
 CHUNK = 1024 * 1024
 ZSTD_JOB_SIZE = 4 * 1024 * 1024
 ZSTD_WORKERS = 1
+BACKGROUND_NICE = 10
 Algorithm = Literal["zstd", "gzip"]
 Sink = Callable[[bytes], object]
 Progress = Callable[[int], None]
@@ -57,6 +62,24 @@ def _compressor(algorithm: Algorithm, level: int) -> _Compressor:
     return _Gzip(level)
 
 
+def lower_thread_priority(increment: int = BACKGROUND_NICE) -> None:
+    """Lower the calling thread's CPU priority by ``increment`` nice steps (Linux only; best effort).
+
+    Threads it starts afterwards (zstd's workers, an upload pool) inherit the lower priority. An
+    unprivileged process can lower a priority but never raise it back, so call this only in a
+    thread that ends with its work, never in the main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + increment))
+
+
+class StreamStopped(Exception):
+    """compress_stream was told to stop: whoever set ``stop`` is already raising its own error."""
+
+
 def extension(algorithm: Algorithm) -> str:
     """File extension of the compressed artifact."""
     return "zst" if algorithm == "zstd" else "gz"
@@ -79,8 +102,12 @@ def compress_stream(
     algorithm: Algorithm,
     level: int,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> StreamDigest:
-    """Read ``source`` to its end, compress, hash both sides and hand the stored bytes to ``sink``."""
+    """Read ``source`` to its end, compress, hash both sides and hand the stored bytes to ``sink``.
+
+    When it runs in another thread, setting ``stop`` ends it at the next chunk with StreamStopped.
+    """
     compressor = _compressor(algorithm, level)
     raw_hash, stored_hash = hashlib.sha256(), hashlib.sha256()
     raw_size = stored_size = 0
@@ -93,6 +120,8 @@ def compress_stream(
             sink(data)
 
     while chunk := source.read(CHUNK):
+        if stop is not None and stop.is_set():
+            raise StreamStopped("the stream was stopped before its end")
         raw_hash.update(chunk)
         raw_size += len(chunk)
         emit(compressor.compress(chunk))

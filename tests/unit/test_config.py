@@ -51,7 +51,7 @@ def test_valid_config_loads_with_documented_defaults() -> None:
     assert config.bucket == "backstop-prod"
     assert orders.schedule == "cron(0 2 * * ? *)"
     assert orders.stale_after == timedelta(hours=26)
-    assert (orders.compression, orders.level) == ("zstd", 3)
+    assert (orders.compression, orders.level) == ("zstd", 2)
     assert (uploads.compression, uploads.level) == ("gzip", 6)
     assert config.database("uploads") is uploads
 

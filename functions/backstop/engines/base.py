@@ -42,6 +42,9 @@ class Snapshot(Protocol):
     source: dict[str, str | int | None]
     tools: dict[str, str]
     warnings: list[str]
+    cpu_bound_check: bool
+    """Whether ``inspect`` is CPU work in this process that the commit waits on (SQLite's
+    integrity_check): compression then runs at a lower CPU priority so the check finishes first."""
 
     def open(self) -> AbstractContextManager[BinaryIO]:
         """The raw stream; reading it to EOF succeeds only if the whole snapshot was produced."""

@@ -337,6 +337,9 @@ class _DumpReader:
 class MysqlSnapshot:
     """One run of the dump tool, streamed; its row counts and check are known once the stream is read."""
 
+    # The dump is checked as it streams (row counts and the trailer).
+    cpu_bound_check = False
+
     def __init__(
         self,
         db: MysqlDatabase,

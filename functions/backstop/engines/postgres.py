@@ -240,6 +240,9 @@ class _DumpReader:
 class PostgresSnapshot:
     """One exported snapshot of a database, dumped by pg_dump while the exporting transaction stays open."""
 
+    # The checks are pg_restore processes fed by the stream itself.
+    cpu_bound_check = False
+
     def __init__(
         self,
         db: PostgresDatabase,

@@ -121,6 +121,9 @@ def run_validation_queries(path: Path, queries: tuple[str, ...], what: str) -> N
 class SqliteSnapshot:
     """A snapshot file in the run directory, taken under one read transaction of the source."""
 
+    # integrity_check runs in this process beside compression, and the commit waits for it.
+    cpu_bound_check = True
+
     def __init__(self, db: SqliteDatabase, path: Path) -> None:
         self._db = db
         self.path = path
