@@ -60,6 +60,10 @@ class UnsafeArchiveError(IntegrityError):
     """A tar member would land outside the restore target (absolute, ``..``, link out, device)."""
 
 
+class WorkDirError(BackstopError):
+    """The work directory is missing, full or not writable: no run directory could be made in it."""
+
+
 class UploadError(BackstopError):
     """S3 refused or lost the upload after retries; the multipart upload was aborted."""
 

@@ -517,7 +517,7 @@ def test_a_missing_work_dir_is_one_sentence_not_a_traceback(cli: Cli, tmp_path: 
 
     # when a backup runs, then it fails with one sentence naming the directory
     result = cli("backup", "orders", "--at", AT, config=config)
-    assert_user_error(result, "not-mounted")
+    assert_user_error(result, f"The work directory {tmp_path / 'not-mounted'} cannot hold a run")
 
 
 def test_sqlite_source_missing_is_one_sentence(cli: Cli, tmp_path: Path) -> None:

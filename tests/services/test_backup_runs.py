@@ -20,12 +20,12 @@ import pytest
 
 from backstop.aws import build_notifier
 from backstop.errors import (
-    BackstopError,
     BackupAlreadyRunningError,
     IntegrityError,
     SourceError,
     SourceLockedError,
     StorageError,
+    WorkDirError,
 )
 from backstop.services.artifacts import resolve_backup
 from backstop.services.backup import RUN_DIR_PREFIX, run_dir_prefix
@@ -458,11 +458,16 @@ def test_an_unusable_work_dir_is_a_recorded_and_alerted_failure(
     config = make_config(sqlite_db(orders_db), work_dir=str(tmp_path / "not-mounted"))
     notifier = RecordingNotifier()
 
-    # when a backup runs (the error may stay an OSError or become a BackstopError: either way it fails)
-    with pytest.raises((BackstopError, OSError)):
+    # when a backup runs
+    with pytest.raises(WorkDirError) as caught:
         run_backup(config, store, at(21), notifier=notifier)
 
-    # then, like any failed run, it is recorded and alerted, and the lock is released
+    # then the sentence names the directory and what to do, and like any failed run it is recorded
+    # and alerted, and the lock is released
+    assert f"The work directory {tmp_path / 'not-mounted'} cannot hold a run (No such file or directory)" in str(
+        caught.value
+    )
+    assert "set work_dir to a writable directory" in str(caught.value)
     assert len(failure_records(s3)) == 1
     assert len(notifier.alerts) == 1
     assert not lock_is_held(s3)

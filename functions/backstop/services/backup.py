@@ -28,7 +28,7 @@ import backstop
 from backstop.config import AnyDatabase, Config
 from backstop.engines import engine_for
 from backstop.engines.base import Engine, Snapshot
-from backstop.errors import IntegrityError, StorageError
+from backstop.errors import IntegrityError, StorageError, WorkDirError
 from backstop.manifest import BackupType, Compression, Manifest, RawStream, StoredObject, Trigger
 from backstop.names import backup_id_for
 from backstop.pipeline import StreamDigest, compress_stream, extension, lower_thread_priority
@@ -158,7 +158,13 @@ class BackupService:
 
     def _run_locked(self, db: AnyDatabase, request: BackupRequest, at: datetime, backup_id: str) -> BackupOutcome:
         self._remove_leftovers(db.name)
-        run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix(db.name, self._lock_scope), dir=self._work_dir))
+        try:
+            run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix(db.name, self._lock_scope), dir=self._work_dir))
+        except OSError as exc:
+            raise WorkDirError(
+                f"The work directory {self._work_dir} cannot hold a run ({exc.strerror or exc}); "
+                "create it or set work_dir to a writable directory."
+            ) from None
         try:
             (run_dir / RUN_OWNER_FILE).write_text(_this_process())
             return self._take(db, engine_for(db), request, at, backup_id, run_dir)
