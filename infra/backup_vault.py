@@ -295,7 +295,8 @@ class BackupVault(Construct):
             ),
             iam.PolicyStatement(
                 sid="RecordOwnFailures",
-                actions=["s3:PutObject", "s3:PutObjectTagging"],
+                # Read too: a retry of the same run counts its attempts there and alerts only once.
+                actions=["s3:GetObject", "s3:PutObject", "s3:PutObjectTagging"],
                 resources=[self.bucket.arn_for_objects(f"{self._prefix}/_failures/{database}/*")],
             ),
             self._list_statement([database]),

@@ -627,14 +627,24 @@ class S3Store:
 
     # -- failure records ----------------------------------------------------------------------
 
-    def record_failure(self, database: str, backup_id: str, at: datetime, error: BaseException) -> None:
-        """Keep a small record of a failed run (for `backstop stats`); expires with the daily tier."""
+    def record_failure(self, database: str, backup_id: str, at: datetime, error: BaseException) -> int:
+        """Keep a small record of a failed run (for `backstop stats`); expires with the daily tier.
+
+        Returns the attempt: 1 for the first failure of ``backup_id``, more when the same scheduled
+        run fails again (Lambda retries a failed invocation twice). A record that cannot be read
+        counts as none, so a doubt always ends in an alert rather than in silence.
+        """
         parse_backup_id(backup_id, database)
+        key = f"{self._failure_prefix(database)}{backup_id}.json"
+        previous = self._previous_failure(key)
+        attempts = previous[0] + 1 if previous else 1
         body = json.dumps(
             {
                 "backup_id": backup_id,
                 "database": database,
                 "at": at.isoformat(),
+                "first_at": previous[1] if previous else at.isoformat(),
+                "attempts": attempts,
                 "error": type(error).__name__,
                 "message": str(error),
             },
@@ -642,12 +652,28 @@ class S3Store:
         )
         self.client.put_object(
             Bucket=self.bucket,
-            Key=f"{self._failure_prefix(database)}{backup_id}.json",
+            Key=key,
             Body=body.encode(),
             ContentType="application/json",
             Tagging=self.tagging({"backstop:tier": "daily", "backstop:database": database}),
             **self.sse_args(),
         )
+        return attempts
+
+    def _previous_failure(self, key: str) -> tuple[int, str] | None:
+        """Attempts and first time of the failure record at ``key``, or None if there is none (or it is unreadable)."""
+        try:
+            body = _call(
+                f"Reading the failure record {key}",
+                lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
+                absent=_MISSING,
+            )
+            if body is None:
+                return None
+            record = json.loads(body)
+            return int(record.get("attempts", 1)), str(record["first_at"] if "first_at" in record else record["at"])
+        except (StorageError, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     def failure_count(self, database: str) -> int:
         return sum(1 for _ in self._keys(self._failure_prefix(database)))

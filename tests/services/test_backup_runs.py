@@ -390,6 +390,62 @@ def test_a_failed_backup_publishes_an_alert_with_database_backup_id_and_error_an
     assert SENTINEL_SECRET not in json.dumps(failure_records(s3))
 
 
+def test_lambdas_retries_of_a_failing_scheduled_run_alert_once_and_count_the_attempts(
+    make_config: Any, store: Any, s3: Any, tmp_path: Path
+) -> None:
+    # given a corrupt source, and Lambda's two retries of the same scheduled invocation
+    path = create_orders_db(tmp_path / "orders.db")
+    corrupt_table(path)
+    config = make_config(sqlite_db(path))
+    notifier = RecordingNotifier()
+
+    # when the run and both retries fail
+    for _attempt in range(3):
+        with pytest.raises(IntegrityError):
+            run_backup(config, store, at(21), notifier=notifier)
+
+    # then the operator is alerted once (the failure-alert function reports the retries giving up),
+    # and the one failure record counts the attempts
+    assert [message["backup_id"] for _subject, message in notifier.alerts] == ["orders-20261121T020000Z"]
+    [record] = failure_records(s3)
+    assert record["attempts"] == 3
+    assert record["first_at"] <= record["at"]
+    assert not lock_is_held(s3)
+
+
+def test_the_next_scheduled_run_failing_alerts_again(make_config: Any, store: Any, tmp_path: Path) -> None:
+    path = create_orders_db(tmp_path / "orders.db")
+    corrupt_table(path)
+    config = make_config(sqlite_db(path))
+    notifier = RecordingNotifier()
+
+    for day in (21, 22):
+        with pytest.raises(IntegrityError):
+            run_backup(config, store, at(day), notifier=notifier)
+
+    assert [message["backup_id"] for _subject, message in notifier.alerts] == [
+        "orders-20261121T020000Z",
+        "orders-20261122T020000Z",
+    ]
+
+
+def test_an_unreadable_earlier_failure_record_still_alerts(
+    make_config: Any, store: Any, s3: Any, tmp_path: Path
+) -> None:
+    # given a failure record for tonight's run that is not JSON (a doubt must end in an alert)
+    path = create_orders_db(tmp_path / "orders.db")
+    corrupt_table(path)
+    config = make_config(sqlite_db(path))
+    s3.put_object(Bucket=BUCKET, Key="backups/_failures/orders/orders-20261121T020000Z.json", Body=b"{not json")
+    notifier = RecordingNotifier()
+
+    with pytest.raises(IntegrityError):
+        run_backup(config, store, at(21), notifier=notifier)
+
+    assert len(notifier.alerts) == 1
+    assert failure_records(s3)[0]["attempts"] == 1
+
+
 def test_a_successful_backup_publishes_no_alert(
     make_config: Any, store: Any, orders_db: Path, alert_queue: tuple[str, Any, str]
 ) -> None:

@@ -303,10 +303,16 @@ class BackupService:
     def _report_failure(self, database: str, backup_id: str, error: Exception) -> None:
         self._progress.finish()
         log.error("backup %s failed: %s", backup_id, error)
+        attempt = 1
         try:
-            self._store.record_failure(database, backup_id, self._clock(), error)
+            attempt = self._store.record_failure(database, backup_id, self._clock(), error)
         except Exception:  # the original failure is what the caller must see
             log.exception("could not record the failure of %s", backup_id)
+        if attempt > 1:
+            # Lambda's retry of the same scheduled run: its first failure was alerted, and if the
+            # retries fail too, the failure-alert function reports that they gave up.
+            log.warning("backup %s failed again (attempt %d); its first failure was alerted", backup_id, attempt)
+            return
         self._notifier.publish(
             f"Backstop: backup of {database} failed",
             {
