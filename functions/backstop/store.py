@@ -345,11 +345,7 @@ class S3Store:
     def get_sidecar(self, backup_id: str, kind: SidecarKind) -> dict[str, Any] | None:
         """The ``kind`` record of ``backup_id``, or None if it has none yet."""
         key = self.sidecar_key(backup_id, kind)
-        body = _call(
-            f"Reading the {kind} record of {backup_id}",
-            lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
-            absent=_MISSING,
-        )
+        body = self._read(f"Reading the {kind} record of {backup_id}", key)
         if body is None:
             return None
         document = json.loads(body)
@@ -376,12 +372,7 @@ class S3Store:
 
     def last_drill_success(self, database: str) -> dict[str, Any] | None:
         """The record of ``database``'s last successful drill, or None if no drill has passed yet."""
-        key = self.drill_success_key(database)
-        body = _call(
-            f"Reading the last successful drill of {database}",
-            lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
-            absent=_MISSING,
-        )
+        body = self._read(f"Reading the last successful drill of {database}", self.drill_success_key(database))
         if body is None:
             return None
         record = json.loads(body)
@@ -399,14 +390,14 @@ class S3Store:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def _read(self, what: str, key: str) -> bytes | None:
+        """The current body of ``key``, or None if there is no such object; StorageError otherwise."""
+        return _call(what, lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), absent=_MISSING)
+
     def get_manifest(self, backup_id: str) -> Manifest:
         """The committed manifest of ``backup_id``; BackupNotFoundError if there is none."""
         key = self.manifest_key(backup_id)
-        body = _call(
-            f"Reading the manifest of {backup_id}",
-            lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
-            absent=_MISSING,
-        )
+        body = self._read(f"Reading the manifest of {backup_id}", key)
         if body is None:
             raise BackupNotFoundError(
                 f"Backup {backup_id} has no manifest, so it was never committed (or has expired)."
@@ -663,11 +654,7 @@ class S3Store:
     def _previous_failure(self, key: str) -> tuple[int, str] | None:
         """Attempts and first time of the failure record at ``key``, or None if there is none (or it is unreadable)."""
         try:
-            body = _call(
-                f"Reading the failure record {key}",
-                lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(),
-                absent=_MISSING,
-            )
+            body = self._read(f"Reading the failure record {key}", key)
             if body is None:
                 return None
             record = json.loads(body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
@@ -165,3 +166,12 @@ def corrupt_table(path: Path, table: str = "orders") -> None:
     leaf_end = leaf * page_size
     data[leaf_end - 1024 : leaf_end] = b"\xff" * 1024
     path.write_bytes(bytes(data))
+
+
+def blob_database(path: Path, blobs: int) -> Path:
+    """A SQLite database of ``blobs`` incompressible 64 KiB rows: its size is known in parts and chunks."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        conn.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(64 * 1024),) for _ in range(blobs)])
+        conn.commit()
+    return path

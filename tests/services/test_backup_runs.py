@@ -390,13 +390,19 @@ def test_a_failed_backup_publishes_an_alert_with_database_backup_id_and_error_an
     assert SENTINEL_SECRET not in json.dumps(failure_records(s3))
 
 
-def test_lambdas_retries_of_a_failing_scheduled_run_alert_once_and_count_the_attempts(
-    make_config: Any, store: Any, s3: Any, tmp_path: Path
-) -> None:
-    # given a corrupt source, and Lambda's two retries of the same scheduled invocation
+@pytest.fixture
+def corrupt_source_config(make_config: Any, tmp_path: Path) -> Any:
+    """A configuration whose orders source fails integrity_check at every run."""
     path = create_orders_db(tmp_path / "orders.db")
     corrupt_table(path)
-    config = make_config(sqlite_db(path))
+    return make_config(sqlite_db(path))
+
+
+def test_lambdas_retries_of_a_failing_scheduled_run_alert_once_and_count_the_attempts(
+    corrupt_source_config: Any, store: Any, s3: Any
+) -> None:
+    # given a corrupt source, and Lambda's two retries of the same scheduled invocation
+    config = corrupt_source_config
     notifier = RecordingNotifier()
 
     # when the run and both retries fail
@@ -413,10 +419,8 @@ def test_lambdas_retries_of_a_failing_scheduled_run_alert_once_and_count_the_att
     assert not lock_is_held(s3)
 
 
-def test_the_next_scheduled_run_failing_alerts_again(make_config: Any, store: Any, tmp_path: Path) -> None:
-    path = create_orders_db(tmp_path / "orders.db")
-    corrupt_table(path)
-    config = make_config(sqlite_db(path))
+def test_the_next_scheduled_run_failing_alerts_again(corrupt_source_config: Any, store: Any) -> None:
+    config = corrupt_source_config
     notifier = RecordingNotifier()
 
     for day in (21, 22):
@@ -429,13 +433,9 @@ def test_the_next_scheduled_run_failing_alerts_again(make_config: Any, store: An
     ]
 
 
-def test_an_unreadable_earlier_failure_record_still_alerts(
-    make_config: Any, store: Any, s3: Any, tmp_path: Path
-) -> None:
+def test_an_unreadable_earlier_failure_record_still_alerts(corrupt_source_config: Any, store: Any, s3: Any) -> None:
     # given a failure record for tonight's run that is not JSON (a doubt must end in an alert)
-    path = create_orders_db(tmp_path / "orders.db")
-    corrupt_table(path)
-    config = make_config(sqlite_db(path))
+    config = corrupt_source_config
     s3.put_object(Bucket=BUCKET, Key="backups/_failures/orders/orders-20261121T020000Z.json", Body=b"{not json")
     notifier = RecordingNotifier()
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from backstop.manifest import Trigger
 from backstop.pipeline import BACKGROUND_NICE, CHUNK, lower_thread_priority
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.store import MultipartUpload
-from tests.services import at, open_uploads, run_backup
+from tests.services import at, blob_database, open_uploads, run_backup
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 
@@ -135,11 +133,7 @@ def sigint_raises() -> Iterator[None]:
 
 @pytest.fixture
 def db_of_40_chunks(tmp_path: Path) -> Path:
-    path = tmp_path / "orders.db"
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
-        conn.executemany("INSERT INTO blobs (body) VALUES (?)", [(os.urandom(64 * 1024),) for _ in range(640)])
-        conn.commit()
+    path = blob_database(tmp_path / "orders.db", 640)
     assert path.stat().st_size >= 40 * CHUNK
     return path
 

@@ -4,9 +4,7 @@ differ from what was streamed. Each must fail the run with nothing committed and
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from backstop.errors import BackstopError, ChecksumMismatchError, UploadError
 from tests.services import (
     RecordingNotifier,
     at,
+    blob_database,
     failure_records,
     lock_is_held,
     open_uploads,
@@ -30,12 +29,7 @@ TONIGHT = "orders-20261121T020000Z"
 @pytest.fixture
 def big_db(tmp_path: Path) -> Path:
     """A database of about 11 MiB of incompressible rows: three parts of the 5 MiB test part size."""
-    path = tmp_path / "big.db"
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
-        conn.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(64 * 1024),) for _ in range(176)])
-        conn.commit()
-    return path
+    return blob_database(tmp_path / "big.db", 176)
 
 
 def tamper_parts(store: Any, monkeypatch: pytest.MonkeyPatch, change: Callable[[dict[str, Any]], Any]) -> list[int]:
