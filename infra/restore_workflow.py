@@ -21,9 +21,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from aws_cdk import Acknowledgment, CfnElement, CfnResource, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Aws, CfnElement, CfnResource, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
@@ -38,6 +39,27 @@ from infra.runner import LOG_RETENTION, FunctionSpec, RunnerImage
 from infra.scheduled_backups import DeploymentConfigError
 
 RESTORE_HANDLER = "backstop.handlers.restore.handler"
+APPROVAL_HANDLER = "backstop.handlers.approval.handler"
+CDK_EXECUTION_ROLES = "role/cdk-*-cfn-exec-role-*"
+"""The CloudFormation execution roles of `cdk bootstrap`: the only principals that may change the approval key."""
+EXECUTIONS_FINDING = (
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:"
+    "execution:<AWS::StackName>-restore:*]"
+)
+EXECUTIONS_REASON = (
+    "Execution names are chosen when a restore starts; the grant stops at this state machine's executions."
+)
+KEY_READS = ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListResourceTags"]
+KEY_MANAGEMENT = [
+    "kms:PutKeyPolicy",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateKeyDescription",
+    "kms:EnableKey",
+    "kms:DisableKey",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+]
 STEP_TIMEOUT = Duration.minutes(15)
 """Every Task but the approval: the Lambda limit, since a restore streams the whole backup."""
 
@@ -123,6 +145,20 @@ class RestoreWorkflow(Construct):
         )
 
         restorable = [db for db in config.databases if db.restore_targets]
+        self.state_machine_name = f"{Aws.STACK_NAME}-restore"
+        stack = Stack.of(self)
+        self.state_machine_arn = stack.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=self.state_machine_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.executions_arn = stack.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{self.state_machine_name}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
         self.role = iam.Role(
             self,
             "Role",
@@ -132,8 +168,32 @@ class RestoreWorkflow(Construct):
         )
         self._grant_vault(vault, config, restorable)
         self.table.grant_read_write_data(self.role)
-        self._acknowledge_table_index()
+        self._acknowledge_table_index(self.role)
         grant_publish(self.role)
+        self._grant_read_executions(self.role)
+        self.approval_role = iam.Role(
+            self,
+            "ApprovalRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Backstop approval component: checks identities and phrases, seals approval grants",
+        )
+        self._grant_read_executions(self.approval_role)
+        self.approval_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="AnswerTheApprovalWait",
+                actions=["states:SendTaskSuccess", "states:SendTaskFailure"],
+                resources=["*"],  # these actions take no resource: the task token names the execution
+            )
+        )
+        self.approval_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ApprovalsAndAudit",
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                resources=[self.table.table_arn],
+            )
+        )
+        grant_publish(self.approval_role)
+        self.approval_key = self._approval_key()
         secrets = sorted(
             {
                 arn
@@ -169,6 +229,8 @@ class RestoreWorkflow(Construct):
                 environment={
                     "BACKSTOP_CONFIG_JSON": Stack.of(self).to_json_string(document),
                     "BACKSTOP_RESTORE_TABLE": self.table.table_name,
+                    "BACKSTOP_STATE_MACHINE_ARN": self.state_machine_arn,
+                    "BACKSTOP_APPROVAL_KEY_ARN": self.approval_key.attr_arn,
                     "POWERTOOLS_SERVICE_NAME": "restore",
                     "POWERTOOLS_METRICS_NAMESPACE": "Backstop",
                 },
@@ -179,7 +241,27 @@ class RestoreWorkflow(Construct):
                 file_system=grant_network(self.role, vpc, efs, writable=True),
             ),
         )
+        self.approval_function = runner.function(
+            self,
+            "ApprovalFunction",
+            FunctionSpec(
+                handler=APPROVAL_HANDLER,
+                description="Backstop approval component: the only producer of restore approval grants",
+                role=self.approval_role,
+                environment={
+                    "BACKSTOP_RESTORE_TABLE": self.table.table_name,
+                    "BACKSTOP_STATE_MACHINE_ARN": self.state_machine_arn,
+                    "BACKSTOP_APPROVAL_KEY_ARN": self.approval_key.attr_arn,
+                    "BACKSTOP_DISTINCT_APPROVER": "true" if config.restore.distinct_approver else "false",
+                    "BACKSTOP_ALERTS_TOPIC_ARN": alerts_topic_arn,
+                    "POWERTOOLS_SERVICE_NAME": "approval",
+                },
+                memory_mb=256,
+                timeout_seconds=30,
+            ),
+        )
         self.state_machine = self._state_machine()
+        self.requester_policy, self.approver_policy = self._operator_policies()
 
     def _grant_vault(
         self,
@@ -245,9 +327,132 @@ class RestoreWorkflow(Construct):
             "bucket policy refuses writers outside Backstop roles.",
         )
 
-    def _acknowledge_table_index(self) -> None:
+    def _grant_read_executions(self, role: iam.Role) -> None:
+        """Describe and read the history of this state machine's executions: the context a step proves."""
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ProveTheExecutionContext",
+                actions=["states:DescribeExecution", "states:GetExecutionHistory"],
+                resources=[self.executions_arn],
+            )
+        )
+        Validations.of(role.node.find_child("DefaultPolicy")).acknowledge(
+            Acknowledgment(
+                id=EXECUTIONS_FINDING,
+                reason=EXECUTIONS_REASON,
+            )
+        )
+
+    def _approval_key(self) -> kms.CfnKey:
+        """The HMAC key that seals approval grants: GenerateMac for the approval role, VerifyMac for the restore role.
+
+        Written as the L1 resource: the L2 always lets the account root do ``kms:*``, which any
+        principal with ``kms:*`` in IAM (PowerUserAccess) could then use to seal a grant. Here the
+        account reads the key, only the CDK CloudFormation execution roles manage it, and no statement
+        but these two names GenerateMac or VerifyMac (nor CreateGrant, which could hand them out).
+        """
+        account_root = f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:root"
+        execution_roles = f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{CDK_EXECUTION_ROLES}"
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountReadsTheKey",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": account_root},
+                    "Action": KEY_READS,
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "OnlyDeploymentsManageTheKey",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": account_root},
+                    "Action": KEY_MANAGEMENT,
+                    "Resource": "*",
+                    "Condition": {"ArnLike": {"aws:PrincipalArn": execution_roles}},
+                },
+                {
+                    "Sid": "OnlyTheApprovalRoleSealsGrants",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": self.approval_role.role_arn},
+                    "Action": "kms:GenerateMac",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "OnlyTheRestoreRoleChecksGrants",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": self.role.role_arn},
+                    "Action": "kms:VerifyMac",
+                    "Resource": "*",
+                },
+            ],
+        }
+        return kms.CfnKey(
+            self,
+            "ApprovalKey",
+            description="Backstop: seals restore approval grants (HMAC)",
+            key_spec="HMAC_256",
+            key_usage="GENERATE_VERIFY_MAC",
+            key_policy=policy,
+            pending_window_in_days=30,
+        )
+
+    def _operator_policies(self) -> tuple[iam.ManagedPolicy, iam.ManagedPolicy]:
+        """What a person needs to request a restore, and to approve one: attach to their group, role or user."""
+        read = iam.PolicyStatement(
+            sid="FollowRestores",
+            actions=["states:DescribeExecution", "states:GetExecutionHistory"],
+            resources=[self.executions_arn],
+        )
+        audit = iam.PolicyStatement(
+            sid="ReadTheAuditTrail",
+            actions=["dynamodb:GetItem", "dynamodb:Query"],
+            resources=[self.table.table_arn, f"{self.table.table_arn}/index/*"],
+        )
+        requester = iam.ManagedPolicy(
+            self,
+            "RequesterPolicy",
+            description="Backstop: request restores (backstop restore-request) and follow them",
+            statements=[
+                iam.PolicyStatement(
+                    sid="StartRestores",
+                    actions=["states:StartExecution"],
+                    resources=[self.state_machine.state_machine_arn],
+                ),
+                read,
+                audit,
+            ],
+        )
+        approver = iam.ManagedPolicy(
+            self,
+            "ApproverPolicy",
+            description="Backstop: approve or reject restores (backstop approve / reject) and follow them",
+            statements=[
+                iam.PolicyStatement(
+                    sid="AskTheApprovalComponent",
+                    actions=["lambda:InvokeFunction"],
+                    resources=[self.approval_function.function_arn],
+                ),
+                read,
+                audit,
+            ],
+        )
+        for policy in (requester, approver):
+            Validations.of(policy).acknowledge(
+                Acknowledgment(
+                    id=EXECUTIONS_FINDING,
+                    reason=EXECUTIONS_REASON,
+                ),
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::<{_logical_id(self.table)}.Arn>/index/*]",
+                    reason="`backstop restores` lists the audit trail through the table's own by-kind index.",
+                ),
+            )
+        return requester, approver
+
+    def _acknowledge_table_index(self, role: iam.Role) -> None:
         """The table grant covers the table's own indexes (``<table>/index/*``): the by-kind listing."""
-        policy = self.role.node.find_child("DefaultPolicy")
+        policy = role.node.find_child("DefaultPolicy")
         Validations.of(policy).acknowledge(
             Acknowledgment(
                 id=f"AwsSolutions-IAM5[Resource::<{_logical_id(self.table)}.Arn>/index/*]",
@@ -259,7 +464,12 @@ class RestoreWorkflow(Construct):
     # -- the state machine ----------------------------------------------------------------------
 
     def _task(self, name: str, step: str, comment: str, **payload: Any) -> tasks.LambdaInvoke:
-        body = {"step": step, "state": sfn.JsonPath.entire_payload, **payload}
+        body = {
+            "step": step,
+            "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+            "state": sfn.JsonPath.entire_payload,
+            **payload,
+        }
         task = tasks.LambdaInvoke(
             self,
             name,
@@ -288,7 +498,7 @@ class RestoreWorkflow(Construct):
                 {
                     "step": "resolve",
                     "input": sfn.JsonPath.object_at("$$.Execution.Input"),
-                    "execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
                 }
             ),
             payload_response_only=True,
@@ -297,6 +507,20 @@ class RestoreWorkflow(Construct):
             comment="Validate the input and the target, find the backup, open the audit record",
         )
         resolve.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
+        identify = tasks.LambdaInvoke(
+            self,
+            "IdentifyRequester",
+            lambda_function=self.approval_function,
+            payload=sfn.TaskInput.from_object(
+                {"step": "identify_requester", "execution": sfn.JsonPath.string_at("$$.Execution.Id")}
+            ),
+            result_path="$.requester",
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(1)),
+            comment="Who asked, as AWS says (the signed identity in the input), or marked unverified",
+        )
+        identify.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
         validate = self._task("ValidateArtifact", "validate_artifact", "Checksum, decompression, engine check")
         lock = self._task("Lock", "lock", "Take the target's lock (conditional write with owner and expiry)")
         plan = self._task("Plan", "plan", "Backup vs target, safety snapshot, estimated duration")
@@ -306,7 +530,12 @@ class RestoreWorkflow(Construct):
             lambda_function=self.function,
             integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
             payload=sfn.TaskInput.from_object(
-                {"step": "request_approval", "state": sfn.JsonPath.entire_payload, "token": sfn.JsonPath.task_token}
+                {
+                    "step": "request_approval",
+                    "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
+                    "state": sfn.JsonPath.entire_payload,
+                    "token": sfn.JsonPath.task_token,
+                }
             ),
             result_path="$.approval",
             retry_on_service_exceptions=False,
@@ -316,6 +545,11 @@ class RestoreWorkflow(Construct):
         # A transient Lambda error before the plan is published is retried; the retry stores a new
         # token in place of the old one, so only the latest request can be answered.
         approval.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
+        check_approval = self._task(
+            "CheckApproval",
+            "check_approval",
+            "The answer must be a grant sealed by the approval component for exactly this",
+        )
         safety = self._task("SafetySnapshot", "safety_snapshot", "Back up the target through the backup path")
         # In place, a backup of the source running right now holds the lock the restore needs: wait for it.
         safety.add_retry(
@@ -338,7 +572,7 @@ class RestoreWorkflow(Construct):
 
         finish_not_restored = self._finish("FinishNotRestored", "not restored", failed=True).next(not_restored)
         finish_rolled_back = self._finish("FinishRolledBack", "rolled back", failed=True).next(rolled_back)
-        for state in (validate, lock, plan, approval, safety):
+        for state in (identify, validate, lock, plan, approval, check_approval, safety):
             state.add_catch(finish_not_restored, errors=["States.ALL"], result_path="$.error")
         for state in (restore, check):
             state.add_catch(rollback, errors=["States.ALL"], result_path="$.error")
@@ -354,7 +588,8 @@ class RestoreWorkflow(Construct):
 
         dry_run = sfn.Choice(self, "DryRun?")
         definition = (
-            resolve.next(validate)
+            resolve.next(identify)
+            .next(validate)
             .next(lock)
             .next(plan)
             .next(
@@ -362,7 +597,8 @@ class RestoreWorkflow(Construct):
                     sfn.Condition.boolean_equals("$.dry_run", True),
                     self._finish("FinishDryRun", "dry run", failed=False).next(dry_done),
                 ).otherwise(
-                    approval.next(safety)
+                    approval.next(check_approval)
+                    .next(safety)
                     .next(restore)
                     .next(check)
                     .next(self._finish("FinishRestored", "restored", failed=False).next(done))
@@ -375,6 +611,7 @@ class RestoreWorkflow(Construct):
         machine = sfn.StateMachine(
             self,
             "StateMachine",
+            state_machine_name=self.state_machine_name,
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             timeout=Duration.seconds(int((self.approval_timeout + EXECUTION_MARGIN).total_seconds())),
             tracing_enabled=True,

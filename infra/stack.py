@@ -103,6 +103,24 @@ class BackstopStack(Stack):
             )
             CfnOutput(
                 self,
+                "ApprovalFunctionName",
+                value=self.restore.approval_function.function_name,
+                description="The approval component (`backstop approve` / `reject`; BACKSTOP_APPROVAL_FUNCTION)",
+            )
+            CfnOutput(
+                self,
+                "RequesterPolicyArn",
+                value=self.restore.requester_policy.managed_policy_arn,
+                description="Attach to whoever may request restores (docs/runbooks/restore.md, trust model)",
+            )
+            CfnOutput(
+                self,
+                "ApproverPolicyArn",
+                value=self.restore.approver_policy.managed_policy_arn,
+                description="Attach to whoever may approve restores (docs/runbooks/restore.md, trust model)",
+            )
+            CfnOutput(
+                self,
                 "RestoreTableName",
                 value=self.restore.table.table_name,
                 description="Restore locks, approvals and audit (`backstop approve`, `backstop restores`; "

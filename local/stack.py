@@ -141,7 +141,11 @@ class StackBuilder:
     # -- one method per supported type ---------------------------------------------------------
 
     def _kms_key(self, logical: str, properties: dict[str, Any]) -> None:
-        arn = self._emulator.client("kms").create_key(Description=properties.get("Description", logical))[
+        spec = {
+            "KeySpec": properties.get("KeySpec", "SYMMETRIC_DEFAULT"),
+            "KeyUsage": properties.get("KeyUsage", "ENCRYPT_DECRYPT"),
+        }
+        arn = self._emulator.client("kms").create_key(Description=properties.get("Description", logical), **spec)[
             "KeyMetadata"
         ]["Arn"]
         self.deployed.refs[logical] = arn.rsplit("/", 1)[1]

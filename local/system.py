@@ -121,6 +121,7 @@ class LocalSystem:
             "BACKSTOP_BUCKET": self.bucket,
             "BACKSTOP_STATE_MACHINE_ARN": self.state_machine_arn,
             "BACKSTOP_RESTORE_TABLE": self.restore_table,
+            "BACKSTOP_APPROVAL_FUNCTION": self.outputs["ApprovalFunctionName"],
             "BACKSTOP_ALERTS_TOPIC_ARN": self.outputs["AlertsTopicArn"],
             "BACKSTOP_ALERTS_QUEUE_URL": self.alerts_queue_url,
         }

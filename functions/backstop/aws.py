@@ -16,6 +16,7 @@ from backstop.notify import SnsNotifier
 from backstop.ports import NoNotifier, Notifier
 from backstop.settings import AlertSettings, FunctionSettings
 from backstop.store import MIB, S3Store
+from backstop.workflow_settings import ApprovalSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -47,7 +48,7 @@ def build_store(config: Config | FunctionSettings, client: S3Client | None = Non
     )
 
 
-def build_notifier(config: Config | FunctionSettings) -> Notifier:
+def build_notifier(config: Config | FunctionSettings | ApprovalSettings) -> Notifier:
     """SNS when ``alerts_topic_arn`` is configured, else nothing (the caller reports failures itself)."""
     if config.alerts_topic_arn is None:
         return NoNotifier()

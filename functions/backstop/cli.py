@@ -618,6 +618,31 @@ machine_option = click.option(
 )
 
 
+approval_option = click.option(
+    "--approval-function",
+    "approval_function",
+    envvar="BACKSTOP_APPROVAL_FUNCTION",
+    required=True,
+    help="The approval function (stack output ApprovalFunctionName; env BACKSTOP_APPROVAL_FUNCTION).",
+)
+
+
+def _ask_approval(function: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Invoke the approval component; its refusal (class name and sentence) becomes ours."""
+    import boto3
+
+    from backstop.errors import RestoreError
+
+    response = boto3.client("lambda").invoke(
+        FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(request).encode()
+    )
+    body = json.loads(response["Payload"].read() or b"null")
+    if response.get("FunctionError"):
+        error = body if isinstance(body, dict) else {}
+        raise RestoreError(f"{error.get('errorMessage', 'The approval component failed.')} ({error.get('errorType')})")
+    return dict(body)
+
+
 def _caller() -> str:
     """Who is acting, as AWS knows them (the approver or requester recorded in the audit trail)."""
     import boto3
@@ -659,10 +684,14 @@ def restore_request(
 
     import boto3
 
+    from backstop.identity import sign_proof
     from backstop.services.restore_workflow import parse_input
 
     with _failures():
         backup: Any = {"before": before.replace(tzinfo=UTC).isoformat()} if before else backup_ref
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"restore-{database}-{target}-{stamp}-{secrets.token_hex(2)}"[:80]
+        proof = sign_proof("request", _execution_arn(state_machine, name))
         data = {
             "database": database,
             "backup": backup,
@@ -670,15 +699,15 @@ def restore_request(
             "dry_run": dry_run,
             "requested_by": _caller(),
             "reason": reason,
+            "identity": proof.model_dump(),
         }
         parse_input(data)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        name = f"restore-{database}-{target}-{stamp}-{secrets.token_hex(2)}"[:80]
         response = boto3.client("stepfunctions").start_execution(
             stateMachineArn=state_machine, name=name, input=json.dumps(data)
         )
         if as_json:
-            _print_json({"execution": name, "execution_arn": response["executionArn"], "input": data})
+            shown = {k: v for k, v in data.items() if k != "identity"}
+            _print_json({"execution": name, "execution_arn": response["executionArn"], "input": shown})
             return
         click.echo(name)
         err.print(f"Started; the plan arrives on the alerts topic. Follow it with `backstop restore-status {name}`.")
@@ -717,60 +746,79 @@ def restore_status(execution: str, state_machine: str, table: str, as_json: bool
             "target": audit.get("target"),
             "backup_id": audit.get("backup_id"),
             "requested_by": audit.get("requested_by"),
+            "requester": _who(audit.get("requester")),
             "approver": audit.get("approver"),
+            "plan": audit.get("plan"),
         }
         if as_json:
             _print_json(status)
             return
         for key, value in status.items():
-            if value is not None:
+            if value is not None and key != "plan":
                 out.print(f"{key:>13}: {escape(str(value))}")
+        plan = status["plan"]
+        if plan:
+            out.print(
+                f"{'plan':>13}: {escape(plan['backup_id'])} ({_human_bytes(plan['size'])}, sha256 {plan['sha256']})"
+            )
+            into = escape(str(plan["target_identity"]))
+            out.print(f"{'':>13}  into {into}, safety snapshot {escape(plan['safety_snapshot'])}")
+            out.print(f"{'':>13}  confirm with: {escape(plan['confirmation'])}")
+
+
+def _who(record: Any) -> str | None:
+    """A requester or approver record as one line: the verified ARN, or what an unverified one claimed."""
+    if not isinstance(record, dict):
+        return None
+    if record.get("verified"):
+        return f"{record.get('arn')} (verified by AWS)"
+    return f"{record.get('claimed')!r} (unverified: started without an identity proof)"
 
 
 @main.command()
 @click.argument("execution")
 @click.option("--confirm", "phrase", required=True, help='The phrase "RESTORE <backup_id>" from the plan.')
-@table_option
-def approve(execution: str, phrase: str, table: str) -> None:
-    """Approve the pending restore EXECUTION with its confirmation phrase."""
-    import boto3
-
-    from backstop.restore_table import build_restore_table
-    from backstop.services.restore_workflow import approve as approve_restore
+@machine_option
+@approval_option
+def approve(execution: str, phrase: str, state_machine: str, approval_function: str) -> None:
+    """Approve the pending restore EXECUTION with its confirmation phrase, as the AWS identity you are."""
+    from backstop.identity import sign_proof
 
     with _failures():
-        sfn = boto3.client("stepfunctions")
-        backup_id = approve_restore(
-            build_restore_table(table),
-            _execution_name(execution),
-            phrase,
-            _caller(),
-            lambda token, output: sfn.send_task_success(taskToken=token, output=json.dumps(output)),
-        )
-        out.print(f"Approved: {escape(_execution_name(execution))} restores {backup_id} now.")
+        arn = _execution_arn(state_machine, execution)
+        request = {
+            "action": "approve",
+            "execution": arn,
+            "phrase": phrase,
+            "identity": sign_proof("approve", arn).model_dump(),
+        }
+        grant = _ask_approval(approval_function, request)["approved"]
+        out.print(f"Approved: {escape(_execution_name(execution))} restores {escape(grant['backup_id'])} now.")
+        for key in ("database", "target", "sha256", "object_version", "approver", "expires_at"):
+            out.print(f"{key:>15}: {escape(str(grant[key]))}")
 
 
 @main.command()
 @click.argument("execution")
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
-@table_option
-def reject(execution: str, reason: str, table: str) -> None:
+@machine_option
+@approval_option
+def reject(execution: str, reason: str, state_machine: str, approval_function: str) -> None:
     """Reject the pending restore EXECUTION; the target is not touched."""
-    import boto3
-
-    from backstop.restore_table import build_restore_table
-    from backstop.services.restore_workflow import reject as reject_restore
+    from backstop.identity import sign_proof
 
     with _failures():
-        sfn = boto3.client("stepfunctions")
-        reject_restore(
-            build_restore_table(table),
-            _execution_name(execution),
-            reason,
-            _caller(),
-            lambda token, error, cause: sfn.send_task_failure(taskToken=token, error=error, cause=cause),
+        arn = _execution_arn(state_machine, execution)
+        request = {
+            "action": "reject",
+            "execution": arn,
+            "reason": reason,
+            "identity": sign_proof("reject", arn).model_dump(),
+        }
+        rejected = _ask_approval(approval_function, request)["rejected"]
+        out.print(
+            f"Rejected by {escape(rejected['by'])}: {escape(_execution_name(execution))}; the target was not touched."
         )
-        out.print(f"Rejected: {escape(_execution_name(execution))}; the target was not touched.")
 
 
 @main.command()

@@ -86,3 +86,15 @@ class ManualInterventionError(RestoreError):
 
 class AlertDeliveryError(BackstopError):
     """The alerts topic refused or could not be reached for an alert that must not be lost."""
+
+
+class ApprovalInvalidError(RestoreError):
+    """A destructive step found no valid approval grant for exactly this execution, target and backup."""
+
+
+class UnauthorizedStepError(RestoreError):
+    """A restore step was invoked outside its own running execution (a direct invoke or a replay): refused."""
+
+
+class IdentityProofError(BackstopError):
+    """A caller's proof of identity (a signed sts:GetCallerIdentity request) is missing, stale or not accepted."""

@@ -6,9 +6,11 @@ One table, keys ``pk``/``sk``:
   since when and until when. Taken by a conditional write that succeeds only if there is no lock,
   the lock is ours already (a retried task), or it expired; released by a conditional delete on
   the owner. A lock kept after a failed rollback has no expiry: only an operator removes it.
-- ``restore#<execution>`` / ``approval``: the task token the approval state waits on. It never
-  leaves this table except to answer Step Functions; it is deleted by the conditional read that
-  uses it, so a restore is approved (or rejected) once.
+- ``restore#<execution>`` / ``approval``: the approval a restore waits for (database, target, backup,
+  requester), never its task token. The approval component deletes it by a conditional delete
+  when it answers, so a restore is approved (or rejected) once; it expires with the wait.
+- ``refusal#<id>`` / ``audit``: a step invoked outside its own execution (a direct invoke, a
+  replay): what was tried and why it was refused. Never written over a restore's own record.
 - ``restore#<execution>`` / ``audit``: one record per restore (requester, reason, approver, backup,
   target, safety snapshot, step timings, outcome, failure reason), listed newest first through the
   ``by-kind`` index (``kind`` = ``audit``, sorted by ``started_at``).
@@ -17,6 +19,7 @@ One table, keys ``pk``/``sk``:
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,7 +56,6 @@ class TargetLock:
 @dataclass(frozen=True)
 class PendingApproval:
     execution: str
-    token: str
     database: str
     target: str
     backup_id: str
@@ -214,7 +216,6 @@ class RestoreTable:
     def put_approval(self, approval: PendingApproval, expires: datetime) -> None:
         item = {
             **_restore_key(approval.execution, "approval"),
-            "token": {"S": approval.token},
             "database": {"S": approval.database},
             "target": {"S": approval.target},
             "backup_id": {"S": approval.backup_id},
@@ -237,7 +238,6 @@ class RestoreTable:
         plain = _plain(item)
         return PendingApproval(
             execution=execution,
-            token=str(plain["token"]),
             database=str(plain["database"]),
             target=str(plain["target"]),
             backup_id=str(plain["backup_id"]),
@@ -245,16 +245,14 @@ class RestoreTable:
             distinct_approver=plain.get("distinct_approver") is True,
         )
 
-    def take_approval(self, execution: str, token: str) -> None:
+    def take_approval(self, execution: str) -> None:
         """Consume the pending approval (a conditional delete): it can be answered only once."""
         try:
             self._call(
                 "Consuming an approval",
                 self._client.delete_item,
                 Key=_restore_key(execution, "approval"),
-                ConditionExpression="#token = :token",
-                ExpressionAttributeNames={"#token": "token"},
-                ExpressionAttributeValues={":token": {"S": token}},
+                ConditionExpression="attribute_exists(pk)",
             )
         except ClientError as exc:
             if not self._failed_condition(exc):
@@ -270,6 +268,17 @@ class RestoreTable:
         if "started_at" not in record:
             raise RestoreTableError("An audit record needs started_at.")
         self._call("Writing an audit record", self._client.put_item, Item=item)
+
+    def record_refusal(self, record: dict[str, Any], now: datetime) -> str:
+        """A new audit record of a refused step (never over a restore's own record); its id."""
+        refusal = f"refusal-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:12]}"
+        item = {"pk": {"S": f"refusal#{refusal}"}, "sk": {"S": "audit"}, "kind": {"S": "audit"}}
+        item.update({name: _attr(value) for name, value in record.items()})
+        item.update({"execution": {"S": refusal}, "started_at": {"S": now.astimezone(UTC).isoformat()}})
+        self._call(
+            "Recording a refusal", self._client.put_item, Item=item, ConditionExpression="attribute_not_exists(pk)"
+        )
+        return refusal
 
     def update_audit(self, execution: str, fields: dict[str, Any]) -> None:
         """Set ``fields`` on the audit record of ``execution``."""

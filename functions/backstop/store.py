@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MANIFEST_SUFFIX = ".manifest.json"
+ARTIFACT_EXTENSION = re.compile(r"(sqlite|pgdump|sql|tar)(\.(zst|gz))?")
+"""What may follow ``<backup_id>.`` in an artifact's key."""
 SidecarKind = Literal["drill", "sweep"]
 SIDECAR_KINDS: tuple[SidecarKind, ...] = ("drill", "sweep")
 """Records written next to a committed backup after the fact (its last drill, its last sweep): never
@@ -396,16 +399,48 @@ class S3Store:
 
     def get_manifest(self, backup_id: str) -> Manifest:
         """The committed manifest of ``backup_id``; BackupNotFoundError if there is none."""
+        return self.pinned_manifest(backup_id)[0]
+
+    def pinned_manifest(self, backup_id: str, version_id: str | None = None) -> tuple[Manifest, str | None]:
+        """The manifest of ``backup_id`` (exactly ``version_id`` when given) and the S3 version it was read from.
+
+        The manifest is bound to its place: it must describe ``backup_id`` of the database the id names,
+        in this bucket, with its artifact at the key derived from the id under that database's own
+        prefix. A manifest that points anywhere else (another database's object, another bucket) is a
+        ManifestError, whoever wrote it.
+        """
         key = self.manifest_key(backup_id)
-        body = self._read(f"Reading the manifest of {backup_id}", key)
-        if body is None:
+        args = self._version_args(key, version_id)
+        response = _call(
+            f"Reading the manifest of {backup_id}", lambda: self.client.get_object(**args), absent=_MISSING
+        )
+        if response is None:
+            pinned = f" (version {version_id})" if version_id else ""
             raise BackupNotFoundError(
-                f"Backup {backup_id} has no manifest, so it was never committed (or has expired)."
+                f"Backup {backup_id}{pinned} has no manifest, so it was never committed (or has expired)."
             )
+        body = response["Body"].read()
         manifest = Manifest.from_json(body, where=f"s3://{self.bucket}/{key}")
+        self._check_bound(manifest, backup_id, key)
+        return manifest, response.get("VersionId")
+
+    def _check_bound(self, manifest: Manifest, backup_id: str, key: str) -> None:
         if manifest.backup_id != backup_id:
             raise ManifestError(f"Manifest at {key} describes {manifest.backup_id}, not {backup_id}.")
-        return manifest
+        database, at = parse_backup_id(backup_id)
+        if manifest.database != database:
+            raise ManifestError(f"Manifest at {key} names database {manifest.database}, not {database}.")
+        if manifest.object.bucket != self.bucket:
+            raise ManifestError(
+                f"Manifest at {key} points at bucket {manifest.object.bucket}, not {self.bucket}: refused."
+            )
+        stem = self.object_key(backup_id, "")
+        ext = manifest.object.key.removeprefix(stem)
+        if not manifest.object.key.startswith(stem) or not ARTIFACT_EXTENSION.fullmatch(ext):
+            raise ManifestError(
+                f"Manifest at {key} points at {manifest.object.key}, not at {backup_id}'s own artifact "
+                f"under {self._day_prefix(database, at)}: refused."
+            )
 
     def manifest_exists(self, backup_id: str) -> bool:
         key = self.manifest_key(backup_id)

@@ -1,4 +1,4 @@
-"""The restore function's environment: names, ARNs and the secret-free configuration, validated once.
+"""The restore and approval functions' environments: names, ARNs and the secret-free configuration, validated once.
 
 ``BACKSTOP_CONFIG_JSON`` is the configuration as JSON (bucket, prefix, restore settings, the
 databases with their ``restore_targets``), written by the stack: it holds secret ARNs, never secrets.
@@ -9,30 +9,36 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backstop.config import Config
 from backstop.errors import ConfigError
 
+_STATE_MACHINE = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$"
 
-class WorkflowSettings(BaseModel):
-    """``BACKSTOP_*`` environment variables of the restore function."""
 
+class _Environment(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    config_json: str = Field(min_length=2)
-    restore_table: str = Field(min_length=3)
-
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> WorkflowSettings:
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Self:
         fields = {name: environ.get(f"BACKSTOP_{name.upper()}") for name in cls.model_fields}
         try:
             return cls.model_validate({k: v for k, v in fields.items() if v})
         except ValidationError as exc:
             problems = "; ".join(f"BACKSTOP_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"The restore function's environment is invalid: {problems}.") from None
+            raise ConfigError(f"The {cls.__doc__} environment is invalid: {problems}.") from None
+
+
+class WorkflowSettings(_Environment):
+    """restore function's"""
+
+    config_json: str = Field(min_length=2)
+    restore_table: str = Field(min_length=3)
+    state_machine_arn: str = Field(pattern=_STATE_MACHINE)
+    approval_key_arn: str = Field(min_length=8)
 
     def _document(self) -> dict[str, Any]:
         try:
@@ -50,3 +56,21 @@ class WorkflowSettings(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             raise ConfigError(f"BACKSTOP_CONFIG_JSON: {where}: {first['msg']}.") from None
+
+
+class ApprovalSettings(_Environment):
+    """approval function's"""
+
+    restore_table: str = Field(min_length=3)
+    state_machine_arn: str = Field(pattern=_STATE_MACHINE)
+    approval_key_arn: str = Field(min_length=8)
+    distinct_approver: bool = False
+    alerts_topic_arn: str | None = None
+
+    @property
+    def region(self) -> str:
+        return self.state_machine_arn.split(":")[3]
+
+    @property
+    def account(self) -> str:
+        return self.state_machine_arn.split(":")[4]

@@ -23,13 +23,14 @@ from aws_cdk.assertions import Template
 
 from backstop.config import Config, parse_config
 from backstop.manifest import Trigger
+from backstop.identity import sign_proof
 from backstop.restore_table import ApprovalNotPendingError, RestoreTable
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.services.restore_workflow import approve, reject
 from backstop.store import S3Store
 from infra.stack import BackstopStack
 from local.emulator import Emulator, running
 from local.lambdas import InvocationLog, in_process_lambdas
+from local.principals import user_session
 from local.stack import Deployed, stand_up
 from tests.conftest import create_orders_db, table_rows
 
@@ -65,7 +66,22 @@ class World:
         self.deployed = deployed
         self.calls = calls
         self.sfn = emulator.client("stepfunctions")
+        self.lambdas = emulator.client("lambda")
         kinds = {logical: r["Type"] for logical, r in template["Resources"].items()}
+        self.approval_function = next(
+            deployed.refs[k]
+            for k, r in template["Resources"].items()
+            if r["Type"] == "AWS::Lambda::Function"
+            and r["Properties"]["ImageConfig"]["Command"] == ["backstop.handlers.approval.handler"]
+        )
+        self.restore_function = next(
+            deployed.refs[k]
+            for k, r in template["Resources"].items()
+            if r["Type"] == "AWS::Lambda::Function"
+            and r["Properties"]["ImageConfig"]["Command"] == ["backstop.handlers.restore.handler"]
+        )
+        self.alice = user_session(emulator, "alice")
+        self.bob = user_session(emulator, "bob")
         self.machine = next(deployed.refs[k] for k, t in kinds.items() if t == "AWS::StepFunctions::StateMachine")
         table_name = next(deployed.refs[k] for k, t in kinds.items() if t == "AWS::DynamoDB::Table")
         self.table = RestoreTable(emulator.client("dynamodb"), table_name)
@@ -75,10 +91,47 @@ class World:
         queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         emulator.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
 
-    def start(self, data: dict[str, Any], name: str) -> str:
+    def execution_arn(self, name: str) -> str:
+        return self.machine.replace(":stateMachine:", ":execution:") + f":{name}"
+
+    def start(self, data: dict[str, Any], name: str, *, requester: Any = None) -> str:
+        """Start as the console does; with ``requester`` (a session), as `backstop restore-request` does."""
+        if requester is not None:
+            proof = sign_proof("request", self.execution_arn(name), session=requester, endpoint_url=self.emulator.endpoint)
+            data = {**data, "identity": proof.model_dump()}
         return str(
             self.sfn.start_execution(stateMachineArn=self.machine, name=name, input=json.dumps(data))["executionArn"]
         )
+
+    def invoke(self, function: str, payload: dict[str, Any]) -> tuple[bool, Any]:
+        """(succeeded, body) of a direct invocation, as anyone with lambda:InvokeFunction could make it."""
+        response = self.lambdas.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+        return not response.get("FunctionError"), json.loads(response["Payload"].read() or b"null")
+
+    def answer(self, action: str, name: str, session: Any, **fields: Any) -> tuple[bool, Any]:
+        """`backstop approve|reject` as ``session``'s principal: a signed proof, then the approval function."""
+        arn = self.execution_arn(name)
+        proof = sign_proof(action, arn, session=session, endpoint_url=self.emulator.endpoint)  # type: ignore[arg-type]
+        return self.invoke(
+            self.approval_function, {"action": action, "execution": arn, "identity": proof.model_dump(), **fields}
+        )
+
+    def approve(self, name: str, phrase: str, session: Any = None) -> Any:
+        ok, body = self.answer("approve", name, session or self.bob, phrase=phrase)
+        assert ok, body
+        return body
+
+    def reject(self, name: str, reason: str, session: Any = None) -> Any:
+        ok, body = self.answer("reject", name, session or self.bob, reason=reason)
+        assert ok, body
+        return body
+
+    def token(self, arn: str) -> str:
+        """The task token of the approval wait, as anyone allowed GetExecutionHistory reads it."""
+        for event in self.history(arn):
+            if "taskScheduledEventDetails" in event:
+                return str(json.loads(event["taskScheduledEventDetails"]["parameters"])["Payload"]["token"])
+        pytest.fail("no task token in the history")
 
     def wait_for_approval(self, name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -174,22 +227,26 @@ def test_an_approved_restore_of_sqlite_runs_every_state_and_leaves_an_audit_trai
     backup_id = plan_alert["message"]["plan"]["backup_id"]
 
     # when a wrong phrase is tried, then the right one
-    with pytest.raises(Exception, match="stays pending"):
-        approve(world.table, "run-approved", "RESTORE latest", "bob", world.send_success)
-    approve(world.table, "run-approved", f"RESTORE {backup_id}", "bob", world.send_success)
+    ok, refused = world.answer("approve", "run-approved", world.bob, phrase="RESTORE latest")
+    assert not ok and "stays pending" in refused["errorMessage"]
+    approved = world.approve("run-approved", f"RESTORE {backup_id}")["approved"]
     described = world.wait(arn)
 
     # then the execution succeeded through every state, staging equals the source, the lock is free
     assert described["status"] == "SUCCEEDED", described
     entered = [e["stateEnteredEventDetails"]["name"] for e in world.history(arn) if "stateEnteredEventDetails" in e]
     assert entered == [
-        "Resolve", "ValidateArtifact", "Lock", "Plan", "DryRun?", "Approval",
+        "Resolve", "IdentifyRequester", "ValidateArtifact", "Lock", "Plan", "DryRun?", "Approval", "CheckApproval",
         "SafetySnapshot", "Restore", "ValidateTarget", "FinishRestored", "Restored",
     ]  # fmt: skip
     assert table_rows(paths["staging"]) == table_rows(paths["source"])
     assert world.table.holder("orders", "staging") is None
     audit = world.table.audit("run-approved") or {}
-    assert audit["outcome"] == "restored" and audit["approver"] == "bob"
+    bob = world.bob.client("iam", endpoint_url=world.emulator.endpoint).get_user(UserName="bob")["User"]
+    assert audit["outcome"] == "restored" and audit["approver"] == bob["Arn"]
+    assert audit["approver_principal"] == f"user:{bob['UserId']}"
+    assert approved["backup_id"] == backup_id and approved["approver"] == bob["Arn"]
+    assert audit["requester"] == {"verified": False, "principal": None, "arn": None, "claimed": "alice@example.com"}
     assert audit["safety_snapshot"]["backup_id"].startswith("orders-pre-restore-staging-")
     assert "awaits approval" in plan_alert["subject"]
     assert [a["message"]["event"] for a in world.alerts(at_least=1)] == ["restore_finished"]
@@ -211,7 +268,7 @@ def test_a_rejection_ends_the_execution_with_the_target_untouched(world: World, 
     before = table_rows(paths["staging"])
     arn = world.start(sample("latest-to-staging.json"), "run-rejected")
     world.wait_for_approval("run-rejected")
-    reject(world.table, "run-rejected", "wrong backup", "carol", world.send_failure)
+    world.reject("run-rejected", "wrong backup")
     described = world.wait(arn)
     assert described["status"] == "FAILED" and described["error"] == "RestoreFailed"
     assert table_rows(paths["staging"]) == before
@@ -254,7 +311,7 @@ def test_a_restore_failing_after_the_snapshot_is_rolled_back(world: World, paths
         arn = world.start(sample("latest-to-staging.json"), "run-rollback")
         world.wait_for_approval("run-rollback")
         backup_id = world.table.pending("run-rollback").backup_id
-        approve(world.table, "run-rollback", f"RESTORE {backup_id}", "bob", world.send_success)
+        world.approve("run-rollback", f"RESTORE {backup_id}")
         described = world.wait(arn)
     finally:
         restore_workflow.RestoreWorkflow.restore = original  # type: ignore[method-assign]

@@ -1,9 +1,10 @@
 """Lambda entry point of the restore state machine's Tasks: one function, the step named in the payload.
 
-Each Task passes ``{"step": <name>, ...}``: ``resolve`` gets the execution input and name,
-``request_approval`` the task token, ``finish`` the outcome and the caught error, the others the
-state the previous step returned. The step's exception propagates with its class name, which the
-state machine's Catch and Retry clauses name.
+Each Task passes ``{"step": <name>, "execution": <execution ARN>, ...}``: ``resolve`` gets the
+execution input, ``finish`` the outcome and the caught error, the others the state the previous
+step returned. Before any step runs, the step guard proves it was sent by its own running
+execution, in the state that runs it (a direct invoke changes nothing). The step's exception
+propagates with its class name, which the state machine's Catch and Retry clauses name.
 """
 
 from __future__ import annotations
@@ -12,48 +13,47 @@ import os
 from functools import cache
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.aws import build_notifier, build_store
+from backstop.executions import StepFunctionsExecutions
+from backstop.grants import KmsGrantSigner
 from backstop.restore_table import build_restore_table
 from backstop.services.restore_workflow import RestoreWorkflow
+from backstop.services.step_guard import STEP_STATES, StepGuard
 from backstop.workflow_settings import WorkflowSettings
 
 logger = Logger(service="backstop-restore")
 metrics = Metrics(namespace="Backstop", service="restore")
 
-STEPS = (
-    "resolve",
-    "validate_artifact",
-    "lock",
-    "plan",
-    "request_approval",
-    "safety_snapshot",
-    "restore",
-    "validate_target",
-    "rollback",
-    "finish",
-)
+STEPS = tuple(step for step in STEP_STATES if step != "identify_requester")
 
 
-def _workflow() -> RestoreWorkflow:
-    """The workflow of this environment, built once per container (and again if the environment changes)."""
-    keys = ("BACKSTOP_CONFIG_JSON", "BACKSTOP_RESTORE_TABLE", "AWS_ENDPOINT_URL")
-    return _workflow_for(tuple(os.environ.get(k) for k in keys))
+def _built() -> tuple[StepGuard, RestoreWorkflow]:
+    """The guard and workflow of this environment, built once per container (and again if the environment changes)."""
+    keys = ("BACKSTOP_CONFIG_JSON", "BACKSTOP_RESTORE_TABLE", "BACKSTOP_STATE_MACHINE_ARN", "AWS_ENDPOINT_URL")
+    return _built_for(tuple(os.environ.get(k) for k in keys))
 
 
 @cache
-def _workflow_for(_environment: tuple[str | None, ...]) -> RestoreWorkflow:
+def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, RestoreWorkflow]:
     settings = WorkflowSettings.from_env()
     config = settings.config()
-    return RestoreWorkflow(
+    table = build_restore_table(settings.restore_table)
+    notifier = build_notifier(config)
+    executions = StepFunctionsExecutions(boto3.client("stepfunctions"))
+    workflow = RestoreWorkflow(
         config,
         build_store(config),
-        build_restore_table(settings.restore_table),
-        build_notifier(config),
+        table,
+        notifier,
+        grants=KmsGrantSigner(boto3.client("kms"), settings.approval_key_arn),
+        state_machine_arn=settings.state_machine_arn,
     )
+    return StepGuard(executions, settings.state_machine_arn, table, notifier), workflow
 
 
 @logger.inject_lambda_context(log_event=False)  # the approval step's event holds the task token
@@ -62,16 +62,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | N
     step = event.get("step")
     if step not in STEPS:
         raise ValueError(f"Unknown restore step {step!r}; expected one of {', '.join(STEPS)}.")
-    workflow = _workflow()
+    guard, workflow = _built()
     logger.append_keys(step=step)
+    admitted = guard.admit(step, event, function="restore")
     if step == "resolve":
-        state = workflow.resolve(event["input"], event["execution"])
+        state = workflow.resolve(admitted.input, admitted.execution)
         logger.info("restore requested", database=state["database"], target=state["target"])
         return state
     state = event["state"]
     logger.append_keys(database=state.get("database"), target=state.get("target"), execution=state.get("execution"))
     if step == "request_approval":
-        workflow.request_approval(state, event["token"])
+        workflow.request_approval(state)
         return None
     if step == "finish":
         result = workflow.finish(state, event["outcome"], event.get("error"))

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backstop.errors import BackupNotFoundError, ChecksumMismatchError
+from backstop.errors import BackupNotFoundError, ChecksumMismatchError, ManifestError
 from backstop.manifest import Manifest
 from backstop.names import parse_backup_id
 from backstop.pipeline import Sink, StreamDigest, decompress_stream
 from backstop.ports import BackupStore, NoProgress, Progress
 
 
-def resolve_backup(store: BackupStore, database: str, ref: str) -> Manifest:
-    """The manifest of ``ref`` (a backup id, or ``latest`` for the newest committed backup)."""
+def resolve_backup(store: BackupStore, database: str, ref: str | Manifest) -> Manifest:
+    """The manifest of ``ref`` (a backup id, ``latest`` for the newest committed backup, or one already pinned).
+
+    A pinned manifest (the restore workflow's, read at the version its execution recorded) is used as
+    it is: what is restored is what was approved, whatever the manifest's key holds now.
+    """
+    if isinstance(ref, Manifest):
+        if ref.database != database:
+            raise ManifestError(f"Backup {ref.backup_id} belongs to {ref.database}, not {database}: refused.")
+        return ref
     if ref == "latest":
         newest = store.newest_backup_id(database)
         if newest is None:

@@ -16,7 +16,13 @@ from backstop.services.artifacts import fetch_artifact, resolve_backup
 
 
 def download(
-    store: BackupStore, database: str, ref: str, out: Path, *, decompress: bool, progress: Progress | None = None
+    store: BackupStore,
+    database: str,
+    ref: str | Manifest,
+    out: Path,
+    *,
+    decompress: bool,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Write the artifact of ``ref`` to ``out`` (stored bytes, or decompressed with ``decompress``)."""
     progress = progress or NoProgress()

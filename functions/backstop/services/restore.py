@@ -55,7 +55,7 @@ class RestoreService:
     def restore(
         self,
         database: str,
-        ref: str,
+        ref: str | Manifest,
         target: Path,
         *,
         dry_run: bool,

@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase
 from backstop.engines import engine_for
-from backstop.errors import BackupNotFoundError, IntegrityError, RestoreError
+from backstop.errors import ApprovalInvalidError, BackupNotFoundError, IntegrityError, ManifestError, RestoreError
+from backstop.grants import GrantClaims, GrantSigner, check_grant
+from backstop.identity import IdentityProof
 from backstop.manifest import Manifest, Trigger
 from backstop.names import backup_id_for, parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier, RunLock
@@ -82,7 +84,10 @@ class RestoreInput(BaseModel):
     target: str
     dry_run: bool = False
     requested_by: str = Field(min_length=1, max_length=200)
+    """What the requester says they are: kept as typed, trusted for nothing (see ``identity``)."""
     reason: str = Field(min_length=1, max_length=1000)
+    identity: IdentityProof | None = None
+    """The requester's signed GetCallerIdentity request (`backstop restore-request`); none from the console."""
 
 
 def parse_input(data: dict[str, Any]) -> RestoreInput:
@@ -107,7 +112,8 @@ def _reason(error: dict[str, Any]) -> str:
     return f"{error.get('Error', 'Error')}: {cause[:500]}"
 
 
-def _backup_summary(manifest: Manifest) -> dict[str, Any]:
+def _backup_summary(manifest: Manifest, manifest_version: str | None) -> dict[str, Any]:
+    """The backup as the execution pins it: every later step reads exactly these versions and bytes."""
     return {
         "backup_id": manifest.backup_id,
         "scheduled_for": manifest.scheduled_for.isoformat(),
@@ -115,7 +121,15 @@ def _backup_summary(manifest: Manifest) -> dict[str, Any]:
         "size": manifest.object.size,
         "raw_size": manifest.raw.size,
         "sha256": manifest.object.sha256,
+        "object_version": manifest.object.version_id,
+        "manifest_version": manifest_version,
     }
+
+
+REFUSED = "refused: no valid approval"
+"""The outcome of a restore whose approval grant did not verify (stolen token, forged or replayed grant)."""
+GRANT_LIFETIME = timedelta(hours=6)
+"""How long an approval stays good for the steps after it: the lock's margin, covering snapshot, restore, rollback."""
 
 
 def confirmation_phrase(backup_id: str) -> str:
@@ -132,12 +146,16 @@ class RestoreWorkflow:
         table: RestoreTable,
         notifier: Notifier,
         *,
+        grants: GrantSigner,
+        state_machine_arn: str,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self._config = config
         self._store = store
         self._table = table
         self._notifier = notifier
+        self._grants = grants
+        self._state_machine_arn = state_machine_arn
         self._approval_timeout = config.restore.approval_timeout
         self._distinct_approver = config.restore.distinct_approver
         self._clock = clock
@@ -152,7 +170,44 @@ class RestoreWorkflow:
         return target_for(db, state["target"])
 
     def _manifest(self, state: dict[str, Any]) -> Manifest:
-        return self._store.get_manifest(state["backup"]["backup_id"])
+        """Exactly the manifest version Resolve pinned, still naming the pinned artifact bytes and version."""
+        pinned = state["backup"]
+        manifest, _ = self._store.pinned_manifest(pinned["backup_id"], pinned.get("manifest_version"))
+        self._check_bound(manifest, state["database"])
+        if manifest.object.sha256 != pinned["sha256"] or manifest.object.version_id != pinned.get("object_version"):
+            raise ManifestError(
+                f"The manifest of {pinned['backup_id']} no longer names the artifact this restore pinned: refused."
+            )
+        return manifest
+
+    def _check_bound(self, manifest: Manifest, database: str) -> None:
+        db = self._config.database(database)
+        if manifest.engine != db.engine:
+            raise ManifestError(f"Backup {manifest.backup_id} is a {manifest.engine} backup, not {db.engine}: refused.")
+
+    def _require_grant(self, state: dict[str, Any]) -> GrantClaims:
+        """The approval grant of this execution, for exactly its target and pinned backup; ApprovalInvalidError."""
+        pinned = state["backup"]
+        expected = {
+            "execution": self._execution_arn(state),
+            "database": state["database"],
+            "target": state["target"],
+            "backup_id": pinned["backup_id"],
+            "sha256": pinned["sha256"],
+            "object_version": pinned.get("object_version"),
+            "manifest_version": pinned.get("manifest_version"),
+        }
+        return check_grant((state.get("approval") or {}).get("grant"), expected, self._grants, self._now())
+
+    def _execution_arn(self, state: dict[str, Any]) -> str:
+        return self._state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{state['execution']}"
+
+    def _require_lock(self, state: dict[str, Any]) -> None:
+        held = self._table.holder(state["database"], state["target"]) or {}
+        if held.get("owner") != state["execution"]:
+            raise ApprovalInvalidError(
+                f"refused: {state['execution']} does not hold the lock of {state['database']}/{state['target']}"
+            )
 
     def _timing(self, state: dict[str, Any], step: str, started: datetime) -> dict[str, Any]:
         timings = dict(state.get("timings", {}))
@@ -171,7 +226,8 @@ class RestoreWorkflow:
         request = parse_input(data)
         db = self._config.database(request.database)
         self._target({"database": db.name, "target": request.target})
-        manifest = self._resolve_backup(db.name, request.backup)
+        manifest, manifest_version = self._resolve_backup(db.name, request.backup)
+        self._check_bound(manifest, db.name)
         state: dict[str, Any] = {
             "execution": execution,
             "database": db.name,
@@ -179,7 +235,7 @@ class RestoreWorkflow:
             "target": request.target,
             "dry_run": request.dry_run,
             "requested_by": request.requested_by,
-            "backup": _backup_summary(manifest),
+            "backup": _backup_summary(manifest, manifest_version),
             "latest": request.backup == "latest",
             "timings": {},
         }
@@ -199,17 +255,18 @@ class RestoreWorkflow:
         )
         return self._timing(state, "resolve", started)
 
-    def _resolve_backup(self, database: str, ref: str | Before) -> Manifest:
+    def _resolve_backup(self, database: str, ref: str | Before) -> tuple[Manifest, str | None]:
+        """The manifest the input names and the S3 version it was read from (pinned for every later step)."""
         if isinstance(ref, Before):
             at = ref.before if ref.before.tzinfo else ref.before.replace(tzinfo=UTC)
             bound = backup_id_for(database, at.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1))
             found = self._store.recent_backup_ids(database, bound, 1)
             if not found:
                 raise BackupNotFoundError(f"Database {database} has no committed backup at or before {at.isoformat()}.")
-            return self._store.get_manifest(found[0])
+            return self._store.pinned_manifest(found[0])
         if ref != "latest":
             parse_backup_id(ref, database)
-        return resolve_backup(self._store, database, ref)
+        return self._store.pinned_manifest(resolve_backup(self._store, database, ref).backup_id)
 
     def validate_artifact(self, state: dict[str, Any]) -> dict[str, Any]:
         """Download the artifact, check size, SHA-256, decompression and the engine check; nothing is touched.
@@ -239,10 +296,12 @@ class RestoreWorkflow:
                         f"None of the {len(skipped)} newest backups of {db.name} passes its check "
                         f"(newest: {skipped[0]['backup_id']}: {skipped[0]['reason']}); nothing was restored."
                     ) from None
-                manifest = self._store.get_manifest(older[0])
+                manifest, version = self._store.pinned_manifest(older[0])
+                self._check_bound(manifest, db.name)
+                state = {**state, "backup": _backup_summary(manifest, version)}
         state = {**state, "artifact": {"check": integrity.check, "detail": integrity.detail}}
         if skipped:
-            state = {**state, "backup": _backup_summary(manifest), "skipped_backups": skipped}
+            state = {**state, "skipped_backups": skipped}
             self._table.update_audit(state["execution"], {"backup_id": manifest.backup_id, "skipped_backups": skipped})
         return self._timing(state, "validate_artifact", started)
 
@@ -328,14 +387,17 @@ class RestoreWorkflow:
 
         return local_restore_engine(target).describe_target(Path(target.path))
 
-    def request_approval(self, state: dict[str, Any], token: str) -> None:
-        """Store the task token (only here) and publish the plan with how to approve or reject."""
+    def request_approval(self, state: dict[str, Any]) -> None:
+        """Record the pending approval and publish the plan with how to approve or reject.
+
+        The task token is not kept anywhere: the approval component reads it from the execution's
+        own history when a person approves, and it authorizes nothing by itself (``check_approval``).
+        """
         plan = state["plan"]
         expires = self._now() + self._approval_timeout
         self._table.put_approval(
             PendingApproval(
                 execution=state["execution"],
-                token=token,
                 database=state["database"],
                 target=state["target"],
                 backup_id=plan["backup_id"],
@@ -352,12 +414,33 @@ class RestoreWorkflow:
                 "execution": state["execution"],
                 "database": state["database"],
                 "requested_by": state["requested_by"],
+                "requester": state.get("requester"),
                 "plan": plan,
                 "approve": f'backstop approve {state["execution"]} --confirm "{plan["confirmation"]}"',
                 "reject": f'backstop reject {state["execution"]} --reason "..."',
                 "expires_at": expires.isoformat(),
             },
         )
+
+    def check_approval(self, state: dict[str, Any]) -> dict[str, Any]:
+        """After the wait: the answer must be a grant for exactly this execution, target and backup.
+
+        Whatever completed the wait (the approval component, or anyone holding the task token), only a
+        grant sealed by the approval component passes; ApprovalInvalidError otherwise, and the target
+        is untouched. The approver recorded is the one the grant names, verified by AWS.
+        """
+        started = self._now()
+        claims = self._require_grant(state)
+        self._table.update_audit(
+            state["execution"],
+            {
+                "approver": claims.approver_arn,
+                "approver_principal": claims.approver,
+                "approved_at": claims.approved_at.isoformat(),
+                "grant_expires_at": claims.expires_at.isoformat(),
+            },
+        )
+        return self._timing(state, "check_approval", started)
 
     def safety_snapshot(self, state: dict[str, Any]) -> dict[str, Any]:
         """Back up the target as it is now through the normal backup path (type pre-restore).
@@ -369,6 +452,8 @@ class RestoreWorkflow:
         which the state machine retries for a while before giving up with the target untouched.
         """
         started = self._now()
+        self._require_grant(state)
+        self._require_lock(state)
         if state["target"] == IN_PLACE:
             lock = self._store.acquire_run_lock(
                 state["database"], f"restore {state['execution']}", started, SOURCE_LOCK_TTL
@@ -400,26 +485,58 @@ class RestoreWorkflow:
                 trigger=Trigger(kind="execution", by=state["execution"]),
             )
         )
-        safety = {"backup_id": outcome.manifest.backup_id, "key": outcome.manifest.object.key}
+        safety = {
+            "backup_id": outcome.manifest.backup_id,
+            "key": outcome.manifest.object.key,
+            "sha256": outcome.manifest.object.sha256,
+        }
         self._table.update_audit(state["execution"], {"safety_snapshot": safety})
         return self._timing({**state, "safety": safety}, "safety_snapshot", started)
 
     def restore(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Restore the backup into the target atomically (the engines never leave it half-restored)."""
+        """Restore the pinned backup into the target atomically (the engines never leave it half-restored).
+
+        Before anything is written: the grant is valid for exactly this, the execution holds the
+        target's lock, and the safety snapshot this execution took exists (or the target still does
+        not exist, so there was nothing to snapshot).
+        """
         started = self._now()
-        self._install(state["database"], state["backup"]["backup_id"], self._target(state))
+        self._require_grant(state)
+        self._require_lock(state)
+        target = self._target(state)
+        self._require_safety(state, target)
+        self._install(state["database"], self._manifest(state), target)
         return self._timing(state, "restore", started)
 
-    def _install(self, database: str, backup_id: str, target: AnyDatabase, *, config: Config | None = None) -> None:
+    def _require_safety(self, state: dict[str, Any], target: AnyDatabase) -> None:
+        safety = state.get("safety")
+        if safety is None:
+            if _target_exists(self._describe(target), target):
+                raise ApprovalInvalidError(
+                    f"refused: {state['target']} exists but this restore took no safety snapshot"
+                )
+            return
+        manifest = self._safety_manifest(state)
+        if manifest.trigger.by != state["execution"] or manifest.object.sha256 != safety.get("sha256"):
+            raise ApprovalInvalidError(f"refused: the safety snapshot {safety['backup_id']} is not this restore's")
+
+    def _safety_manifest(self, state: dict[str, Any]) -> Manifest:
+        safety = state["safety"]
+        name = safety_database(state["database"], state["target"])
+        if parse_backup_id(safety["backup_id"])[0] != name:
+            raise ApprovalInvalidError(f"refused: {safety['backup_id']} is not a safety snapshot of {state['target']}")
+        return self._store.get_manifest(safety["backup_id"])
+
+    def _install(self, database: str, manifest: Manifest, target: AnyDatabase, *, config: Config | None = None) -> None:
         config = config or self._config
         yes: Callable[[Any], bool] = lambda _plan: True  # noqa: E731 - approved before this step
         if isinstance(target, PostgresDatabase | MysqlDatabase):
             ServerRestoreService(config, self._store, clock=self._clock).restore_into(
-                database, backup_id, target, dry_run=False, confirm=yes
+                database, manifest, target, dry_run=False, confirm=yes
             )
         else:
             RestoreService(config, self._store, clock=self._clock).restore(
-                database, backup_id, Path(target.path), dry_run=False, confirm=yes
+                database, manifest, Path(target.path), dry_run=False, confirm=yes
             )
 
     def validate_target(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -450,6 +567,9 @@ class RestoreWorkflow:
         started = self._now()
         safety = state.get("safety")
         target = self._target(state)
+        # Refused before the try: a refusal is not a failed rollback, and the lock stays as it is.
+        self._require_grant(state)
+        self._require_lock(state)
         try:
             if safety is None:
                 if _target_exists(self._describe(target), target):
@@ -457,8 +577,9 @@ class RestoreWorkflow:
                 return self._timing({**state, "rolled_back": True}, "rollback", started)
             name = safety_database(state["database"], state["target"])
             config = self._config.model_copy(update={"databases": (target.model_copy(update={"name": name}),)})
-            self._install(name, safety["backup_id"], target, config=config)
-            if self._differences(target, self._store.get_manifest(safety["backup_id"])):
+            snapshot = self._safety_manifest(state)
+            self._install(name, snapshot, target, config=config)
+            if self._differences(target, snapshot):
                 raise RestoreError("the rolled-back target does not match the safety snapshot")
         except Exception as exc:  # noqa: BLE001 - any failure here is a failed rollback, named in the alert
             raise RollbackFailedError(
@@ -469,6 +590,8 @@ class RestoreWorkflow:
     def finish(self, state: dict[str, Any], outcome: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         """Close the restore: release the lock (or, after a failed rollback, keep it), audit, publish."""
         reason = _reason(error) if error else None
+        if outcome == "not restored" and (error or {}).get("Error") == ApprovalInvalidError.__name__:
+            outcome = REFUSED
         if outcome == ROLLBACK_FAILED:
             # The target may be neither old nor new: no other restore, and no backup of it in place, until
             # a person has looked. The source's backup lock (in place) expires by itself.
@@ -500,51 +623,6 @@ class RestoreWorkflow:
                 "safety_snapshot": (state.get("safety") or {}).get("backup_id"),
             },
         )
-
-    # -- answers to the approval --------------------------------------------------------------
-
-    def approve(self, execution: str, phrase: str, approver: str, send: Callable[[str, dict[str, Any]], None]) -> str:
-        return approve(self._table, execution, phrase, approver, send, now=self._now())
-
-    def reject(self, execution: str, reason: str, by: str, send: Callable[[str, str, str], None]) -> None:
-        reject(self._table, execution, reason, by, send)
-
-
-def approve(
-    table: RestoreTable,
-    execution: str,
-    phrase: str,
-    approver: str,
-    send: Callable[[str, dict[str, Any]], None],
-    *,
-    now: datetime | None = None,
-) -> str:
-    """Check the phrase (and the approver), consume the approval and send the task's success; the backup id.
-
-    A wrong phrase leaves the approval pending. The token is read from the table and handed to
-    ``send`` only: it is never printed or logged. Whether the approver must differ from the
-    requester is recorded with the approval by the workflow, so no approval path can skip it.
-    """
-    pending = table.pending(execution)
-    expected = confirmation_phrase(pending.backup_id)
-    if phrase.strip() != expected:
-        raise WrongConfirmationError(
-            f"The confirmation phrase does not match: type exactly {expected!r}; the restore stays pending."
-        )
-    if pending.distinct_approver and approver == pending.requested_by:
-        raise SameApproverError(f"{approver} requested this restore and cannot approve it; another person must.")
-    table.take_approval(execution, pending.token)
-    table.update_audit(execution, {"approver": approver, "approved_at": (now or datetime.now(UTC)).isoformat()})
-    send(pending.token, {"approved_by": approver})
-    return pending.backup_id
-
-
-def reject(table: RestoreTable, execution: str, reason: str, by: str, send: Callable[[str, str, str], None]) -> None:
-    """Consume the approval and fail the task with RestoreRejectedError; the target is never touched."""
-    pending = table.pending(execution)
-    table.take_approval(execution, pending.token)
-    table.update_audit(execution, {"rejected_by": by, "rejection_reason": reason[:500]})
-    send(pending.token, "RestoreRejectedError", f"Rejected by {by}: {reason[:200]}")
 
 
 def _identity(target: AnyDatabase) -> str:

@@ -256,7 +256,7 @@ class ServerRestoreService:
     def restore(
         self,
         database: str,
-        ref: str,
+        ref: str | Manifest,
         url: str,
         *,
         dry_run: bool,
@@ -278,7 +278,7 @@ class ServerRestoreService:
     def restore_into(
         self,
         database: str,
-        ref: str,
+        ref: str | Manifest,
         target_db: ServerDatabase,
         *,
         dry_run: bool,

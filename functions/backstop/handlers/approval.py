@@ -1,0 +1,90 @@
+"""Lambda entry point of the approval component (``backstop.services.approval``).
+
+Two callers: a person, through ``backstop approve`` / ``reject`` (``{"action": "approve"|"reject",
+"execution", "phrase"|"reason", "identity": <signed GetCallerIdentity request>}``), and the
+state machine's ``IdentifyRequester`` state (``{"step": "identify_requester", "execution": ...}``).
+A refusal is an exception whose class name and one sentence reach the caller; nothing is changed.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backstop.aws import build_notifier
+from backstop.errors import RestoreError
+from backstop.executions import StepFunctionsExecutions
+from backstop.grants import KmsGrantSigner
+from backstop.identity import IdentityProof
+from backstop.restore_table import build_restore_table
+from backstop.services.approval import ApprovalService
+from backstop.services.step_guard import StepGuard
+from backstop.sts_verifier import StsIdentityVerifier, sts_endpoint
+from backstop.workflow_settings import ApprovalSettings
+
+logger = Logger(service="backstop-approval")
+
+
+class ApprovalRequest(BaseModel):
+    """What `backstop approve` and `backstop reject` send."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: str = Field(pattern="^(approve|reject)$")
+    execution: str = Field(min_length=1, max_length=300)
+    phrase: str = Field(default="", max_length=300)
+    reason: str = Field(default="", max_length=1000)
+    identity: IdentityProof
+
+
+def _built() -> tuple[StepGuard, ApprovalService]:
+    keys = ("BACKSTOP_RESTORE_TABLE", "BACKSTOP_STATE_MACHINE_ARN", "BACKSTOP_APPROVAL_KEY_ARN", "AWS_ENDPOINT_URL")
+    return _built_for(tuple(os.environ.get(k) for k in keys))
+
+
+@cache
+def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, ApprovalService]:
+    settings = ApprovalSettings.from_env()
+    table = build_restore_table(settings.restore_table)
+    notifier = build_notifier(settings)
+    executions = StepFunctionsExecutions(boto3.client("stepfunctions"))
+    service = ApprovalService(
+        executions=executions,
+        state_machine_arn=settings.state_machine_arn,
+        verifier=StsIdentityVerifier(sts_endpoint(settings.region), settings.account),
+        signer=KmsGrantSigner(boto3.client("kms"), settings.approval_key_arn),
+        table=table,
+        notifier=notifier,
+        distinct_approver=settings.distinct_approver,
+    )
+    return StepGuard(executions, settings.state_machine_arn, table, notifier), service
+
+
+@logger.inject_lambda_context(log_event=False)  # the event holds identity proofs
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    guard, service = _built()
+    if event.get("step") == "identify_requester":
+        admitted = guard.admit("identify_requester", event, function="approval")
+        requester = service.identify_requester(admitted)
+        logger.info("requester identified", execution=admitted.execution, verified=requester["verified"])
+        return requester
+    try:
+        request = ApprovalRequest.model_validate(event)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "request"
+        raise RestoreError(f"The approval request is invalid: {where}: {first['msg']}.") from None
+    logger.append_keys(action=request.action, execution=request.execution)
+    if request.action == "approve":
+        grant = service.approve(request.execution, request.phrase, request.identity)
+        logger.info("restore approved", approver=grant.claims.approver_arn, backup_id=grant.claims.backup_id)
+        return {"approved": grant.essentials()}
+    by = service.reject(request.execution, request.reason, request.identity)
+    logger.info("restore rejected", by=by.arn)
+    return {"rejected": {"execution": request.execution, "by": by.arn}}
