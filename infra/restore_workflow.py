@@ -572,7 +572,7 @@ class RestoreWorkflow(Construct):
 
         finish_not_restored = self._finish("FinishNotRestored", "not restored", failed=True).next(not_restored)
         finish_rolled_back = self._finish("FinishRolledBack", "rolled back", failed=True).next(rolled_back)
-        for state in (identify, validate, lock, plan, approval, check_approval, safety):
+        for state in (resolve, identify, validate, lock, plan, approval, check_approval, safety):
             state.add_catch(finish_not_restored, errors=["States.ALL"], result_path="$.error")
         for state in (restore, check):
             state.add_catch(rollback, errors=["States.ALL"], result_path="$.error")

@@ -61,6 +61,9 @@ def synthesize(config: Config, approval: timedelta | None = None) -> dict[str, A
 
 
 class World:
+    config: Config
+    store: S3Store
+
     def __init__(self, emulator: Emulator, deployed: Deployed, template: dict[str, Any], calls: InvocationLog) -> None:
         self.emulator = emulator
         self.deployed = deployed
@@ -97,7 +100,9 @@ class World:
     def start(self, data: dict[str, Any], name: str, *, requester: Any = None) -> str:
         """Start as the console does; with ``requester`` (a session), as `backstop restore-request` does."""
         if requester is not None:
-            proof = sign_proof("request", self.execution_arn(name), session=requester, endpoint_url=self.emulator.endpoint)
+            proof = sign_proof(
+                "request", self.execution_arn(name), session=requester, endpoint_url=self.emulator.endpoint
+            )
             data = {**data, "identity": proof.model_dump()}
         return str(
             self.sfn.start_execution(stateMachineArn=self.machine, name=name, input=json.dumps(data))["executionArn"]
@@ -180,7 +185,9 @@ def paths(tmp_path: Path) -> dict[str, Path]:
     }
 
 
-def build_world(paths: dict[str, Path], approval: timedelta | None = None) -> Iterator[World]:
+def build_world(
+    paths: dict[str, Path], approval: timedelta | None = None, *, restore: dict[str, Any] | None = None
+) -> Iterator[World]:
     paths["work"].mkdir(exist_ok=True)
     entry = {
         "name": "orders",
@@ -190,7 +197,8 @@ def build_world(paths: dict[str, Path], approval: timedelta | None = None) -> It
         "stale_after": "26h",
     }
     entry["restore_targets"] = {"staging": {"path": str(paths["staging"])}, "in-place": {}}
-    config = parse_config(json.dumps({"bucket": BUCKET, "work_dir": str(paths["work"]), "databases": [entry]}))
+    top: dict[str, Any] = {"bucket": BUCKET, "work_dir": str(paths["work"]), "databases": [entry]}
+    config = parse_config(json.dumps({**top, "restore": restore} if restore else top))
     template = synthesize(config, approval)
     saved = os.environ.get("MOTO_PORT")
     with running() as emulator:
@@ -201,7 +209,10 @@ def build_world(paths: dict[str, Path], approval: timedelta | None = None) -> It
             BackupRequest("orders", datetime(2026, 11, 21, 2, tzinfo=UTC), "scheduled", Trigger(kind="user", by="t"))
         )
         with in_process_lambdas(extra_env=emulator.env) as calls:
-            yield World(emulator, deployed, template, calls)
+            world = World(emulator, deployed, template, calls)
+            world.config = config
+            world.store = store
+            yield world
     if saved is None:
         os.environ.pop("MOTO_PORT", None)
     else:

@@ -69,14 +69,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | N
         state = workflow.resolve(admitted.input, admitted.execution)
         logger.info("restore requested", database=state["database"], target=state["target"])
         return state
-    state = event["state"]
+    # The execution is the one the guard proved (Resolve may have failed before naming it in the state).
+    state = {**event["state"], "execution": admitted.execution}
     logger.append_keys(database=state.get("database"), target=state.get("target"), execution=state.get("execution"))
     if step == "request_approval":
         workflow.request_approval(state)
         return None
     if step == "finish":
         result = workflow.finish(state, event["outcome"], event.get("error"))
-        metrics.add_dimension(name="database", value=state["database"])
+        metrics.add_dimension(name="database", value=str(state.get("database")))
         metrics.add_metric(
             name="RestoreFinished" if event["outcome"] == "restored" else "RestoreFailed",
             unit=MetricUnit.Count,

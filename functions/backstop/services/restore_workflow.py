@@ -14,6 +14,7 @@ committed through the normal backup path (type ``pre-restore``, stored under the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -33,7 +34,7 @@ from backstop.identity import IdentityProof
 from backstop.manifest import Manifest, Trigger
 from backstop.names import backup_id_for, parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier, RunLock
-from backstop.restore_table import PendingApproval, RestoreTable
+from backstop.restore_table import ApprovalNotPendingError, PendingApproval, RestoreTable
 from backstop.restore_targets import IN_PLACE, safety_database, target_for
 from backstop.services.artifacts import fetch_artifact, resolve_backup
 from backstop.services.backup import BackupRequest, BackupService
@@ -590,6 +591,16 @@ class RestoreWorkflow:
     def finish(self, state: dict[str, Any], outcome: str, error: dict[str, Any] | None = None) -> dict[str, Any]:
         """Close the restore: release the lock (or, after a failed rollback, keep it), audit, publish."""
         reason = _reason(error) if error else None
+        if self._table.audit(state["execution"]) is None:  # Resolve itself failed: the input is all there is
+            self._table.put_audit(
+                state["execution"],
+                {
+                    "started_at": self._now().isoformat(),
+                    "database": str(state.get("database"))[:100],
+                    "target": str(state.get("target"))[:100],
+                    "requested_by": str(state.get("requested_by"))[:200],
+                },
+            )
         if outcome == "not restored" and (error or {}).get("Error") == ApprovalInvalidError.__name__:
             outcome = REFUSED
         if outcome == ROLLBACK_FAILED:
@@ -606,18 +617,20 @@ class RestoreWorkflow:
         return {**state, "outcome": outcome}
 
     def _finish(self, state: dict[str, Any], outcome: str, reason: str | None, alert: str | None = None) -> None:
+        with contextlib.suppress(ApprovalNotPendingError):  # a wait that ended without an answer leaves it behind
+            self._table.take_approval(state["execution"])
         self._table.update_audit(
             state["execution"], {"outcome": outcome, "failure_reason": reason, "finished_at": self._now().isoformat()}
         )
         failed = outcome not in ("restored", "dry run")
         self._notifier.publish(
-            f"Backstop: restore of {state['database']} into {state['target']}: {alert or outcome}",
+            f"Backstop: restore of {state.get('database')} into {state.get('target')}: {alert or outcome}",
             {
                 "event": "restore_failed" if failed else "restore_finished",
                 "execution": state["execution"],
-                "database": state["database"],
-                "target": state["target"],
-                "backup_id": state.get("backup", {}).get("backup_id"),
+                "database": state.get("database"),
+                "target": state.get("target"),
+                "backup_id": (state.get("backup") or {}).get("backup_id") if isinstance(state.get("backup"), dict) else None,
                 "outcome": outcome,
                 "reason": reason,
                 "safety_snapshot": (state.get("safety") or {}).get("backup_id"),
