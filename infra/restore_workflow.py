@@ -1,18 +1,23 @@
 """The restore workflow: a Step Functions state machine, its function, and the restore table.
 
-States, in order (DESIGN.md "Restore workflow"), each a Task of the one restore function with a
-timeout and explicit retries of Lambda's own transient errors:
+States, in order (DESIGN.md "Restore workflow"), each a Task with a timeout and explicit retries
+of Lambda's own transient errors; IdentifyRequester is the approval function's, every other Task
+the restore function's:
 
-    Resolve -> ValidateArtifact -> Lock -> Plan -> DryRun? -> Approval (task token, timeout)
-    -> SafetySnapshot -> Restore -> ValidateTarget -> Finish (release lock, audit, notify)
+    Resolve -> IdentifyRequester -> ValidateArtifact -> Lock -> Plan -> DryRun? -> Approval (task
+    token, timeout) -> CheckApproval -> SafetySnapshot -> Restore -> ValidateTarget -> Finish
+    (release lock, audit, notify)
 
 A failure before the safety snapshot ends in ``FinishNotRestored`` (the target untouched, the lock
 released, audited, alerted). A failure of ``Restore`` or ``ValidateTarget`` goes to ``Rollback``,
 which restores the safety snapshot and validates it; if the rollback fails, ``FinishRollbackFailed``
 keeps the lock and alerts that a person is needed, and the execution fails as ``RollbackFailed``.
 
-The approval token exists only in the task payload and the restore table: execution history is
-logged without execution data, and the Task output never carries it.
+Every payload names its execution (``$$.Execution.Id``), which each step proves against the
+execution's own history before acting. The task token is kept nowhere and authorizes nothing:
+CheckApproval passes only a grant sealed with the approval key, which only the approval role may
+seal (kms:GenerateMac) and only the restore role may check (kms:VerifyMac). The state machine logs
+without execution data.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ KEY_MANAGEMENT = [
     "kms:ScheduleKeyDeletion",
     "kms:CancelKeyDeletion",
 ]
+APPROVAL_LEADING_KEYS = ["restore#*", "refusal#*"]
+"""The restore table's partition keys the approval component reads and writes: never ``lock#...``."""
 STEP_TIMEOUT = Duration.minutes(15)
 """Every Task but the approval: the Lambda limit, since a restore streams the whole backup."""
 
@@ -185,11 +192,20 @@ class RestoreWorkflow(Construct):
                 resources=["*"],  # these actions take no resource: the task token names the execution
             )
         )
+        Validations.of(self.approval_role.node.find_child("DefaultPolicy")).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="states:SendTaskSuccess and SendTaskFailure take no resource (the task token names the "
+                "execution); a token authorizes nothing, the restore function acts only on a sealed approval grant.",
+            )
+        )
         self.approval_role.add_to_principal_policy(
             iam.PolicyStatement(
                 sid="ApprovalsAndAudit",
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
                 resources=[self.table.table_arn],
+                # a restore's approval and audit records, and refusals (backstop.restore_table): never a lock
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": APPROVAL_LEADING_KEYS}},
             )
         )
         grant_publish(self.approval_role)
@@ -311,7 +327,13 @@ class RestoreWorkflow(Construct):
                 sid="UseVaultKeyThroughS3",
                 actions=["kms:GenerateDataKey", "kms:Decrypt"],
                 resources=[vault.key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"s3.{Stack.of(self).region}.amazonaws.com"}},
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"s3.{Stack.of(self).region}.amazonaws.com"},
+                    # as every other vault role: only for this bucket (its ARN with a Bucket Key, else the object's)
+                    "StringLike": {
+                        "kms:EncryptionContext:aws:s3:arn": [vault.bucket.bucket_arn, f"{vault.bucket.bucket_arn}/*"]
+                    },
+                },
             ),
         ]
         for statement in statements:
@@ -626,10 +648,13 @@ class RestoreWorkflow(Construct):
             raise TypeError("the state machine has no CloudFormation resource")
         cfn_machine.add_override("DependsOn", [_logical_id(policy)])
         for finding, reason in (
-            (
-                f"Resource::<{_logical_id(self.node.find_child('Function'))}.Arn>:*",
-                "CDK's LambdaInvoke grants lambda:InvokeFunction on the restore function and its versions "
-                "(<arn>:*); no other function is reachable.",
+            *(
+                (
+                    f"Resource::<{_logical_id(self.node.find_child(function))}.Arn>:*",
+                    f"CDK's LambdaInvoke grants lambda:InvokeFunction on the {what} function and its versions "
+                    "(<arn>:*); no other function is reachable.",
+                )
+                for function, what in (("Function", "restore"), ("ApprovalFunction", "approval"))
             ),
             (
                 "Resource::*",

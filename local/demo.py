@@ -43,6 +43,7 @@ from rich.table import Table
 from backstop.config import parse_config
 from backstop.store import S3Store
 from local.emulator import flip_byte
+from local.principals import environment_of, user_session
 from local.system import LocalSystem, local_system
 
 console = Console(file=sys.stdout, highlight=False)  # bound now: functions' output is routed away
@@ -65,6 +66,11 @@ class DemoResult:
     stale_alerts: list[dict[str, Any]] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
     approved_status: str = ""
+    self_approval: str = ""
+    """What `backstop approve` said when the requester tried to approve her own restore."""
+    console_approval: str = ""
+    """What it said to an approval of a console start (no verified requester) under four eyes."""
+    grant: str = ""
     sqlite_equal: bool = False
     rollback_status: str = ""
     rollback_error: str = ""
@@ -183,11 +189,15 @@ class Cli:
         }
         self._config = config
 
-    def __call__(self, *args: str, show: bool = True) -> subprocess.CompletedProcess[str]:
-        console.print(f"[dim]$ backstop {' '.join(args)}[/]")
+    def __call__(
+        self, *args: str, show: bool = True, who: tuple[str, dict[str, str]] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `backstop ARGS`; ``who``: (name, credentials) of the person running it, else the operator's."""
+        prompt = f"{who[0]}$" if who else "$"
+        console.print(f"[dim]{prompt} backstop {' '.join(args)}[/]")
         done = subprocess.run(
             [sys.executable, "-m", "backstop.cli", "--config", str(self._config), *args],
-            env=self._env,
+            env={**self._env, **(who[1] if who else {})},
             capture_output=True,
             text=True,
             check=False,
@@ -283,10 +293,19 @@ def write_config(workspace: Path, shop: Path, staging: Path, uploads: Path, post
                 "restore_targets": {"staging": {"dbname": PG_STAGING}},
             }
         )
-    document = {"bucket": BUCKET, "prefix": "backups", "work_dir": str(workspace / "tmp"), "databases": databases}
+    document = {
+        "bucket": BUCKET,
+        "prefix": "backups",
+        "work_dir": str(workspace / "tmp"),
+        "restore": {"distinct_approver": True},  # four eyes: alice asks, bob approves
+        "databases": databases,
+    }
     config = workspace / "backstop.yaml"
     config.write_text(json.dumps(document, indent=2))  # JSON is YAML
     return config
+
+
+REQUEST = ("restore-request",)
 
 
 def wait_for(system: LocalSystem, event: str, timeout: float = 60) -> dict[str, Any]:
@@ -449,17 +468,28 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
     stale = {str(a["message"].get("database")) for a in result.stale_alerts}
     result.record("two days later: stale alerts", stale >= {"shop", "uploads"}, f"alerted: {', '.join(sorted(stale))}")
 
-    console.print(Rule("5. Lose data, restore it through the approved restore workflow"))
+    console.print(Rule("5. Lose data, restore it: alice asks, bob approves (four eyes, identities from AWS)"))
+    alice = ("alice", environment_of(user_session(system.emulator, "alice")))
+    bob = ("bob", environment_of(user_session(system.emulator, "bob")))
     with closing(sqlite3.connect(shop)) as conn, conn:
         conn.execute("DELETE FROM order_lines WHERE order_id > 100")
         conn.execute("UPDATE products SET price_cents = 0")
     console.print("  a bad deploy deleted most order lines and zeroed every price")
-    arn = start_restore(
-        system, "demo-restore-shop", database="shop", target="in-place", reason="DEMO-1: bad deploy", dry_run=False
+    cli(
+        *REQUEST,
+        "shop",
+        "--target",
+        "in-place",
+        "--reason",
+        "DEMO-1: bad deploy",
+        "--name",
+        "demo-restore-shop",
+        who=alice,
     )
+    arn = system.execution_arn("demo-restore-shop")
     request = wait_for(system, "restore_approval_requested")
     result.plan = dict(request["message"]["plan"])
-    console.print(f"  [bold]{request['subject']}[/]")
+    console.print(f"  [bold]{request['subject']}[/] (requested by {request['message']['requester']['arn']}, verified)")
     for key in (
         "backup_id",
         "backup_time",
@@ -472,8 +502,12 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
         console.print(f"    {key}: {result.plan.get(key)}")
     lines = result.plan["rows"].get("order_lines", {})
     console.print(f"    rows order_lines: backup {lines.get('backup')}, target now {lines.get('target')}")
-    console.print(f"    how to approve: {request['message'].get('approve')}")
-    approved = cli("approve", "demo-restore-shop", "--confirm", f"RESTORE {result.plan['backup_id']}")
+    phrase = f"RESTORE {result.plan['backup_id']}"
+    own = cli("approve", "demo-restore-shop", "--confirm", phrase, who=alice)
+    result.self_approval = own.stderr.strip() if own.returncode == 1 else ""
+    result.record("the requester cannot approve", "SameApproverError" in result.self_approval, "alice was refused")
+    approved = cli("approve", "demo-restore-shop", "--confirm", phrase, who=bob)
+    result.grant = approved.stdout
     described = wait_until_done(system, arn)
     result.approved_status = described["status"]
     result.sqlite_equal = logical_digest(shop) == original
@@ -482,15 +516,35 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
         approved.returncode == 0 and result.approved_status == "SUCCEEDED" and result.sqlite_equal,
         f"{result.approved_status}; every table equal to backup {result.plan['backup_id']}",
     )
+    cli("restore-status", "demo-restore-shop")
 
-    console.print(Rule("6. A restore that fails after its safety snapshot is rolled back"))
+    console.print(Rule("6. A console start has no verified requester; a restore failing after its snapshot rolls back"))
+    start_restore(system, "demo-console-staging", database="shop", target="staging")
+    request = wait_for(system, "restore_approval_requested")
+    refused = cli(
+        "approve", "demo-console-staging", "--confirm", f"RESTORE {request['message']['plan']['backup_id']}", who=bob
+    )
+    result.console_approval = refused.stderr.strip() if refused.returncode == 1 else ""
+    cli("reject", "demo-console-staging", "--reason", "asked again with backstop restore-request", who=bob)
+    result.record(
+        "a console start cannot pass four eyes",
+        "UnverifiedRequesterError" in result.console_approval,
+        "bob was refused",
+    )
+    wait_until_done(system, system.execution_arn("demo-console-staging"))
     before = logical_digest(staging)
     with application_writing_before("validate_target", staging):
-        arn = start_restore(system, "demo-refresh-staging", database="shop", target="staging")
+        cli(*REQUEST, "shop", "--target", "staging", "--reason", "refresh", "--name", "demo-refresh-staging", who=alice)
         request = wait_for(system, "restore_approval_requested")
-        cli("approve", "demo-refresh-staging", "--confirm", f"RESTORE {request['message']['plan']['backup_id']}")
+        cli(
+            "approve",
+            "demo-refresh-staging",
+            "--confirm",
+            f"RESTORE {request['message']['plan']['backup_id']}",
+            who=bob,
+        )
         console.print("  an application still pointed at staging writes an order while it is being restored")
-        described = wait_until_done(system, arn)
+        described = wait_until_done(system, system.execution_arn("demo-refresh-staging"))
     result.rollback_status = described["status"]
     result.rollback_error = str(described.get("error"))
     final = wait_for(system, "restore_failed")

@@ -52,8 +52,11 @@ def role_sessions(emulator: Emulator, role: str, *session_names: str) -> list[bo
 
 def environment_of(session: boto3.Session) -> dict[str, str]:
     """The variables that make `aws` and `backstop` in another shell act as ``session``'s principal."""
-    frozen = session.get_credentials().get_frozen_credentials()
-    env = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ValueError("the session has no credentials")
+    frozen = credentials.get_frozen_credentials()
+    env = {"AWS_ACCESS_KEY_ID": str(frozen.access_key), "AWS_SECRET_ACCESS_KEY": str(frozen.secret_key)}
     if frozen.token:
-        env["AWS_SESSION_TOKEN"] = frozen.token
+        env["AWS_SESSION_TOKEN"] = str(frozen.token)
     return env

@@ -53,6 +53,9 @@ class Deployed:
             if name == "Fn::Join":
                 separator, parts = arg
                 return separator.join(str(self.resolve(p)) for p in self.resolve(parts))
+            if name == "Fn::Split":
+                separator, source = arg
+                return str(self.resolve(source)).split(separator)
             if name == "Fn::Select":
                 index, items = arg
                 return self.resolve(items)[int(index)]

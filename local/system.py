@@ -84,6 +84,9 @@ class LocalSystem:
     def restore_table(self) -> str:
         return self.outputs["RestoreTableName"]
 
+    def execution_arn(self, name: str) -> str:
+        return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
     def schedule_of(self, fragment: str) -> Schedule:
         """The one schedule whose description contains ``fragment`` (``backs up orders``, ``freshness``)."""
         (found,) = [s for s in self.schedules if fragment in s.description]

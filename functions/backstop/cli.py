@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from backstop.config import Config, load_config, resolve_config_path
-from backstop.errors import BackstopError
+from backstop.errors import BackstopError, RestoreError
 from backstop.manifest import Manifest, Trigger
 from backstop.names import check_database_name, parse_backup_id
 
@@ -627,11 +628,12 @@ approval_option = click.option(
 )
 
 
+EXECUTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
 def _ask_approval(function: str, request: dict[str, Any]) -> dict[str, Any]:
     """Invoke the approval component; its refusal (class name and sentence) becomes ours."""
     import boto3
-
-    from backstop.errors import RestoreError
 
     response = boto3.client("lambda").invoke(
         FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(request).encode()
@@ -667,6 +669,7 @@ def _execution_name(execution: str) -> str:
 @click.option("--before", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%SZ"]), help="Newest backup at or before.")
 @click.option("--reason", required=True, help="Why (recorded in the audit trail and sent with the plan).")
 @click.option("--dry-run", is_flag=True, help="Validate, lock and plan, then stop without asking for approval.")
+@click.option("--name", "name", help="The execution's name (for example an incident id); default: generated.")
 @machine_option
 @json_option
 def restore_request(
@@ -676,6 +679,7 @@ def restore_request(
     before: datetime | None,
     reason: str,
     dry_run: bool,
+    name: str | None,
     state_machine: str,
     as_json: bool,
 ) -> None:
@@ -690,7 +694,9 @@ def restore_request(
     with _failures():
         backup: Any = {"before": before.replace(tzinfo=UTC).isoformat()} if before else backup_ref
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        name = f"restore-{database}-{target}-{stamp}-{secrets.token_hex(2)}"[:80]
+        name = name or f"restore-{database}-{target}-{stamp}-{secrets.token_hex(2)}"[:80]
+        if not EXECUTION_NAME.fullmatch(name):
+            raise RestoreError(f"{name[:80]!r} is not an execution name: 1 to 80 letters, digits, '-' or '_'.")
         proof = sign_proof("request", _execution_arn(state_machine, name))
         data = {
             "database": database,

@@ -33,6 +33,10 @@ def test_demo_runs_the_whole_system_on_the_emulator(tmp_path: Path) -> None:
     assert result.plan["backup_id"] == result.backups["shop"]
     assert result.plan["confirmation"] == f"RESTORE {result.backups['shop']}"
     assert result.approved_status == "SUCCEEDED" and result.sqlite_equal
+    # four eyes with identities from AWS: alice could not approve her own request, bob's approval is recorded
+    assert "SameApproverError" in result.self_approval and "user/alice" in result.self_approval
+    assert "UnverifiedRequesterError" in result.console_approval
+    assert "user/bob" in result.grant and result.backups["shop"] in result.grant
     # the failed restore: rolled back to the target's own data, nothing left locked
     assert result.rollback_error == "RestoreRolledBack" and result.staging_kept
     assert result.lock_free
@@ -41,8 +45,12 @@ def test_demo_runs_the_whole_system_on_the_emulator(tmp_path: Path) -> None:
     assert list(drills.values()) == ["drill passed"]  # the drill left its audit record too
     assert {k: v for k, v in outcomes.items() if k not in drills} == {
         "demo-restore-shop": "restored",
+        "demo-console-staging": "not restored",
         "demo-refresh-staging": "rolled back",
     }
+    restored = next(a for a in result.audits if a["execution"] == "demo-restore-shop")
+    assert restored["requester"]["verified"] is True and restored["requester"]["arn"].endswith(":user/alice")
+    assert restored["approver"].endswith(":user/bob")
     # the functions' output went to their log files, as it would to CloudWatch Logs
     logs = sorted(p.name for p in (tmp_path / "demo" / "logs").iterdir())
     assert any("restorefunction" in name for name in logs)

@@ -1,4 +1,8 @@
-"""The restore function, driven step by step with the events/restore samples as the state machine would."""
+"""The restore and approval functions' entry points, invoked directly as anyone with lambda:InvokeFunction could.
+
+The happy path runs through the synthesized state machine (tests/workflow); here each entry point
+is called with hand-made payloads and must refuse them before touching anything.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,18 @@ from typing import Any
 import boto3
 import pytest
 
+from backstop.errors import RestoreError, UnauthorizedStepError
+from backstop.handlers import approval as approval_handler
 from backstop.handlers import restore as restore_handler
 from backstop.restore_table import RestoreTable
-from backstop.services.restore_workflow import RestoreInput, WrongConfirmationError
-from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
+from backstop.services.restore_workflow import RestoreInput, parse_input
+from tests.conftest import BUCKET, REGION, create_orders_db
 from tests.services import at, run_backup
 from tests.store.test_restore_table import create_table
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "restore"
 TABLE = "backstop-restores"
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:Backstop-restore"
 
 
 @dataclass
@@ -57,43 +64,60 @@ def deployed(
         "databases": [{**entry, "restore_targets": {"staging": {"path": str(staging)}, "in-place": {}}}],
     }
     monkeypatch.setenv("BACKSTOP_CONFIG_JSON", json.dumps(document))
+    key = boto3.client("kms", region_name=REGION).create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
     monkeypatch.setenv("BACKSTOP_RESTORE_TABLE", TABLE)
+    monkeypatch.setenv("BACKSTOP_STATE_MACHINE_ARN", MACHINE)
+    monkeypatch.setenv("BACKSTOP_APPROVAL_KEY_ARN", key["KeyMetadata"]["Arn"])
+    monkeypatch.setenv("BACKSTOP_ALERTS_TOPIC_ARN", topic)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Backstop")
-    restore_handler._workflow_for.cache_clear()
-    yield {"source": source, "staging": staging}
-    restore_handler._workflow_for.cache_clear()
+    restore_handler._built_for.cache_clear()
+    approval_handler._built_for.cache_clear()
+    yield {
+        "source": source,
+        "staging": staging,
+        "table": RestoreTable(boto3.client("dynamodb", region_name=REGION), TABLE),
+    }
+    restore_handler._built_for.cache_clear()
+    approval_handler._built_for.cache_clear()
 
 
-def call(payload: dict[str, Any]) -> Any:
-    return restore_handler.handler(payload, FakeContext())  # type: ignore[arg-type]
+def call(payload: dict[str, Any], handler: Any = restore_handler.handler) -> Any:
+    return handler(payload, FakeContext())
 
 
-def test_the_latest_to_staging_sample_restores_after_approval(deployed: dict[str, Any]) -> None:
-    # given the sample input, run through the steps as the state machine runs them
+def refusals(table: RestoreTable) -> list[dict[str, Any]]:
+    return [r for r in table.audits(50) if str(r["execution"]).startswith("refusal-")]
+
+
+@pytest.mark.parametrize("step", ["resolve", "lock", "safety_snapshot", "restore", "rollback", "finish"])
+def test_a_hand_made_payload_is_refused_before_anything_is_touched(deployed: dict[str, Any], step: str) -> None:
+    # given the sample input and a state that claims everything was approved
     data = json.loads((EVENTS / "latest-to-staging.json").read_text())
-    state = call({"step": "resolve", "input": data, "execution": "exec-1"})
-    for step in ("validate_artifact", "lock", "plan"):
-        state = call({"step": step, "state": state})
-    assert call({"step": "request_approval", "state": state, "token": "tok-1"}) is None
+    before = deployed["staging"].read_bytes()
+    payload = {
+        "step": step,
+        "execution": MACHINE.replace(":stateMachine:", ":execution:") + ":exec-1",
+        "input": data,
+        "state": {"execution": "exec-1", "database": "orders", "target": "staging", "approval": {"grant": "yes"}},
+        "outcome": "restored",
+    }
 
-    # when it is approved with the phrase and the remaining steps run
-    workflow = restore_handler._workflow()
-    sent: list[Any] = []
-    with pytest.raises(WrongConfirmationError):
-        workflow.approve("exec-1", "RESTORE latest", "bob", lambda *args: sent.append(args))
-    workflow.approve("exec-1", state["plan"]["confirmation"], "bob", lambda *args: sent.append(args))
-    for step in ("safety_snapshot", "restore", "validate_target"):
-        state = call({"step": step, "state": state})
-    result = call({"step": "finish", "state": state, "outcome": "restored"})
+    # when the function is invoked directly with it
+    with pytest.raises(UnauthorizedStepError, match="no execution"):
+        call(payload)
 
-    # then staging holds the backup, the audit is complete and the lock is free
-    assert result["outcome"] == "restored" and sent == [("tok-1", {"approved_by": "bob"})]
-    assert table_rows(deployed["staging"]) == table_rows(deployed["source"])
-    table = RestoreTable(boto3.client("dynamodb", region_name=REGION), TABLE)
-    audit = table.audit("exec-1") or {}
-    assert audit["approver"] == "bob" and audit["outcome"] == "restored"
-    assert audit["requested_by"] == "alice@example.com"
-    assert table.holder("orders", "staging") is None
+    # then nothing was written but a refusal record: no lock, no audit of exec-1, staging's bytes the same
+    assert deployed["staging"].read_bytes() == before
+    assert deployed["table"].holder("orders", "staging") is None
+    assert deployed["table"].audit("exec-1") is None
+    (refusal,) = refusals(deployed["table"])
+    assert refusal["step"] == step and refusal["function"] == "restore" and refusal["database"] == "orders"
+
+
+def test_an_execution_of_another_state_machine_is_refused(deployed: dict[str, Any]) -> None:
+    other = "arn:aws:states:us-east-1:123456789012:execution:someone-elses-machine:exec-1"
+    with pytest.raises(UnauthorizedStepError, match="not an execution of this stack"):
+        call({"step": "restore", "execution": other, "state": {"database": "orders", "target": "staging"}})
 
 
 def test_an_unknown_step_is_refused(deployed: dict[str, Any]) -> None:
@@ -101,7 +125,29 @@ def test_an_unknown_step_is_refused(deployed: dict[str, Any]) -> None:
         call({"step": "skip_approval", "state": {}})
 
 
-def test_an_input_with_an_extra_key_is_refused_by_name(deployed: dict[str, Any]) -> None:
+def test_an_input_with_an_extra_key_is_refused_by_name() -> None:
     data = {**json.loads((EVENTS / "dry-run.json").read_text()), "approved": True}
-    with pytest.raises(Exception, match="approved"):
-        call({"step": "resolve", "input": data, "execution": "exec-2"})
+    with pytest.raises(RestoreError, match="approved"):
+        parse_input(data)
+
+
+def test_the_approval_function_refuses_a_malformed_request_in_one_sentence(deployed: dict[str, Any]) -> None:
+    with pytest.raises(RestoreError, match="The approval request is invalid: identity"):
+        call({"action": "approve", "execution": "exec-1", "phrase": "RESTORE x"}, approval_handler.handler)
+
+
+def test_the_approval_function_refuses_an_execution_that_is_not_waiting(deployed: dict[str, Any]) -> None:
+    proof = {"url": "https://sts.us-east-1.amazonaws.com/", "headers": {}, "body": "Action=GetCallerIdentity"}
+    with pytest.raises(UnauthorizedStepError, match="no execution"):
+        call(
+            {"action": "approve", "execution": "exec-1", "phrase": "RESTORE x", "identity": proof},
+            approval_handler.handler,
+        )
+    assert deployed["table"].audit("exec-1") is None
+
+
+def test_identify_requester_invoked_directly_is_refused_and_recorded(deployed: dict[str, Any]) -> None:
+    payload = {"step": "identify_requester", "execution": MACHINE.replace(":stateMachine:", ":execution:") + ":x"}
+    with pytest.raises(UnauthorizedStepError):
+        call(payload, approval_handler.handler)
+    assert refusals(deployed["table"])[0]["function"] == "approval"

@@ -103,17 +103,29 @@ def test_a_kept_lock_never_expires_and_is_not_released(table: RestoreTable) -> N
     assert held["kept"] is True and held["reason"] == "rollback failed: disk full"
 
 
-def test_an_approval_is_answered_once(table: RestoreTable) -> None:
-    approval = PendingApproval("exec-1", "token-abc", "orders", "staging", "orders-20261121T020000Z", "alice")
+def test_an_approval_is_answered_once_and_holds_no_token(table: RestoreTable) -> None:
+    approval = PendingApproval("exec-1", "orders", "staging", "orders-20261121T020000Z", "alice")
     table.put_approval(approval, NOW + 24 * HOUR)
     assert table.pending("exec-1") == approval
-    with pytest.raises(ApprovalNotPendingError):
-        table.take_approval("exec-1", "token-other")
-    table.take_approval("exec-1", "token-abc")
+    item = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=table.table, Key={"pk": {"S": "restore#exec-1"}, "sk": {"S": "approval"}}
+    )["Item"]
+    assert "token" not in item
+    table.take_approval("exec-1")
     with pytest.raises(ApprovalNotPendingError):
         table.pending("exec-1")
     with pytest.raises(ApprovalNotPendingError):
-        table.take_approval("exec-1", "token-abc")
+        table.take_approval("exec-1")
+
+
+def test_a_refusal_gets_a_record_of_its_own(table: RestoreTable) -> None:
+    table.put_audit("exec-1", {"started_at": NOW.isoformat(), "database": "orders", "outcome": "restored"})
+    first = table.record_refusal({"claimed_execution": "exec-1", "step": "restore", "outcome": "refused"}, NOW)
+    second = table.record_refusal({"claimed_execution": "exec-1", "step": "finish", "outcome": "refused"}, NOW)
+    assert first != second and first.startswith("refusal-")
+    assert (table.audit("exec-1") or {})["outcome"] == "restored"  # the restore's own record is untouched
+    listed = {r["execution"]: r for r in table.audits(10)}
+    assert listed[first]["step"] == "restore" and listed[second]["claimed_execution"] == "exec-1"
 
 
 def test_audit_records_are_updated_and_listed_newest_first(table: RestoreTable) -> None:

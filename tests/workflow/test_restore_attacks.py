@@ -23,7 +23,7 @@ from backstop.manifest import Manifest, Trigger
 from backstop.services.backup import BackupRequest, BackupService
 from local.principals import role_sessions, user_session
 from tests.conftest import table_rows
-from tests.workflow.test_state_machine import BUCKET, World, build_world, paths, sample  # noqa: F401 - paths is a fixture
+from tests.workflow.test_state_machine import BUCKET, World, build_world, sample
 
 pytestmark = pytest.mark.xdist_group("emulator")
 

@@ -18,6 +18,7 @@ import zstandard
 
 from backstop.config import Config
 from backstop.errors import (
+    ApprovalInvalidError,
     BackstopError,
     BackupAlreadyRunningError,
     BackupNotFoundError,
@@ -25,20 +26,18 @@ from backstop.errors import (
     IntegrityError,
     RestoreError,
 )
-from backstop.restore_table import ApprovalNotPendingError, RestoreTable, TargetLockedError
-from backstop.services.restore_workflow import (
-    RestoreWorkflow,
-    RollbackFailedError,
-    SameApproverError,
-    WrongConfirmationError,
-    safety_database,
-)
+from backstop.grants import GrantClaims, LocalGrantSigner, seal
+from backstop.restore_table import RestoreTable, TargetLockedError
+from backstop.services.restore_workflow import RestoreWorkflow, RollbackFailedError, safety_database
 from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
 from tests.services import RecordingNotifier, at, replace_artifact, run_backup, write_manifest
 from tests.store.test_restore_table import create_table
 
 EXECUTION = "exec-0001"
+MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:Backstop-restore"
+SIGNER = LocalGrantSigner()
+"""Stands in for the approval key: the approval component's own tests run it on the emulator's KMS."""
 
 
 @pytest.fixture
@@ -70,7 +69,8 @@ def world(
 
     def workflow(**restore: Any) -> RestoreWorkflow:
         """The workflow, with ``restore`` settings (approval_timeout, distinct_approver) in its config."""
-        return RestoreWorkflow(make_config(entry, restore=restore) if restore else config, store, table, notifier)
+        chosen = make_config(entry, restore=restore) if restore else config
+        return RestoreWorkflow(chosen, store, table, notifier, grants=SIGNER, state_machine_arn=MACHINE)
 
     yield {
         "config": config,
@@ -95,13 +95,36 @@ def request(**overrides: Any) -> dict[str, Any]:
     }
 
 
+def grant_for(state: dict[str, Any], *, signer: Any = SIGNER, **changes: Any) -> dict[str, Any]:
+    """What the approval component answers for ``state`` (``changes`` alter the claims it seals)."""
+    now = datetime.now(UTC)
+    pinned = state["backup"]
+    claims = {
+        "execution": f"{MACHINE.replace(':stateMachine:', ':execution:')}:{state['execution']}",
+        "database": state["database"],
+        "target": state["target"],
+        "backup_id": pinned["backup_id"],
+        "sha256": pinned["sha256"],
+        "object_version": pinned["object_version"],
+        "manifest_version": pinned["manifest_version"],
+        "approver": "user:AIDABOB",
+        "approver_arn": "arn:aws:iam::123456789012:user/bob",
+        "requester": None,
+        "approved_at": now,
+        "expires_at": now + timedelta(hours=6),
+        **changes,
+    }
+    return {"grant": seal(GrantClaims(**claims), signer).model_dump(mode="json")}
+
+
 def until_approval(workflow: RestoreWorkflow, data: dict[str, Any], execution: str = EXECUTION) -> dict[str, Any]:
+    """Every step up to the approval wait, then the approval component's answer, checked as CheckApproval does."""
     state = workflow.resolve(data, execution)
     state = workflow.validate_artifact(state)
     state = workflow.lock(state)
     state = workflow.plan(state)
-    workflow.request_approval(state, f"token-for-{execution}")
-    return state
+    workflow.request_approval(state)
+    return workflow.check_approval({**state, "approval": grant_for(state)})
 
 
 def test_an_approved_restore_replaces_the_target_and_leaves_an_audit_trail(world: dict[str, Any]) -> None:
@@ -116,24 +139,25 @@ def test_an_approved_restore_replaces_the_target_and_leaves_an_audit_trail(world
     # the plan went out with how to approve, and the token did not
     subject, message = world["notifier"].alerts[-1]
     assert "awaits approval" in subject and "backstop approve exec-0001" in str(message["approve"])
-    assert "token-for" not in str(world["notifier"].alerts)
+    assert "token" not in str(world["notifier"].alerts)
 
-    # when bob approves with the phrase, and the remaining steps run
-    sent: list[tuple[str, dict[str, Any]]] = []
-    workflow.approve(EXECUTION, plan["confirmation"], "bob", lambda token, out: sent.append((token, out)))
+    # when the remaining steps run after bob's approval
     state = workflow.safety_snapshot(state)
     state = workflow.restore(state)
     state = workflow.validate_target(state)
     workflow.finish(state, "restored")
 
     # then staging equals the source, the safety snapshot holds staging's old data, the lock is free
-    assert sent == [("token-for-exec-0001", {"approved_by": "bob"})]
     assert table_rows(world["staging"]) == table_rows(world["source"])
     safety = state["safety"]["backup_id"]
     assert safety.startswith(safety_database("orders", "staging"))
     assert world["table"].holder("orders", "staging") is None
     audit = world["table"].audit(EXECUTION) or {}
-    assert audit["requested_by"] == "alice" and audit["approver"] == "bob" and audit["outcome"] == "restored"
+    assert (
+        audit["requested_by"] == "alice"
+        and audit["approver"] == "arn:aws:iam::123456789012:user/bob"
+        and audit["outcome"] == "restored"
+    )
     assert audit["safety_snapshot"]["backup_id"] == safety
     assert set(audit["timings"]) >= {"resolve", "validate_artifact", "lock", "plan", "safety_snapshot", "restore"}
     assert staging_before != table_rows(world["staging"])
@@ -142,37 +166,8 @@ def test_an_approved_restore_replaces_the_target_and_leaves_an_audit_trail(world
 def test_the_safety_snapshot_never_becomes_the_databases_latest(world: dict[str, Any], store: S3Store) -> None:
     workflow: RestoreWorkflow = world["workflow"]()
     state = until_approval(workflow, request())
-    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
     workflow.safety_snapshot(state)
     assert store.newest_backup_id("orders") == world["manifest"].backup_id
-
-
-def test_a_wrong_phrase_is_refused_and_the_restore_stays_pending(world: dict[str, Any]) -> None:
-    workflow: RestoreWorkflow = world["workflow"]()
-    until_approval(workflow, request())
-    with pytest.raises(WrongConfirmationError) as refused:
-        workflow.approve(EXECUTION, "RESTORE orders-20261120T020000Z", "bob", lambda *_: pytest.fail("sent"))
-    assert "stays pending" in str(refused.value)
-    assert world["table"].pending(EXECUTION).backup_id == world["manifest"].backup_id
-
-
-def test_the_requester_cannot_approve_when_the_config_requires_another_person(world: dict[str, Any]) -> None:
-    workflow: RestoreWorkflow = world["workflow"](distinct_approver=True)
-    state = until_approval(workflow, request())
-    with pytest.raises(SameApproverError):
-        workflow.approve(EXECUTION, state["plan"]["confirmation"], "alice", lambda *_: pytest.fail("sent"))
-    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
-
-
-def test_a_rejection_is_sent_once_and_recorded(world: dict[str, Any]) -> None:
-    workflow: RestoreWorkflow = world["workflow"]()
-    until_approval(workflow, request())
-    sent: list[tuple[str, str, str]] = []
-    workflow.reject(EXECUTION, "wrong backup", "carol", lambda *args: sent.append(args))
-    assert sent == [("token-for-exec-0001", "RestoreRejectedError", "Rejected by carol: wrong backup")]
-    with pytest.raises(ApprovalNotPendingError):
-        workflow.approve(EXECUTION, "anything", "bob", lambda *_: None)
-    assert (world["table"].audit(EXECUTION) or {})["rejected_by"] == "carol"
 
 
 def test_a_second_restore_of_the_same_target_is_refused_before_approval(world: dict[str, Any]) -> None:
@@ -300,7 +295,6 @@ def test_a_restore_failing_after_the_snapshot_rolls_back_to_the_old_data(
     workflow: RestoreWorkflow = world["workflow"]()
     before = table_rows(world["staging"])
     state = until_approval(workflow, request())
-    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
     state = workflow.restore(workflow.safety_snapshot(state))
     with sqlite3.connect(world["staging"]) as conn:  # the restored target is damaged after the swap
         conn.execute("DELETE FROM orders WHERE id % 2 = 0")
@@ -326,7 +320,6 @@ def test_a_failing_rollback_keeps_the_lock_and_asks_for_intervention(
     # given a restore after its safety snapshot, whose snapshot artifact then disappears
     workflow: RestoreWorkflow = world["workflow"]()
     state = until_approval(workflow, request())
-    workflow.approve(EXECUTION, state["plan"]["confirmation"], "bob", lambda *_: None)
     state = workflow.restore(workflow.safety_snapshot(state))
     snapshot = store.get_manifest(state["safety"]["backup_id"])
     s3.delete_object(Bucket=snapshot.object.bucket, Key=snapshot.object.key, VersionId=snapshot.object.version_id)
@@ -430,3 +423,66 @@ def test_a_target_that_did_not_exist_needs_no_rollback_unless_it_exists_now(worl
     create_orders_db(world["staging"], rows=3)
     with pytest.raises(RollbackFailedError, match="did not exist before the restore and now does"):
         workflow.rollback(state)
+
+
+# -- the approval grant, checked again by every destructive step ------------------------------------
+
+GRANT_CHANGES: dict[str, dict[str, Any]] = {
+    "another execution": {"execution": f"{MACHINE.replace(':stateMachine:', ':execution:')}:exec-0002"},
+    "another target": {"target": "in-place"},
+    "another backup": {"backup_id": "orders-20261120T020000Z"},
+    "another checksum": {"sha256": "0" * 64},
+    "another artifact version": {"object_version": "not-the-pinned-version"},
+    "another manifest version": {"manifest_version": "not-the-pinned-version"},
+    "expired": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)},
+}
+
+
+@pytest.mark.parametrize("step", ["safety_snapshot", "restore", "rollback"])
+@pytest.mark.parametrize("grant", [*GRANT_CHANGES, "none", "sealed with another key"])
+def test_a_destructive_step_refuses_a_grant_that_is_not_for_exactly_this(
+    world: dict[str, Any], step: str, grant: str
+) -> None:
+    # given a restore past its approval, whose grant is then replaced
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request())
+    state = workflow.safety_snapshot(state) if step != "safety_snapshot" else state
+    before = world["staging"].read_bytes()
+    if grant == "none":
+        replaced: dict[str, Any] = {}
+    elif grant == "sealed with another key":
+        replaced = grant_for(state, signer=LocalGrantSigner())
+    else:
+        replaced = grant_for(state, **GRANT_CHANGES[grant])
+
+    # when the step runs with it
+    with pytest.raises(ApprovalInvalidError, match="refused: no valid approval"):
+        getattr(workflow, step)({**state, "approval": replaced})
+
+    # then the target is untouched
+    assert world["staging"].read_bytes() == before
+
+
+@pytest.mark.parametrize("step", ["safety_snapshot", "restore", "rollback"])
+def test_a_destructive_step_refuses_an_execution_that_does_not_hold_the_lock(world: dict[str, Any], step: str) -> None:
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request())
+    state = workflow.safety_snapshot(state) if step != "safety_snapshot" else state
+    world["table"].release("orders", "staging", EXECUTION)
+    world["table"].acquire("orders", "staging", "exec-other", datetime.now(UTC), timedelta(hours=1))
+    before = world["staging"].read_bytes()
+    with pytest.raises(ApprovalInvalidError, match="does not hold the lock"):
+        getattr(workflow, step)(state)
+    assert world["staging"].read_bytes() == before
+
+
+def test_restore_refuses_without_this_execution_s_safety_snapshot(world: dict[str, Any]) -> None:
+    # given an approved restore whose state claims no snapshot was needed, or names another restore's snapshot
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = until_approval(workflow, request())
+    other = workflow.safety_snapshot(until_approval(workflow, request(target="in-place"), "exec-other"))
+    before = world["staging"].read_bytes()
+    for safety, reason in ((None, "took no safety snapshot"), (other["safety"], "is not a safety snapshot of staging")):
+        with pytest.raises(ApprovalInvalidError, match=reason):
+            workflow.restore({**state, "safety": safety})
+    assert world["staging"].read_bytes() == before

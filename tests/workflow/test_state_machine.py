@@ -22,8 +22,8 @@ from aws_cdk import App
 from aws_cdk.assertions import Template
 
 from backstop.config import Config, parse_config
-from backstop.manifest import Trigger
 from backstop.identity import sign_proof
+from backstop.manifest import Trigger
 from backstop.restore_table import ApprovalNotPendingError, RestoreTable
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.store import S3Store
@@ -32,7 +32,7 @@ from local.emulator import Emulator, running
 from local.lambdas import InvocationLog, in_process_lambdas
 from local.principals import user_session
 from local.stack import Deployed, stand_up
-from tests.conftest import create_orders_db, table_rows
+from tests.conftest import table_rows
 
 pytestmark = pytest.mark.xdist_group("emulator")
 
@@ -174,15 +174,6 @@ class World:
 
     def history(self, arn: str) -> list[dict[str, Any]]:
         return list(self.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"])
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "source": create_orders_db(tmp_path / "orders.db", rows=400),
-        "staging": create_orders_db(tmp_path / "staging.db", rows=15),
-        "work": tmp_path / "work",
-    }
 
 
 def build_world(

@@ -35,7 +35,6 @@ from backstop.config import Config, parse_config
 from backstop.handlers import restore as restore_handler
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.services.restore_workflow import WrongConfirmationError, approve
 from backstop.store import S3Store
 from local.emulator import flip_byte, running
 from local.lambdas import in_process_lambdas
@@ -163,7 +162,7 @@ def approve_when_asked(world: World, execution: str) -> str:
     """Wait for the approval request and approve it with the right phrase; the backup id."""
     world.wait_for_approval(execution)
     backup_id = world.table.pending(execution).backup_id
-    approve(world.table, execution, f"RESTORE {backup_id}", "bob", world.send_success)
+    world.approve(execution, f"RESTORE {backup_id}")
     return backup_id
 
 
@@ -255,7 +254,7 @@ def test_an_approved_restore_of_postgres_refreshes_staging_after_a_safety_snapsh
         # then staging holds the source's data, checked table by table
         assert described["status"] == "SUCCEEDED", described
         assert entered(world, arn) == [
-            "Resolve", "ValidateArtifact", "Lock", "Plan", "DryRun?", "Approval",
+            "Resolve", "IdentifyRequester", "ValidateArtifact", "Lock", "Plan", "DryRun?", "Approval", "CheckApproval",
             "SafetySnapshot", "Restore", "ValidateTarget", "FinishRestored", "Restored",
         ]  # fmt: skip
         assert table_checksums(staging) == table_checksums(source)
@@ -269,7 +268,11 @@ def test_an_approved_restore_of_postgres_refreshes_staging_after_a_safety_snapsh
         assert {name: stat.rows for name, stat in safety.tables.items()} == {n: c for n, (c, _) in old.items()}
         # the lock is free, the audit and the alerts tell the story
         assert world.table.holder("shop", "staging") is None
-        assert audit["outcome"] == "restored" and audit["backup_id"] == backup_id and audit["approver"] == "bob"
+        assert (
+            audit["outcome"] == "restored"
+            and audit["backup_id"] == backup_id
+            and audit["approver"].endswith(":user/bob")
+        )
         alerts = world.alerts(at_least=2)
         assert [a["message"]["event"] for a in alerts] == ["restore_approval_requested", "restore_finished"]
         assert staging in alerts[0]["message"]["plan"]["target_identity"]
@@ -299,8 +302,12 @@ def test_a_wrong_confirmation_phrase_leaves_the_restore_waiting_for_the_right_on
         backup_id = world.table.pending("run-phrase").backup_id
 
         # when someone confirms with the wrong phrase
-        with pytest.raises(WrongConfirmationError, match=f"RESTORE {backup_id}"):
-            approve(world.table, "run-phrase", f"RESTORE {backup_id}x", "bob", world.send_success)
+        ok, refused = world.answer("approve", "run-phrase", world.bob, phrase=f"RESTORE {backup_id}x")
+        assert (
+            not ok
+            and refused["errorType"] == "WrongConfirmationError"
+            and f"RESTORE {backup_id}" in refused["errorMessage"]
+        )
 
         # then the execution still waits (a second later too), the approval is still pending, nothing was touched
         time.sleep(1)
@@ -312,13 +319,13 @@ def test_a_wrong_confirmation_phrase_leaves_the_restore_waiting_for_the_right_on
         assert table_rows(paths["staging"]) == before
 
         # and the right phrase then completes the restore
-        approve(world.table, "run-phrase", f"RESTORE {backup_id}", "bob", world.send_success)
+        world.approve("run-phrase", f"RESTORE {backup_id}")
         described = world.wait(arn)
         assert described["status"] == "SUCCEEDED", described
         assert table_rows(paths["staging"]) == table_rows(paths["source"])
         assert world.table.holder("orders", "staging") is None
         audit = world.table.audit("run-phrase") or {}
-        assert audit["outcome"] == "restored" and audit["approver"] == "bob"
+        assert audit["outcome"] == "restored" and audit["approver"].endswith(":user/bob")
         assert [a["message"]["event"] for a in world.alerts(at_least=2)] == [
             "restore_approval_requested",
             "restore_finished",
@@ -342,7 +349,11 @@ def test_a_corrupt_backup_fails_before_the_lock_with_the_target_untouched(paths:
         # then it fails at the artifact's validation: no lock was ever taken, the target is untouched
         assert described["status"] == "FAILED" and described["error"] == "RestoreFailed"
         states = entered(world, described["executionArn"])
-        assert states[:2] == ["Resolve", "ValidateArtifact"] and "Lock" not in states and "Approval" not in states
+        assert (
+            states[:3] == ["Resolve", "IdentifyRequester", "ValidateArtifact"]
+            and "Lock" not in states
+            and "Approval" not in states
+        )
         assert world.table.holder("orders", "staging") is None
         assert paths["staging"].read_bytes() == before
         audit = world.table.audit("run-corrupt") or {}

@@ -630,7 +630,9 @@ class RestoreWorkflow:
                 "execution": state["execution"],
                 "database": state.get("database"),
                 "target": state.get("target"),
-                "backup_id": (state.get("backup") or {}).get("backup_id") if isinstance(state.get("backup"), dict) else None,
+                "backup_id": (state.get("backup") or {}).get("backup_id")
+                if isinstance(state.get("backup"), dict)
+                else None,
                 "outcome": outcome,
                 "reason": reason,
                 "safety_snapshot": (state.get("safety") or {}).get("backup_id"),
