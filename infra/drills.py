@@ -27,6 +27,9 @@ from infra.schedules import SCHEDULED_TIME, ScheduledInvocation, drill_input, ra
 DRILL_SERVICE = "drill"
 SWEEP_SERVICE = "sweep"
 
+DRILL_STAMP = "????????T??????Z-??????"
+"""The time and random suffix of a drill's audit record (services/drill.py): no other database's drills match."""
+
 
 class DatabaseDrill(Construct):
     """The scheduled restore drill of one database."""
@@ -56,10 +59,18 @@ class DatabaseDrill(Construct):
         monitoring.grant_publish(self.role)
         environment = dict(monitoring.environment)
         if restore_table is not None:
-            # One audit record per drill, nothing else: no locks, no approvals, no reads.
+            # One audit record per drill, nothing else: no locks, no approvals, no reads, and only under
+            # this database's drill keys, so it can never write over a restore's record.
             self.role.add_to_principal_policy(
                 iam.PolicyStatement(
-                    sid="RecordDrillAudit", actions=["dynamodb:PutItem"], resources=[restore_table.table_arn]
+                    sid="RecordDrillAudit",
+                    actions=["dynamodb:PutItem"],
+                    resources=[restore_table.table_arn],
+                    conditions={
+                        "ForAllValues:StringLike": {
+                            "dynamodb:LeadingKeys": [f"restore#drill-{database.name}-{DRILL_STAMP}"]
+                        }
+                    },
                 )
             )
             environment["BACKSTOP_RESTORE_TABLE"] = restore_table.table_name

@@ -22,6 +22,7 @@ without execution data.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -269,6 +270,7 @@ class RestoreWorkflow(Construct):
                     "BACKSTOP_STATE_MACHINE_ARN": self.state_machine_arn,
                     "BACKSTOP_APPROVAL_KEY_ARN": self.approval_key.attr_arn,
                     "BACKSTOP_DISTINCT_APPROVER": "true" if config.restore.distinct_approver else "false",
+                    "BACKSTOP_APPROVERS": json.dumps(list(config.restore.approvers)),
                     "BACKSTOP_ALERTS_TOPIC_ARN": alerts_topic_arn,
                     "POWERTOOLS_SERVICE_NAME": "approval",
                 },
@@ -467,7 +469,8 @@ class RestoreWorkflow(Construct):
                 ),
                 Acknowledgment(
                     id=f"AwsSolutions-IAM5[Resource::<{_logical_id(self.table)}.Arn>/index/*]",
-                    reason="`backstop restores` lists the audit trail through the table's own by-kind index.",
+                    reason="`backstop restores` lists the audit trail through the restore table's own by-kind "
+                    "index; no other table is reachable.",
                 ),
             )
         return requester, approver
@@ -570,7 +573,7 @@ class RestoreWorkflow(Construct):
         check_approval = self._task(
             "CheckApproval",
             "check_approval",
-            "The answer must be a grant sealed by the approval component for exactly this",
+            "The answer must be a grant sealed by the approval component for this execution, target and backup",
         )
         safety = self._task("SafetySnapshot", "safety_snapshot", "Back up the target through the backup path")
         # In place, a backup of the source running right now holds the lock the restore needs: wait for it.

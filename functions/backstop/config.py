@@ -503,14 +503,31 @@ class FreshnessCheck(_Model):
         return value
 
 
+APPROVER_PATTERN = re.compile(r"arn:aws[a-z-]*:(iam::\d{12}:user|sts::\d{12}:assumed-role)/[\w+=,.@/*-]{1,400}")
+
+
 class RestoreSettings(_Model):
     """How the restore workflow asks for approval."""
 
     approval_timeout: Duration = timedelta(hours=24)
     distinct_approver: bool = False
     """Refuse an approval by the identity that requested the restore (four eyes)."""
+    approvers: tuple[str, ...] = ()
+    """Principal ARNs (``*`` matches any run of characters) that may approve; empty: anyone who may invoke the
+    approval function. ``arn:aws:iam::111122223333:user/alice``, ``arn:aws:sts::111122223333:assumed-role/DBA/*``."""
     safety_snapshot_days: int = Field(default=30, ge=1, le=3650)
     """How long lifecycle keeps a restore's safety snapshot of its target."""
+
+    @field_validator("approvers")
+    @classmethod
+    def _principal_arns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not APPROVER_PATTERN.fullmatch(pattern):
+                raise ValueError(
+                    f"{pattern[:100]!r} is not a principal ARN: use arn:aws:iam::ACCOUNT:user/NAME or "
+                    "arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION (* for any part)"
+                )
+        return value
 
     @field_validator("approval_timeout")
     @classmethod

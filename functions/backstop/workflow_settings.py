@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backstop.config import Config
 from backstop.errors import ConfigError
@@ -65,7 +65,14 @@ class ApprovalSettings(_Environment):
     state_machine_arn: str = Field(pattern=_STATE_MACHINE)
     approval_key_arn: str = Field(min_length=8)
     distinct_approver: bool = False
+    approvers: tuple[str, ...] = ()
+    """``BACKSTOP_APPROVERS``: a JSON list of principal ARN patterns (``restore.approvers``)."""
     alerts_topic_arn: str | None = None
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _json_list(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
     @property
     def region(self) -> str:

@@ -42,6 +42,7 @@ freshness:
 restore:
   approval_timeout: 2h
   distinct_approver: true
+  approvers: [arn:aws:sts::123456789012:assumed-role/backstop-approver/*]
 runner:
   architecture: arm64
   log_retention_days: 30
@@ -71,7 +72,8 @@ databases:
     password_secret: arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/shop-XyZ123
     schedule: rate(6 hours)
 """
-"""Server databases with secrets, a time zone, Object Lock, extra writers, arm64: what the example does not use."""
+"""Server databases with secrets, a time zone, Object Lock, extra writers, approvers, arm64: what the example
+does not use."""
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def test_construct_ids_keep_the_vault_in_place(example: Synthesized) -> None:
     assert example.resources[VAULT_KEY]["Type"] == "AWS::KMS::Key"
     assert example.resources[ACCESS_LOGS]["Type"] == "AWS::S3::Bucket"
     example.template.resource_count_is("AWS::S3::Bucket", 2)
-    example.template.resource_count_is("AWS::KMS::Key", 2)  # the vault's, and the alerts topic's
+    example.template.resource_count_is("AWS::KMS::Key", 3)  # the vault's, the alerts topic's, the approval HMAC key
 
 
 def test_vault_bucket_has_the_configured_name_and_keeps_versions(example: Synthesized) -> None:

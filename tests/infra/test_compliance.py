@@ -25,6 +25,7 @@ from tests.infra import Synthesized, synthesized_example
 pytestmark = pytest.mark.xdist_group("infra")
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+EXECUTIONS = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<AWS::StackName>-restore:*"
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +79,8 @@ def acknowledgments(example: Synthesized) -> dict[str, dict[str, str]]:
 
 def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synthesized) -> None:
     bucket = "<VaultBucket0925C477.Arn>"
+    executions = f"AwsSolutions-IAM5[Resource::{EXECUTIONS}]"
+    index = "AwsSolutions-IAM5[Resource::<RestoreTable6A65C959.Arn>/index/*]"
 
     assert {logical_id: sorted(rules) for logical_id, rules in acknowledgments(example).items()} == {
         "VaultAccessLogsC5E11DDC": ["AwsSolutions-S1"],
@@ -101,7 +104,8 @@ def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synth
         "RestoreRoleDefaultPolicy934BE323": sorted(
             [
                 "AwsSolutions-IAM5[Resource::*]",
-                "AwsSolutions-IAM5[Resource::<RestoreTable6A65C959.Arn>/index/*]",
+                executions,  # each step proves its execution context
+                index,
                 f"AwsSolutions-IAM5[Resource::{bucket}/backups/orders/*]",
                 *(
                     f"AwsSolutions-IAM5[Resource::{bucket}/backups/{where}orders-pre-restore-{target}/*]"
@@ -128,8 +132,14 @@ def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synth
         ],
         "RestoreStateMachineRoleDefaultPolicy42D4C55F": [
             "AwsSolutions-IAM5[Resource::*]",
+            "AwsSolutions-IAM5[Resource::<RestoreApprovalFunction0609219E.Arn>:*]",
             "AwsSolutions-IAM5[Resource::<RestoreFunctionDC44DE99.Arn>:*]",
         ],
+        # the approval component: answers the approval wait (SendTask* take no resource), reads executions
+        "RestoreApprovalRoleDefaultPolicy628D5ED9": sorted(["AwsSolutions-IAM5[Resource::*]", executions]),
+        # what a person needs to request or approve a restore and follow it
+        "RestoreRequesterPolicyBCD1B25B": sorted([executions, index]),
+        "RestoreApproverPolicyE6DA09A2": sorted([executions, index]),
     }
     reasons = [reason for rules in acknowledgments(example).values() for reason in rules.values()]
     assert all(len(reason) > 80 for reason in reasons)
@@ -147,11 +157,15 @@ def test_wildcards_are_acknowledged_only_for_keys_named_at_run_time_and_network_
     anything = "AwsSolutions-IAM5[Resource::*]"
 
     assert all("unknown when deploying" in r for rule, r in reasons if "Resource::<VaultBucket" in rule)
-    # Resource::* is only ever Lambda's network interfaces, or the state machine's X-Ray and log delivery
+    # Resource::* is only ever Lambda's network interfaces, the state machine's X-Ray and log delivery, or the
+    # approval component's answer to the approval wait (an action that takes no resource)
+    expected = {"RestoreStateMachineRole": "X-Ray", "RestoreApprovalRole": "take no resource"}
     for logical_id, rules in found.items():
         if anything in rules:
-            expected = "X-Ray" if logical_id.startswith("RestoreStateMachineRole") else "network interfaces"
-            assert expected in rules[anything], logical_id
+            role = next((role for role in expected if logical_id.startswith(role)), None)
+            assert expected.get(role or "", "network interfaces") in rules[anything], logical_id
+    # an execution wildcard stops at this state machine's own executions
+    assert all("this state machine's executions" in r for rule, r in reasons if EXECUTIONS in rule)
 
 
 def test_template_passes_cfn_lint(example: Synthesized, tmp_path: Path) -> None:

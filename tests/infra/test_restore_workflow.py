@@ -15,7 +15,19 @@ from tests.infra import Synthesized, flatten, synthesized_example, synthesized_s
 
 pytestmark = pytest.mark.xdist_group("infra")
 
-ORDER = ["Resolve", "ValidateArtifact", "Lock", "Plan", "DryRun?", "Approval", "SafetySnapshot", "Restore"]
+ORDER = [
+    "Resolve",
+    "IdentifyRequester",
+    "ValidateArtifact",
+    "Lock",
+    "Plan",
+    "DryRun?",
+    "Approval",
+    "CheckApproval",
+    "SafetySnapshot",
+    "Restore",
+]
+STATE_MACHINE_ARN = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:stateMachine:<AWS::StackName>-restore"
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +57,18 @@ def states(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
     return found
 
 
-def restore_function(synthesized: Synthesized) -> dict[str, Any]:
-    (props,) = [
-        r["Properties"]
-        for r in synthesized.of_type("AWS::Lambda::Function").values()
-        if r["Properties"]["ImageConfig"]["Command"] == ["backstop.handlers.restore.handler"]
+def function_of(synthesized: Synthesized, handler: str) -> tuple[str, dict[str, Any]]:
+    """The logical id and properties of the one function running ``backstop.handlers.<handler>``."""
+    (found,) = [
+        (logical_id, r["Properties"])
+        for logical_id, r in synthesized.of_type("AWS::Lambda::Function").items()
+        if r["Properties"]["ImageConfig"]["Command"] == [f"backstop.handlers.{handler}.handler"]
     ]
-    return dict(props)
+    return found
+
+
+def restore_function(synthesized: Synthesized) -> dict[str, Any]:
+    return dict(function_of(synthesized, "restore")[1])
 
 
 def test_the_states_run_in_the_designed_order(example: Synthesized) -> None:
@@ -100,8 +117,9 @@ def test_failures_before_the_snapshot_end_untouched_and_after_it_roll_back(examp
         assert catch["ErrorEquals"] == ["States.ALL"]
         return str(catch["Next"])
 
-    for name in ("ValidateArtifact", "Lock", "Plan", "Approval", "SafetySnapshot"):
+    for name in ("Resolve", "IdentifyRequester", "ValidateArtifact", "Lock", "Plan", "Approval", "CheckApproval"):
         assert caught_by(name) == "FinishNotRestored", name
+    assert caught_by("SafetySnapshot") == "FinishNotRestored"
     for name in ("Restore", "ValidateTarget"):
         assert caught_by(name) == "Rollback", name
     assert caught_by("Rollback") == "FinishRollbackFailed"
@@ -127,10 +145,12 @@ def test_the_restore_function_gets_the_targets_but_never_a_secret(servers: Synth
     (billing,) = document["databases"]  # only databases with restore targets
     assert billing["name"] == "billing"
     assert billing["restore_targets"]["staging"]["host"] == "billing-staging.example.internal"
-    assert document["restore"] == {"approval_timeout": "2h", "distinct_approver": True, "safety_snapshot_days": 30}
+    assert document["restore"].items() >= {"approval_timeout": "2h", "distinct_approver": True}.items()
     assert set(env) == {
         "BACKSTOP_CONFIG_JSON",
         "BACKSTOP_RESTORE_TABLE",
+        "BACKSTOP_STATE_MACHINE_ARN",
+        "BACKSTOP_APPROVAL_KEY_ARN",
         "POWERTOOLS_SERVICE_NAME",
         "POWERTOOLS_METRICS_NAMESPACE",
     }
@@ -164,10 +184,107 @@ def test_the_restore_function_runs_where_its_databases_are(example: Synthesized,
 
 
 def test_the_stack_outputs_where_to_start_and_approve_a_restore(example: Synthesized) -> None:
-    outputs = example.template.to_json()["Outputs"]
+    outputs = {name: flatten(output["Value"]) for name, output in example.template.to_json()["Outputs"].items()}
+    (machine_id,) = example.of_type("AWS::StepFunctions::StateMachine")
+    approval_id, _ = function_of(example, "approval")
+    requester_id, _ = example.one("AWS::IAM::ManagedPolicy", "RestoreRequesterPolicy")
+    approver_id, _ = example.one("AWS::IAM::ManagedPolicy", "RestoreApproverPolicy")
+    table_id, _ = example.one("AWS::DynamoDB::Table", "RestoreTable")
 
-    assert "RestoreStateMachineArn" in outputs
-    assert "RestoreTableName" in outputs
+    assert outputs["RestoreStateMachineArn"] == f"<{machine_id}>"
+    assert outputs["ApprovalFunctionName"] == {"Fn::Select": [6, {"Fn::Split": [":", f"<{approval_id}.Arn>"]}]}
+    assert outputs["RequesterPolicyArn"] == f"<{requester_id}>"
+    assert outputs["ApproverPolicyArn"] == f"<{approver_id}>"
+    assert outputs["RestoreTableName"] == f"<{table_id}>"
+
+
+# -- restore authorization: the execution in every payload, the approval component and its key -------------
+
+
+def test_every_step_is_told_its_execution_to_prove_it(example: Synthesized) -> None:
+    tasks = {name: s for name, s in states(example).items() if s["Type"] == "Task"}
+
+    for name, state in tasks.items():
+        parameters = state["Parameters"].get("Payload", state["Parameters"])  # the waitForTaskToken form nests it
+        assert parameters["execution.$"] == "$$.Execution.Id", name
+        assert {k for k in parameters if k.endswith(".$")} <= {
+            "execution.$",
+            "state.$",
+            "input.$",
+            "error.$",
+            "token.$",
+        }
+
+
+def test_the_approval_function_identifies_the_requester_and_every_other_step_is_the_restore_functions(
+    example: Synthesized,
+) -> None:
+    restore_id, _ = function_of(example, "restore")
+    approval_id, _ = function_of(example, "approval")
+    found = states(example)
+
+    def function(state: dict[str, Any]) -> str:
+        return str(state["Parameters"]["FunctionName"] if "FunctionName" in state["Parameters"] else state["Resource"])
+
+    invoked = {name: function(s) for name, s in found.items() if s["Type"] == "Task"}
+    assert {name for name, arn in invoked.items() if arn == f"<{approval_id}.Arn>"} == {"IdentifyRequester"}
+    assert {arn for name, arn in invoked.items() if name != "IdentifyRequester"} == {f"<{restore_id}.Arn>"}
+    identify = found["IdentifyRequester"]
+    assert identify["Parameters"] == {"step": "identify_requester", "execution.$": "$$.Execution.Id"}
+    assert identify["ResultPath"] == "$.requester"  # the rest of the state is kept
+    assert found["CheckApproval"]["Parameters"]["step"] == "check_approval"
+    assert found["Approval"]["ResultPath"] == "$.approval"  # the answer, checked by CheckApproval next
+
+
+def test_the_state_machine_has_the_name_the_functions_are_told(example: Synthesized) -> None:
+    assert flatten(machine(example)["StateMachineName"]) == "<AWS::StackName>-restore"
+    for handler in ("restore", "approval"):
+        env = function_of(example, handler)[1]["Environment"]["Variables"]
+        assert flatten(env["BACKSTOP_STATE_MACHINE_ARN"]) == STATE_MACHINE_ARN, handler
+
+
+@pytest.mark.parametrize(
+    ("which", "distinct", "approvers"),
+    [
+        ("example", "false", "[]"),  # restore.approvers unset: whoever may invoke the approval function
+        ("servers", "true", '["arn:aws:sts::123456789012:assumed-role/backstop-approver/*"]'),
+    ],
+)
+def test_the_approval_function_gets_the_key_the_table_the_topic_and_who_may_approve(
+    request: pytest.FixtureRequest, which: str, distinct: str, approvers: str
+) -> None:
+    synthesized: Synthesized = request.getfixturevalue(which)
+    _, props = function_of(synthesized, "approval")
+    env = flatten(props["Environment"]["Variables"])
+    key_id, _ = synthesized.one("AWS::KMS::Key", "RestoreApprovalKey")
+    table_id, _ = synthesized.one("AWS::DynamoDB::Table", "RestoreTable")
+    topic_id, _ = synthesized.one("AWS::SNS::Topic", "MonitoringTopic")
+    role_id, _ = synthesized.one("AWS::IAM::Role", "RestoreApprovalRole")
+
+    assert env == {
+        "BACKSTOP_RESTORE_TABLE": f"<{table_id}>",
+        "BACKSTOP_STATE_MACHINE_ARN": STATE_MACHINE_ARN,
+        "BACKSTOP_APPROVAL_KEY_ARN": f"<{key_id}.Arn>",
+        "BACKSTOP_DISTINCT_APPROVER": distinct,
+        "BACKSTOP_APPROVERS": approvers,
+        "BACKSTOP_ALERTS_TOPIC_ARN": f"<{topic_id}>",
+        "POWERTOOLS_SERVICE_NAME": "approval",
+    }
+    assert flatten(props["Role"]) == f"<{role_id}.Arn>"  # its own role, not the restore function's
+    assert "VpcConfig" not in props and "FileSystemConfigs" not in props  # it reaches no database
+    assert flatten(restore_function(synthesized)["Environment"]["Variables"]["BACKSTOP_APPROVAL_KEY_ARN"]) == (
+        f"<{key_id}.Arn>"
+    )
+
+
+def test_the_approval_key_is_an_hmac_key_that_is_kept_30_days_after_deletion(example: Synthesized) -> None:
+    _, key = example.one("AWS::KMS::Key", "RestoreApprovalKey")
+    props = key["Properties"]
+
+    assert props["KeySpec"] == "HMAC_256"
+    assert props["KeyUsage"] == "GENERATE_VERIFY_MAC"
+    assert props["PendingWindowInDays"] == 30
+    assert "EnableKeyRotation" not in props  # KMS does not rotate HMAC keys
 
 
 def test_without_restore_targets_there_is_no_restore_workflow() -> None:

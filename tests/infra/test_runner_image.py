@@ -97,6 +97,7 @@ def test_each_function_names_its_own_handler_command(example: Synthesized) -> No
     commands = sorted(tuple(props["ImageConfig"]["Command"]) for props in functions(example).values())
 
     assert commands == [
+        ("backstop.handlers.approval.handler",),
         ("backstop.handlers.backup.handler",),
         ("backstop.handlers.backup.handler",),
         ("backstop.handlers.drill.handler",),

@@ -403,3 +403,27 @@ def test_a_manifest_swapped_after_approval_is_not_what_gets_restored(world: Worl
     # then staging holds exactly the approved bytes, not the swapped ones
     assert world.wait(arn)["status"] == "SUCCEEDED"
     assert table_rows(paths["staging"]) == approved_rows
+
+
+def test_only_the_configured_approvers_may_approve(paths: dict[str, Path]) -> None:
+    # given a deployment that names bob as its only approver
+    for world in build_world(paths, restore={"approvers": ["arn:aws:iam::123456789012:user/bob"]}):
+        carol = user_session(world.emulator, "carol")
+        arn = world.start(sample("latest-to-staging.json"), "run-listed", requester=world.alice)
+        world.wait_for_approval("run-listed")
+        phrase = f"RESTORE {world.table.pending('run-listed').backup_id}"
+
+        # when carol, who may invoke the approval function, approves with the right phrase
+        ok, body = world.answer("approve", "run-listed", carol, phrase=phrase)
+
+        # then she is refused and alerted on; bob's approval then restores
+        assert not ok and body["errorType"] == "ApproverNotAllowedError" and "user/carol" in body["errorMessage"]
+        alert = next(
+            a["message"] for a in world.alerts(at_least=2) if a["message"]["event"] == "restore_approval_refused"
+        )
+        assert alert["tried_by"].endswith(":user/carol")
+        ok, body = world.answer("reject", "run-listed", carol, reason="not mine to stop")
+        assert not ok and body["errorType"] == "ApproverNotAllowedError"
+        world.approve("run-listed", phrase, world.bob)
+        assert world.wait(arn)["status"] == "SUCCEEDED"
+        assert table_rows(paths["staging"]) == table_rows(paths["source"])

@@ -486,3 +486,10 @@ def test_restore_refuses_without_this_execution_s_safety_snapshot(world: dict[st
         with pytest.raises(ApprovalInvalidError, match=reason):
             workflow.restore({**state, "safety": safety})
     assert world["staging"].read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["drill-orders-20261121T020000Z", "refusal-20261121T020000Z-abc"])
+def test_an_execution_may_not_take_the_name_of_a_drill_or_refusal_record(world: dict[str, Any], name: str) -> None:
+    with pytest.raises(RestoreError, match="audit trail's own"):
+        world["workflow"]().resolve(request(), name)
+    assert world["table"].audit(name) is None

@@ -44,7 +44,7 @@ class ApprovalRequest(BaseModel):
 
 
 def _built() -> tuple[StepGuard, ApprovalService]:
-    keys = ("BACKSTOP_RESTORE_TABLE", "BACKSTOP_STATE_MACHINE_ARN", "BACKSTOP_APPROVAL_KEY_ARN", "AWS_ENDPOINT_URL")
+    keys = [f"BACKSTOP_{name.upper()}" for name in ApprovalSettings.model_fields] + ["AWS_ENDPOINT_URL"]
     return _built_for(tuple(os.environ.get(k) for k in keys))
 
 
@@ -62,6 +62,7 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Approva
         table=table,
         notifier=notifier,
         distinct_approver=settings.distinct_approver,
+        approvers=settings.approvers,
     )
     return StepGuard(executions, settings.state_machine_arn, table, notifier), service
 

@@ -8,8 +8,9 @@ GetCallerIdentity request; it never trusts what the caller says about the restor
    the plan, the pinned backup, the requester and the task token are read from what Step Functions
    itself recorded for that state, not from the caller;
 2. STS says who signed the proof (the approver), which was signed for exactly this action and execution;
-3. the phrase must be ``RESTORE <backup_id>`` of the planned backup; with ``distinct_approver`` the
-   requester must be verified and a different principal;
+3. the phrase must be ``RESTORE <backup_id>`` of the planned backup; the approver must match
+   ``restore.approvers`` when it is set; with ``distinct_approver`` the requester must be verified
+   and a different principal;
 4. a grant bound to the execution, database, target, backup id, SHA-256, S3 versions and both
    principals is sealed with the approval key and handed to the execution as the task's output.
 
@@ -20,6 +21,7 @@ execution input (or records the requester as unverified).
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +43,10 @@ from backstop.sts_verifier import StsIdentityVerifier
 APPROVAL_STATE = "Approval"
 
 
+class ApproverNotAllowedError(RestoreError):
+    """The deployment names who may approve (``restore.approvers``), and the verified caller is not one of them."""
+
+
 class UnverifiedRequesterError(RestoreError):
     """Four eyes are required and the requester's identity was never verified (a console start)."""
 
@@ -58,6 +64,7 @@ class ApprovalService:
         table: RestoreTable,
         notifier: Notifier,
         distinct_approver: bool,
+        approvers: tuple[str, ...] = (),
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
         self._executions = executions
@@ -67,6 +74,7 @@ class ApprovalService:
         self._table = table
         self._notifier = notifier
         self._distinct = distinct_approver
+        self._approvers = approvers
         self._clock = clock
 
     def _now(self) -> datetime:
@@ -111,6 +119,7 @@ class ApprovalService:
             raise WrongConfirmationError(
                 f"The confirmation phrase does not match: type exactly {expected!r}; the restore stays pending."
             )
+        self._check_allowed(context, approver)
         requester = state.get("requester") or unverified(str(state.get("requested_by", "")))
         self._check_four_eyes(context, requester, approver)
         now = self._now()
@@ -138,11 +147,17 @@ class ApprovalService:
         return grant
 
     def reject(self, execution: str, reason: str, proof: IdentityProof) -> Principal:
-        """Fail the approval wait with RestoreRejectedError under the verified identity of who rejected."""
+        """Fail the approval wait with RestoreRejectedError under the verified identity of who rejected.
+
+        With ``restore.approvers`` set, only an approver or the verified requester may reject.
+        """
         context = self._waiting(execution)
         by = self._verifier.verify(
             proof, intent("reject", context.execution_arn), self._now(), not_before=context.started
         )
+        requester = context.payload["state"].get("requester") or {}
+        if requester.get("principal") != by.key:  # a requester may always withdraw their own request
+            self._check_allowed(context, by)
         self._table.take_approval(context.execution)
         self._table.update_audit(
             context.execution,
@@ -152,6 +167,13 @@ class ApprovalService:
             context.payload["token"], RestoreRejectedError.__name__, f"Rejected by {by.arn}: {reason[:200]}"
         )
         return by
+
+    def _check_allowed(self, context: StepContext, approver: Principal) -> None:
+        if self._approvers and not any(fnmatch.fnmatchcase(approver.arn, p) for p in self._approvers):
+            self._alert(context, approver, "the caller is not one of the configured approvers")
+            raise ApproverNotAllowedError(
+                f"{approver.arn} is not one of this deployment's approvers (restore.approvers); ask one of them."
+            )
 
     def _check_four_eyes(self, context: StepContext, requester: dict[str, Any], approver: Principal) -> None:
         if not self._distinct:
@@ -185,4 +207,4 @@ class ApprovalService:
         )
 
 
-__all__ = ["ApprovalService", "IdentityProofError", "UnverifiedRequesterError"]
+__all__ = ["ApprovalService", "ApproverNotAllowedError", "IdentityProofError", "UnverifiedRequesterError"]

@@ -129,6 +129,8 @@ def _backup_summary(manifest: Manifest, manifest_version: str | None) -> dict[st
 
 REFUSED = "refused: no valid approval"
 """The outcome of a restore whose approval grant did not verify (stolen token, forged or replayed grant)."""
+RESERVED_NAMES = ("drill-", "refusal-")
+"""Audit records of drills and refusals are named so; a restore may not be, so none can write over another."""
 GRANT_LIFETIME = timedelta(hours=6)
 """How long an approval stays good for the steps after it: the lock's margin, covering snapshot, restore, rollback."""
 
@@ -224,6 +226,10 @@ class RestoreWorkflow:
     def resolve(self, data: dict[str, Any], execution: str) -> dict[str, Any]:
         """Validate the input, the database and the target; find the backup; open the audit record."""
         started = self._now()
+        if execution.startswith(RESERVED_NAMES):
+            raise RestoreError(
+                f"Execution names starting with {' or '.join(RESERVED_NAMES)} are the audit trail's own."
+            )
         request = parse_input(data)
         db = self._config.database(request.database)
         self._target({"database": db.name, "target": request.target})

@@ -103,6 +103,7 @@ class StepGuard:
                 **claimed,
                 "reason": reason,
                 "what_to_do": "Someone invoked a Backstop function directly or replayed a payload; "
-                "nothing was changed. CloudTrail's Invoke events for this function say who.",
+                "nothing was changed. CloudTrail's Lambda data events (Invoke) for this function say who, "
+                "where a trail records them.",
             },
         )
