@@ -60,8 +60,6 @@ class PendingApproval:
     target: str
     backup_id: str
     requested_by: str
-    distinct_approver: bool = False
-    """Set by the workflow from the deployed config: every approval path (CLI or console) enforces it."""
 
 
 def _lock_key(database: str, target: str) -> dict[str, Any]:
@@ -220,7 +218,6 @@ class RestoreTable:
             "target": {"S": approval.target},
             "backup_id": {"S": approval.backup_id},
             "requested_by": {"S": approval.requested_by},
-            "distinct_approver": {"BOOL": approval.distinct_approver},
             "ttl": {"N": _epoch(expires)},
         }
         self._call("Recording an approval request", self._client.put_item, Item=item)
@@ -242,7 +239,6 @@ class RestoreTable:
             target=str(plain["target"]),
             backup_id=str(plain["backup_id"]),
             requested_by=str(plain["requested_by"]),
-            distinct_approver=plain.get("distinct_approver") is True,
         )
 
     def take_approval(self, execution: str) -> None:

@@ -209,8 +209,12 @@ def test_a_stolen_task_token_cannot_approve_a_restore(world: World, paths: dict[
     assert audit.get("approver") is None and "safety_snapshot" not in audit
     with pytest.raises(Exception, match="No approval is pending"):
         world.table.pending("run-stolen")  # the approval item does not stay behind
-    last = world.alerts(at_least=2)[-1]["message"]
+    alerts = world.alerts(at_least=2)
+    last = alerts[-1]["message"]
     assert last["event"] == "restore_failed" and last["outcome"] == REFUSED and "refused" in last["reason"]
+    # and the token was never in the restore table or an alert: only the history holds it, where it authorized nothing
+    items = world.emulator.client("dynamodb").scan(TableName=world.table.table)["Items"]
+    assert token not in json.dumps(items) and token not in json.dumps(alerts)
 
 
 def test_a_real_grant_replayed_on_another_execution_is_refused(world: World, paths: dict[str, Path]) -> None:

@@ -160,7 +160,6 @@ class RestoreWorkflow:
         self._grants = grants
         self._state_machine_arn = state_machine_arn
         self._approval_timeout = config.restore.approval_timeout
-        self._distinct_approver = config.restore.distinct_approver
         self._clock = clock
 
     # -- helpers ------------------------------------------------------------------------------
@@ -409,7 +408,6 @@ class RestoreWorkflow:
                 target=state["target"],
                 backup_id=plan["backup_id"],
                 requested_by=state["requested_by"],
-                distinct_approver=self._distinct_approver,
             ),
             expires,
         )
