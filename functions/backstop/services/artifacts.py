@@ -21,15 +21,20 @@ def resolve_backup(store: BackupStore, database: str, ref: str | Manifest) -> Ma
         if ref.database != database:
             raise ManifestError(f"Backup {ref.backup_id} belongs to {ref.database}, not {database}: refused.")
         return ref
+    return store.get_manifest(backup_id_of(store, database, ref))
+
+
+def backup_id_of(store: BackupStore, database: str, ref: str) -> str:
+    """The backup id ``ref`` names: itself (checked), or the newest committed backup's for ``latest``."""
     if ref == "latest":
         newest = store.newest_backup_id(database)
         if newest is None:
             raise BackupNotFoundError(
                 f"Database {database} has no committed backup yet; run `backstop backup {database}`."
             )
-        return store.get_manifest(newest)
+        return newest
     parse_backup_id(ref, database)
-    return store.get_manifest(ref)
+    return ref
 
 
 def expected_digest(manifest: Manifest) -> StreamDigest:

@@ -36,7 +36,7 @@ from backstop.names import backup_id_for, parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier, RunLock
 from backstop.restore_table import ApprovalNotPendingError, PendingApproval, RestoreTable
 from backstop.restore_targets import IN_PLACE, safety_database, target_for
-from backstop.services.artifacts import fetch_artifact, resolve_backup
+from backstop.services.artifacts import backup_id_of, fetch_artifact
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.restore import RestoreService
 from backstop.services.server_restore import ServerRestoreService, ServerTarget
@@ -270,9 +270,7 @@ class RestoreWorkflow:
             if not found:
                 raise BackupNotFoundError(f"Database {database} has no committed backup at or before {at.isoformat()}.")
             return self._store.pinned_manifest(found[0])
-        if ref != "latest":
-            parse_backup_id(ref, database)
-        return self._store.pinned_manifest(resolve_backup(self._store, database, ref).backup_id)
+        return self._store.pinned_manifest(backup_id_of(self._store, database, ref))
 
     def validate_artifact(self, state: dict[str, Any]) -> dict[str, Any]:
         """Download the artifact, check size, SHA-256, decompression and the engine check; nothing is touched.
@@ -521,16 +519,18 @@ class RestoreWorkflow:
                     f"refused: {state['target']} exists but this restore took no safety snapshot"
                 )
             return
-        manifest = self._safety_manifest(state)
-        if manifest.trigger.by != state["execution"] or manifest.object.sha256 != safety.get("sha256"):
-            raise ApprovalInvalidError(f"refused: the safety snapshot {safety['backup_id']} is not this restore's")
+        self._safety_manifest(state)
 
     def _safety_manifest(self, state: dict[str, Any]) -> Manifest:
+        """The safety snapshot this execution took of its target, as it recorded it; ApprovalInvalidError otherwise."""
         safety = state["safety"]
         name = safety_database(state["database"], state["target"])
         if parse_backup_id(safety["backup_id"])[0] != name:
             raise ApprovalInvalidError(f"refused: {safety['backup_id']} is not a safety snapshot of {state['target']}")
-        return self._store.get_manifest(safety["backup_id"])
+        manifest = self._store.get_manifest(safety["backup_id"])
+        if manifest.trigger.by != state["execution"] or manifest.object.sha256 != safety.get("sha256"):
+            raise ApprovalInvalidError(f"refused: the safety snapshot {safety['backup_id']} is not this restore's")
+        return manifest
 
     def _install(self, database: str, manifest: Manifest, target: AnyDatabase, *, config: Config | None = None) -> None:
         config = config or self._config
@@ -627,6 +627,7 @@ class RestoreWorkflow:
             state["execution"], {"outcome": outcome, "failure_reason": reason, "finished_at": self._now().isoformat()}
         )
         failed = outcome not in ("restored", "dry run")
+        backup = state.get("backup")  # absent when Resolve itself failed
         self._notifier.publish(
             f"Backstop: restore of {state.get('database')} into {state.get('target')}: {alert or outcome}",
             {
@@ -634,9 +635,7 @@ class RestoreWorkflow:
                 "execution": state["execution"],
                 "database": state.get("database"),
                 "target": state.get("target"),
-                "backup_id": (state.get("backup") or {}).get("backup_id")
-                if isinstance(state.get("backup"), dict)
-                else None,
+                "backup_id": backup.get("backup_id") if isinstance(backup, dict) else None,
                 "outcome": outcome,
                 "reason": reason,
                 "safety_snapshot": (state.get("safety") or {}).get("backup_id"),
