@@ -414,7 +414,9 @@ def test_a_rollback_failing_on_a_read_only_target_directory_keeps_the_lock_and_a
             described = world.wait(arn)
 
         # then the restore and the rollback both failed to write, and the target is as it was
-        assert described["status"] == "FAILED" and described["error"] == "RollbackFailed"
+        audit = world.table.audit("run-readonly") or {}
+        seen = (entered(world, arn), audit.get("outcome"), audit.get("failure_reason"))
+        assert described["status"] == "FAILED" and described["error"] == "RollbackFailed", seen
         assert paths["staging"].read_bytes() == before
         assert (world.table.audit("run-readonly") or {}).get("safety_snapshot")
         # and the lock is kept, audited, alerted: a person must look

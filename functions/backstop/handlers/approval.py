@@ -67,7 +67,7 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Approva
     return StepGuard(executions, settings.state_machine_arn, table, notifier), service
 
 
-@logger.inject_lambda_context(log_event=False)  # the event holds identity proofs
+@logger.inject_lambda_context(log_event=False, clear_state=True)  # the event holds identity proofs
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     guard, service = _built()
     if event.get("step") == "identify_requester":

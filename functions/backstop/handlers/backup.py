@@ -18,7 +18,7 @@ logger = Logger(service="backstop-backup")
 metrics = Metrics(namespace="Backstop", service="backup")
 
 
-@logger.inject_lambda_context(log_event=False)  # the event holds only config, but keep logs lean
+@logger.inject_lambda_context(log_event=False, clear_state=True)  # the event holds only config, but keep logs lean
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = ScheduledBackupEvent.model_validate(event)

@@ -19,7 +19,7 @@ logger = Logger(service="backstop-drill")
 metrics = Metrics(namespace="Backstop", service="drill")
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = ScheduledDrillEvent.model_validate(event)

@@ -33,7 +33,8 @@ metrics = Metrics(namespace="Backstop", service="failure-alert")
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@logger.inject_lambda_context(log_event=False)  # the records may carry more than they should: never log them
+# The records may carry more than they should: never log them.
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     service = FailureAlertService(build_alert_notifier(AlertSettings.from_env()))

@@ -24,7 +24,7 @@ logger = Logger(service="backstop-freshness")
 metrics = Metrics(namespace="Backstop", service="freshness")
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = FreshnessCheckEvent.model_validate(event)

@@ -34,7 +34,7 @@ STEPS = tuple(step for step in STEP_STATES if step != "identify_requester")
 
 def _built() -> tuple[StepGuard, RestoreWorkflow]:
     """The guard and workflow of this environment, built once per container (and again if the environment changes)."""
-    keys = ("BACKSTOP_CONFIG_JSON", "BACKSTOP_RESTORE_TABLE", "BACKSTOP_STATE_MACHINE_ARN", "AWS_ENDPOINT_URL")
+    keys = [f"BACKSTOP_{name.upper()}" for name in WorkflowSettings.model_fields] + ["AWS_ENDPOINT_URL"]
     return _built_for(tuple(os.environ.get(k) for k in keys))
 
 
@@ -56,7 +56,7 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Restore
     return StepGuard(executions, settings.state_machine_arn, table, notifier), workflow
 
 
-@logger.inject_lambda_context(log_event=False)  # the approval step's event holds the task token
+@logger.inject_lambda_context(log_event=False, clear_state=True)  # the approval step's event holds the task token
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | None:
     step = event.get("step")

@@ -24,7 +24,7 @@ logger = Logger(service="backstop-sweep")
 metrics = Metrics(namespace="Backstop", service="sweep")
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = SweepEvent.model_validate(event)
