@@ -43,7 +43,7 @@ PIPELINES = ("backstop", "pg_dump", "pg_dump -Z 0")
 DEFAULT_SCALE = 68
 QUICK_SCALE = 5
 # Distinct from the SQLite part's times, so the two parts never share a backup id.
-FIRST_AT = datetime(2027, 1, 1, tzinfo=UTC)
+FIRST_AT = datetime(2024, 1, 1, tzinfo=UTC)  # in the past: backups dated ahead are refused
 REQUIRED_TOOLS = ("/usr/bin/time", "pg_dump", "pg_restore", "pgbench")
 
 

@@ -58,10 +58,7 @@ from constructs import Construct
 from backstop.config import Config
 from backstop.errors import ConfigError
 from backstop.restore_targets import safety_database
-from backstop.retention import TIERS, expiry_days
-
-TIER_TAG = "backstop:tier"
-"""The object tag the runtime writes with the backup's tier (see ``S3Store.tags_for``)."""
+from backstop.retention import TIER_TAG, TIERS, expiry_days
 
 MAX_LIFECYCLE_RULES = 1000
 """S3's limit on lifecycle rules in one bucket configuration."""
@@ -96,6 +93,45 @@ GUARDED_ACTIONS = (
     "s3:BypassGovernanceRetention",
 )
 """What only the vault's writers may do under ``<prefix>/``: write, delete, re-tier (tags) or re-lock."""
+
+HISTORY_SUFFIXES = (
+    *(f".{fmt}{comp}" for fmt in ("sqlite", "pgdump", "sql", "tar") for comp in (".zst", ".gz", "")),
+    ".manifest.json",
+)
+"""How every artifact and manifest key ends (``backstop.store.ARTIFACT_EXTENSION``, ``MANIFEST_SUFFIX``):
+the history the bucket policy keeps write-once. Sidecars, run locks and failure records are not history."""
+
+REWRITES = (
+    "s3:DeleteObject",  # a delete marker hides a backup from listings and from manual recovery
+    "s3:DeleteObjectVersion",
+    "s3:DeleteObjectTagging",
+    "s3:DeleteObjectVersionTagging",
+    "s3:PutObjectLegalHold",
+    "s3:BypassGovernanceRetention",
+)
+"""What no role but an administrator may do to a written backup or manifest."""
+
+RETAGS = ("s3:PutObjectTagging", "s3:PutObjectVersionTagging")
+"""Re-tiering: refused on any object that already carries a tier tag (tags are written with the object)."""
+
+BUCKET_CONFIGURATION = (
+    "s3:DeleteBucket",
+    "s3:DeleteBucketPolicy",
+    "s3:PutBucketAcl",
+    "s3:PutBucketLogging",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutBucketOwnershipControls",
+    "s3:PutBucketPolicy",
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutBucketVersioning",
+    "s3:PutEncryptionConfiguration",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutReplicationConfiguration",
+)
+"""The vault's configuration: only administrators and CloudFormation's deploy role change it."""
+
+CDK_DEPLOY_ROLES = "role/cdk-*-cfn-exec-role-*"
+"""The CloudFormation execution roles of ``cdk bootstrap``, which apply the vault's configuration on deploy."""
 
 
 class LifecycleRuleLimitError(ConfigError):
@@ -141,8 +177,8 @@ def shortest_version_life(config: Config) -> tuple[int, str, str]:
 def check_object_lock(config: Config) -> None:
     """ObjectLockConflictError when ``storage.object_lock`` outlives what lifecycle keeps."""
     lock = config.storage.object_lock
-    if lock is None:
-        return
+    if lock is None or lock.days is None:
+        return  # each object's own lock ends when its tier expires (backstop.retention.lock_for)
     life, subject, remedy = shortest_version_life(config)
     if lock.days > life:
         raise ObjectLockConflictError(
@@ -243,7 +279,7 @@ class BackupVault(Construct):
             object_lock_enabled=True if lock is not None else None,
             object_lock_default_retention=(
                 None
-                if lock is None
+                if lock is None or lock.days is None
                 else (
                     s3.ObjectLockRetention.compliance
                     if lock.mode == "compliance"
@@ -259,9 +295,71 @@ class BackupVault(Construct):
                 principals=[iam.AnyPrincipal()],
                 actions=list(GUARDED_ACTIONS),
                 resources=[self.bucket.arn_for_objects(f"{self._prefix}/*")],
-                conditions={"ArnNotLike": {"aws:PrincipalArn": [self._writer_role_pattern(), *storage.writers]}},
+                conditions={
+                    "ArnNotLike": {
+                        "aws:PrincipalArn": [self._writer_role_pattern(), *storage.writers, *storage.administrators]
+                    }
+                },
             )
         )
+        self._protect_history(storage.administrators)
+
+    def _protect_history(self, administrators: Sequence[str]) -> None:
+        """Backups and manifests are written once and then only read, whoever asks; the configuration that
+        keeps them (lifecycle, versioning, lock, policy, replication) is changed only by administrators.
+
+        Lifecycle is not subject to the bucket policy: it still expires what retention says.
+        """
+        history = [self.bucket.arn_for_objects(f"{self._prefix}/*{suffix}") for suffix in HISTORY_SUFFIXES]
+        admins = {"ArnNotLike": {"aws:PrincipalArn": list(administrators) or [self._nobody()]}}
+        deploy = f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:{CDK_DEPLOY_ROLES}"
+        for statement in (
+            iam.PolicyStatement(
+                # CreateMultipartUpload and UploadPart carry no condition header: only the requests that
+                # create the object (PutObject, CompleteMultipartUpload) must say If-None-Match.
+                sid="BackupsAreWrittenOnce",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:PutObject"],
+                resources=history,
+                conditions={"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}},
+            ),
+            iam.PolicyStatement(
+                sid="BackupsAreNeverRewritten",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(REWRITES),
+                resources=history,
+                conditions=admins,
+            ),
+            iam.PolicyStatement(
+                sid="TiersAreNeverRetagged",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(RETAGS),
+                resources=history,
+                conditions={"Null": {f"s3:ExistingObjectTag/{TIER_TAG}": "false"}, **admins},
+            ),
+            iam.PolicyStatement(
+                sid="OnlyAdministratorsConfigureTheVault",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=list(BUCKET_CONFIGURATION),
+                resources=[self.bucket.bucket_arn],
+                conditions={"ArnNotLike": {"aws:PrincipalArn": [*administrators, deploy]}},
+            ),
+        ):
+            self.bucket.add_to_resource_policy(statement)
+
+    @staticmethod
+    def _nobody() -> str:
+        """A principal pattern no caller matches: without administrators, the denials hold for everyone."""
+        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role/backstop-no-administrator"
+
+    @property
+    def lock_actions(self) -> list[str]:
+        """What a writer needs to lock what it writes: the retention is set with the object."""
+        return ["s3:PutObjectRetention"] if self._config.storage.object_lock is not None else []
 
     def _writer_role_pattern(self) -> str:
         return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role{self.writer_role_path}*"
@@ -284,7 +382,7 @@ class BackupVault(Construct):
                     "s3:PutObject",
                     "s3:PutObjectTagging",  # the retention tier is written as a tag with the object
                     "s3:AbortMultipartUpload",
-                    "s3:DeleteObjectVersion",  # an upload that lost the race to commit is removed
+                    *self.lock_actions,
                 ],
                 resources=[self.bucket.arn_for_objects(own)],
             ),

@@ -2,13 +2,16 @@
 
 Per database with a drill: a function of the runner image (in the database's VPC, with its EFS
 access point when the drill's scratch directory is on it), a role that reads the database's backups
-and writes only their drill records (plus the audit table and the drill server's secret), and a
-schedule at the drill's cadence whose input is the database's configuration. One sweep function
-for the whole vault reads every database's backups within its byte budget and writes only sweep
-records. Alarms: a failed drill, a drill slower than its RTO, a sweep that found a mismatch.
+and writes only their drill records (plus the audit table and the drill server's secret), with the
+database's configuration in its environment, and a schedule at the drill's cadence whose input
+names the database and the time. One sweep function for the whole vault reads every database's
+backups within its byte budget (both in its environment; its schedule sends the time) and writes
+only sweep records. Alarms: a failed drill, a drill slower than its RTO, a sweep that found a mismatch.
 """
 
 from __future__ import annotations
+
+import json
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -22,7 +25,14 @@ from infra.backup_vault import BackupVault
 from infra.monitoring import FRESHNESS_SERVICE, Monitoring
 from infra.network import grant_network
 from infra.runner import DRILL_HANDLER, SWEEP_HANDLER, FunctionSpec, RunnerImage
-from infra.schedules import SCHEDULED_TIME, ScheduledInvocation, drill_input, rate_expression
+from infra.schedules import (
+    DRILL_LEAVES_OUT,
+    ScheduledInvocation,
+    database_environment,
+    rate_expression,
+    scheduled_input,
+    sweep_input,
+)
 
 DRILL_SERVICE = "drill"
 SWEEP_SERVICE = "sweep"
@@ -57,7 +67,7 @@ class DatabaseDrill(Construct):
         )
         vault.grant_verify(self.role, [database.name], "drill")
         monitoring.grant_publish(self.role)
-        environment = dict(monitoring.environment)
+        environment = {**monitoring.environment, **database_environment(database, leave_out=DRILL_LEAVES_OUT)}
         if restore_table is not None:
             # One audit record per drill, nothing else: no locks, no approvals, no reads, and only under
             # this database's drill keys, so it can never write over a restore's record.
@@ -107,7 +117,7 @@ class DatabaseDrill(Construct):
             function=self.function,
             expression=rate_expression(drill.every),
             timezone="UTC",
-            payload=drill_input(database),
+            payload=scheduled_input(database.name),
             description=f"Backstop: restore drill of {database.name}",
             dead_letters=monitoring.dead_letters,
             dead_letter_key=monitoring.key,
@@ -159,7 +169,11 @@ class Verification(Construct):
                 handler=SWEEP_HANDLER,
                 description="Backstop: re-reads stored backups within a byte budget and checks their SHA-256",
                 role=sweep_role,
-                environment=monitoring.environment,
+                environment={
+                    **monitoring.environment,
+                    "BACKSTOP_DATABASES": json.dumps([db.name for db in config.databases]),
+                    "BACKSTOP_BUDGET": str(int(config.sweep.budget)),
+                },
                 memory_mb=1024,
                 timeout_seconds=900,
             ),
@@ -170,11 +184,7 @@ class Verification(Construct):
             function=self.sweep,
             expression=rate_expression(config.sweep.every),
             timezone="UTC",
-            payload={
-                "databases": [db.name for db in config.databases],
-                "budget": int(config.sweep.budget),
-                "checked_at": SCHEDULED_TIME,
-            },
+            payload=sweep_input(),
             description="Backstop: verification sweep of stored backups",
             dead_letters=monitoring.dead_letters,
             dead_letter_key=monitoring.key,

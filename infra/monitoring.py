@@ -123,6 +123,9 @@ class Monitoring(Construct):
             "BACKSTOP_ALERTS_TOPIC_ARN": self.topic.topic_arn,
         }
         """The environment of the functions that read or write the vault (``backstop.settings.FunctionSettings``)."""
+        if config.storage.object_lock is not None:
+            # What a backup is written with: each artifact and manifest locked until its tier expires.
+            self.environment["BACKSTOP_OBJECT_LOCK"] = config.storage.object_lock.model_dump_json()
 
         failure_role = iam.Role(
             self,

@@ -307,7 +307,7 @@ class RestoreWorkflow(Construct):
                     "s3:PutObject",
                     "s3:PutObjectTagging",
                     "s3:AbortMultipartUpload",
-                    "s3:DeleteObjectVersion",
+                    *vault.lock_actions,
                 ],
                 resources=writes,
             ),

@@ -1,10 +1,11 @@
 """Scheduled backups: per database, a function of the runner image, its role, and its schedule.
 
-Each database gets its own function (its own memory, time limit, /tmp size, VPC and EFS mount),
-its own IAM role, and its own EventBridge Scheduler schedule whose input is the database's
-configuration (``infra.schedules.backup_input``). A role may touch only its database's keys in the
-vault, its run lock and failure records, use the vault key through S3, read its own password
-secret, publish alerts, and hand a failed invocation to the failure-alert function.
+Each database gets its own function (its own memory, time limit, /tmp size, VPC and EFS mount, and
+the database's configuration in its environment), its own IAM role, and its own EventBridge
+Scheduler schedule whose input names the database and the time, nothing else
+(``infra.schedules.scheduled_input``). A role may touch only its database's keys in the vault, its
+run lock and failure records, use the vault key through S3, read its own password secret, publish
+alerts, and hand a failed invocation to the failure-alert function.
 
 A failure takes one of two roads to an alert: an invocation Scheduler cannot deliver goes to the
 dead-letter queue; a backup that fails after Lambda's two retries goes to the failure-alert
@@ -26,13 +27,23 @@ from infra.backup_vault import BackupVault
 from infra.monitoring import Monitoring, WatchedBackup
 from infra.network import grant_network
 from infra.runner import BACKUP_HANDLER, FileSystemMount, FunctionSpec, RunnerImage
-from infra.schedules import ScheduledInvocation, backup_input
+from infra.schedules import (
+    BACKUP_LEAVES_OUT,
+    DRILL_LEAVES_OUT,
+    ScheduledInvocation,
+    database_environment,
+    scheduled_input,
+)
 
 LAMBDA_RETRIES = 2
 """Attempts Lambda makes after a failed asynchronous invocation before the OnFailure destination."""
 
 LAMBDA_EVENT_AGE = timedelta(hours=6)
 """How long Lambda keeps an invocation it could not run (throttled) before the OnFailure destination."""
+
+DATABASE_ENVIRONMENT_LIMIT = 3072
+"""Bytes of a database's configuration (as JSON) its functions' environments can hold: Lambda allows
+4 KB for all variables, and the vault's names and ARNs take the rest."""
 
 
 class DeploymentConfigError(ConfigError):
@@ -50,6 +61,12 @@ def deployment_problems(config: Config, *, emulated: bool = False) -> list[str]:
         return problems
     for index, db in enumerate(config.databases):
         where = f"databases[{index}] ({db.name})"
+        size = len(database_environment(db, leave_out=DRILL_LEAVES_OUT)["BACKSTOP_DATABASE"])
+        if size > DATABASE_ENVIRONMENT_LIMIT:
+            problems.append(
+                f"{where}: its configuration is {size} bytes as JSON, and its functions' environment holds at "
+                f"most {DATABASE_ENVIRONMENT_LIMIT}: shorten its lists (validation_queries, exclude, restore_targets)"
+            )
         if isinstance(db, SqliteDatabase | FilesDatabase) and db.efs is None:
             problems.append(
                 f"{where}: a {db.engine} database is read from {db.path}, which a function reaches only on EFS: "
@@ -114,7 +131,7 @@ class DatabaseBackup(Construct):
                 handler=BACKUP_HANDLER,
                 description=f"Backstop: backs up {database.name} ({database.engine}) on {database.schedule}",
                 role=self.role,
-                environment=monitoring.environment,
+                environment={**monitoring.environment, **database_environment(database, leave_out=BACKUP_LEAVES_OUT)},
                 memory_mb=limits.memory_mb,
                 timeout_seconds=int(limits.timeout.total_seconds()),
                 ephemeral_storage_mb=limits.ephemeral_storage_mb,
@@ -146,7 +163,7 @@ class DatabaseBackup(Construct):
             function=self.function,
             expression=database.schedule,
             timezone=database.timezone,
-            payload=backup_input(database),
+            payload=scheduled_input(database.name),
             description=f"Backstop: backs up {database.name}",
             dead_letters=monitoring.dead_letters,
             dead_letter_key=monitoring.key,

@@ -1,15 +1,19 @@
 """EventBridge Scheduler schedules that invoke a Backstop function, and the exact input each one sends.
 
-The inputs are the runtime's own payload models (``backstop.events``): a backup schedule sends the
-database's configuration as written in backstop.yaml, minus what only shapes the deployed function,
-and a freshness schedule sends every database's name and ``stale_after``. Neither holds a secret:
-a server database names its password by Secrets Manager ARN. ``events/backup/scheduled-<db>.json``
-are these inputs for the example configuration, and a test keeps them equal to the template.
+The inputs are the runtime's own payload models (``backstop.events``). A schedule's input can be
+edited, and anyone allowed to invoke a function can send it any event, so a database's backup and
+drill schedules send its name and the scheduled time only (``scheduled_input``): what the function
+trusts, where the database is and its secret's ARN, is in the function's environment
+(``database_environment``), which only a deployment sets. A freshness schedule sends every
+database's name and ``stale_after``; the sweep's sends its time. None holds a secret: a server
+database names its password by Secrets Manager ARN. ``events/`` holds these inputs for the example
+configuration, and a test keeps them equal to the template.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -33,19 +37,32 @@ DELIVERY_WINDOW = Duration.hours(1)
 """How long Scheduler keeps trying to deliver one invocation before the dead-letter queue."""
 
 
-def backup_input(database: AnyDatabase) -> dict[str, Any]:
-    """What the backup schedule of ``database`` sends: a ``ScheduledBackupEvent`` with Scheduler's time."""
-    written = database.model_dump(mode="json", exclude_unset=True, exclude=set(DEPLOYMENT_FIELDS))
-    ordered = {"name": written.pop("name"), "engine": written.pop("engine"), **written}
-    return {"database": ordered, "scheduled_time": SCHEDULED_TIME}
+def scheduled_input(database: str) -> dict[str, Any]:
+    """What a database's backup or drill schedule sends: its name and Scheduler's time, nothing else
+    (a ``ScheduledBackupEvent`` or ``ScheduledDrillEvent``)."""
+    return {"database": {"name": database}, "scheduled_time": SCHEDULED_TIME}
 
 
-def drill_input(database: AnyDatabase) -> dict[str, Any]:
-    """What the drill schedule of ``database`` sends: its configuration with its drill and restore targets
-    (which the run refuses to write into), never a function's deployment settings, and Scheduler's time."""
-    written = database.model_dump(mode="json", exclude_unset=True, exclude={"function", "vpc", "efs"})
+BACKUP_LEAVES_OUT = DEPLOYMENT_FIELDS
+"""What a backup function is not told: how the functions are deployed, where restores and drills go."""
+
+DRILL_LEAVES_OUT = frozenset({"function", "vpc", "efs"})
+"""What a drill function is not told: how the functions are deployed. It keeps the restore targets and
+the drill itself, so the run refuses to drill into any of them."""
+
+
+def database_environment(database: AnyDatabase, *, leave_out: Iterable[str]) -> dict[str, str]:
+    """``BACKSTOP_DATABASE``: the database's configuration as written in backstop.yaml, minus ``leave_out``,
+    for the function that serves it (``backstop.settings.DatabaseFunctionSettings``). No secret: a server
+    database's password is named by its Secrets Manager ARN."""
+    written = database.model_dump(mode="json", exclude_unset=True, exclude=set(leave_out))
     ordered = {"name": written.pop("name"), "engine": written.pop("engine"), **written}
-    return {"database": ordered, "scheduled_time": SCHEDULED_TIME}
+    return {"BACKSTOP_DATABASE": json.dumps(ordered, separators=(",", ":"))}
+
+
+def sweep_input() -> dict[str, Any]:
+    """What the sweep schedule sends: a ``SweepEvent`` with Scheduler's time (its scope is its environment)."""
+    return {"checked_at": SCHEDULED_TIME}
 
 
 def freshness_input(config: Config) -> dict[str, Any]:

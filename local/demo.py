@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
@@ -298,6 +299,7 @@ def write_config(workspace: Path, shop: Path, staging: Path, uploads: Path, post
         "prefix": "backups",
         "work_dir": str(workspace / "tmp"),
         "restore": {"distinct_approver": True},  # four eyes: alice asks, bob approves
+        "storage": {"object_lock": {"mode": "governance"}},  # each backup locked until its tier expires
         "databases": databases,
     }
     config = workspace / "backstop.yaml"
@@ -428,6 +430,17 @@ def _scenario(system: LocalSystem, config_path: Path, result: DemoResult, shop: 
     cli("list", "shop")
     verified = cli("verify", "shop", "latest")
     result.record("verify shop latest", verified.returncode == 0, "size, SHA-256, manifest, integrity_check, rows")
+    pinned = store.get_manifest(result.backups["shop"]).object
+    try:
+        system.emulator.client("s3").delete_object(Bucket=system.bucket, Key=pinned.key, VersionId=pinned.version_id)
+        denial = ""
+    except ClientError as exc:
+        denial = str(exc.response["Error"]["Code"])
+    result.record(
+        "a backup cannot be deleted",
+        denial == "AccessDenied",
+        f"{denial or 'deleted!'}: Object Lock until its tier expires",
+    )
     manual = json.loads(cli("backup", "shop", "--type", "manual", "--json", show=False).stdout)
     flip_byte(system.bucket, manual["object"]["key"], manual["object"]["version_id"], offset=4096)
     damaged = cli("verify", "shop", manual["backup_id"])

@@ -47,6 +47,8 @@ def sample_config(workspace: Path) -> Path:
         "bucket: backstop-local\n"
         "prefix: backups\n"
         f"work_dir: {workspace / 'tmp'}\n"
+        "storage:\n"
+        "  object_lock: {mode: governance}  # each backup locked until its tier expires\n"
         "databases:\n"
         "  - name: shop\n"
         "    engine: sqlite\n"

@@ -349,18 +349,19 @@ def sweep(obj: Context, budget: int | None, as_json: bool) -> None:
 
     with _failures():
         report = SweepService(obj.config, obj.store(), obj.notifier()).run(budget)
-        found = [*report.corrupt, *report.unreadable]
+        found = [*report.corrupt, *report.unreadable, *report.overwritten]
         if as_json:
             _print_json(report.to_dict())
         else:
             total = report.tally()
             out.print(
                 f"Swept {total.checked} backups ({_human_bytes(total.bytes_read)} of a {_human_bytes(report.budget)} "
-                f"budget): {total.passed} intact, {total.corrupt} corrupt, {total.unreadable} unreadable; "
-                f"{report.covered} of {report.committed} backups verified at least once."
+                f"budget): {total.passed} intact, {total.corrupt} corrupt, {total.unreadable} unreadable, "
+                f"{total.overwritten} overwritten; {report.covered} of {report.committed} backups verified at least "
+                "once."
             )
             for swept in report.swept:
-                if swept.verdict in ("corrupt", "unreadable"):
+                if swept.verdict in ("corrupt", "unreadable", "overwritten"):
                     out.print(f"  [bold red]{swept.verdict}[/] {swept.backup_id}: {escape(str(swept.reason))}")
         if found:
             sys.exit(1)
@@ -411,6 +412,28 @@ def verify(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
         for name, detail in report.checks:
             out.print(f"[green]ok[/] {name}: {detail}")
         out.print(f"{report.manifest.backup_id} verified.")
+
+
+@main.command()
+@database_argument
+@click.argument("backup_id")
+@json_option
+@click.pass_obj
+def repair(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
+    """Make BACKUP_ID's pinned versions current again where its keys were overwritten (administrators only).
+
+    Checks the pinned bytes first, copies each intruding version to <prefix>/_quarantine/, deletes the
+    intruding versions and delete markers, and puts back the tier tags; says so when there is nothing to do.
+    """
+    from backstop.services.repair import RepairService
+
+    with _failures():
+        obj.config.database(database)
+        report = RepairService(obj.store()).repair(database, backup_id)
+        if as_json:
+            _print_json(report.to_dict())
+            return
+        out.print(escape(report.sentence()))
 
 
 @main.command()

@@ -94,6 +94,8 @@ class Retention(_Model):
     weekly: int = Field(default=4, ge=0, le=520)
     monthly: int = Field(default=12, ge=0, le=1200)
     yearly: int = Field(default=3, ge=0, le=100)
+    keep_last: int = Field(default=3, ge=1, le=1000)
+    """The newest good backups kept whatever their age (an outage of any length leaves them in place)."""
 
 
 class Upload(_Model):
@@ -461,14 +463,17 @@ class Alerts(_Model):
 
 
 class ObjectLock(_Model):
-    """S3 Object Lock on the vault: every new object version is locked for ``days`` in ``mode``.
+    """S3 Object Lock on the vault: every artifact and manifest is locked, when written, until its own
+    tier expires (a yearly backup for its years, a daily one for its days), in ``mode``.
 
-    governance: users with s3:BypassGovernanceRetention can still delete; compliance: nobody can,
-    not even the account's root user, until the retention ends. Once on, Object Lock stays on.
+    governance: only an administrator allowed s3:BypassGovernanceRetention (``storage.administrators``)
+    can delete early; compliance: nobody can, not even the account's root user, until the retention
+    ends. ``days``, when set, is also the bucket's default retention for versions written by anyone
+    else. Once on, Object Lock stays on.
     """
 
-    mode: Literal["governance", "compliance"]
-    days: int = Field(ge=1, le=36500)
+    mode: Literal["governance", "compliance"] = "governance"
+    days: int | None = Field(default=None, ge=1, le=36500)
 
 
 class Storage(_Model):
@@ -480,14 +485,17 @@ class Storage(_Model):
     access_log_days: int = Field(default=365, ge=1, le=3650)
     object_lock: ObjectLock | None = None
     writers: tuple[str, ...] = ()
+    administrators: tuple[str, ...] = ()
+    """Roles (ARNs, ``*`` allowed in the name) that may change the vault's configuration, delete or
+    re-tag backups and bypass governance locks; besides them only CloudFormation's deploy role may."""
 
-    @field_validator("writers")
+    @field_validator("writers", "administrators")
     @classmethod
-    def _role_arns(cls, writers: tuple[str, ...]) -> tuple[str, ...]:
-        for index, arn in enumerate(writers):
+    def _role_arns(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        for index, arn in enumerate(roles):
             if not _ROLE_ARN.fullmatch(arn):
                 raise _LocatedError((index,), f"{arn!r} is not an IAM role ARN")
-        return writers
+        return roles
 
 
 class FreshnessCheck(_Model):
@@ -542,6 +550,10 @@ class Sweep(_Model):
 
     every: Duration = timedelta(days=1)
     budget: ByteSize = ByteSize(10 * 1024**3)
+    repair: bool = False
+    """Run `backstop repair` on a backup whose key the sweep finds overwritten (and alert what it did).
+    Off by default: repair deletes object versions, which only administrators and a sweep role granted
+    s3:DeleteObjectVersion may do."""
 
     @field_validator("every")
     @classmethod

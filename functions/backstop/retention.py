@@ -8,10 +8,12 @@ objects, and the bucket's lifecycle rules expire each tier after its own age.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Literal
 
-from backstop.config import Retention
+from backstop.config import Config, Retention
 from backstop.manifest import Tier
+from backstop.ports import LockUntil
 
 
 def tier_for(at: datetime, earlier: Iterable[datetime]) -> Tier:
@@ -29,6 +31,9 @@ def tier_for(at: datetime, earlier: Iterable[datetime]) -> Tier:
         return "weekly"
     return "daily"
 
+
+TIER_TAG = "backstop:tier"
+"""The object tag that carries a backup's tier; the vault's lifecycle rules match on it."""
 
 TIERS: tuple[Tier, ...] = ("daily", "weekly", "monthly", "yearly")
 """Lowest first: the order in which a tier's age carries up to the next."""
@@ -58,3 +63,20 @@ def expiry_days(retention: Retention) -> dict[Tier, int]:
         floor = max(floor, configured[tier])
         days[tier] = floor
     return days
+
+
+def lock_for(
+    config: Config, retention: Retention, tier: Tier, backup_type: str, written_at: datetime
+) -> LockUntil | None:
+    """The Object Lock an artifact or manifest is written with: until its own tier expires.
+
+    Lifecycle expires a version ``expiry_days`` after it was written (a safety snapshot after
+    ``restore.safety_snapshot_days``), so a lock until exactly then never stops lifecycle, and the
+    version stays deletable by nobody for as long as its tier keeps it. None without ``storage.object_lock``.
+    """
+    lock = config.storage.object_lock
+    if lock is None:
+        return None
+    days = config.restore.safety_snapshot_days if backup_type == "pre-restore" else expiry_days(retention)[tier]
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = "COMPLIANCE" if lock.mode == "compliance" else "GOVERNANCE"
+    return LockUntil(mode=mode, until=written_at + timedelta(days=days))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError
 
-from backstop.config import Config, Database, Upload
+from backstop.config import Config, Database, DatabaseName, ObjectLock, Storage, Upload
 from backstop.errors import ConfigError
 
 
@@ -21,28 +21,58 @@ class _Environment(BaseModel):
         try:
             return cls.model_validate({k: v for k, v in fields.items() if v})
         except ValidationError as exc:
-            problems = "; ".join(f"BACKSTOP_{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())
             raise ConfigError(f"The function's environment is invalid: {problems}.") from None
 
 
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """``BACKSTOP_DATABASE: path: Field required``: the variable, where inside its JSON, and what is wrong."""
+    # pydantic puts the engine of a tagged union in the path: the JSON has no such level.
+    inside = [str(part) for part in loc[1:] if part not in {"sqlite", "files", "postgres", "mysql"}]
+    return ": ".join([f"BACKSTOP_{str(loc[0]).upper()}", *([".".join(inside)] if inside else []), message])
+
+
 class FunctionSettings(_Environment):
-    """``BACKSTOP_*`` environment variables of a deployed function (backup, freshness)."""
+    """``BACKSTOP_*`` environment variables of a deployed function that reads or writes the vault (freshness)."""
 
     bucket: str = Field(min_length=3)
     prefix: str = "backups"
     kms_key_id: str | None = None
     alerts_topic_arn: str | None = None
 
-    def config_for(self, database: Database) -> Config:
-        """A one-database Config, as the services expect it."""
+
+class DatabaseFunctionSettings(FunctionSettings):
+    """The environment of one database's own function (backup, drill): the vault's settings and the database.
+
+    ``BACKSTOP_DATABASE`` is the database's configuration as JSON, written at synth time (secret ARNs,
+    never secrets). The function's events only name the database: this is the only source of the
+    host, path and secret ARN it uses.
+    """
+
+    database: Json[Database]
+    object_lock: Json[ObjectLock] | None = None
+    """``BACKSTOP_OBJECT_LOCK``: the vault's ``storage.object_lock``, which every backup is written with."""
+
+    def config(self) -> Config:
+        """The one-database Config the services expect."""
         return Config(
             bucket=self.bucket,
             prefix=self.prefix,
             kms_key_id=self.kms_key_id,
             alerts_topic_arn=self.alerts_topic_arn,
             upload=Upload(),
-            databases=(database,),
+            storage=Storage(object_lock=self.object_lock),
+            databases=(self.database,),
         )
+
+
+class SweepSettings(FunctionSettings):
+    """The environment of the verification sweep: the databases it covers and its byte budget per run."""
+
+    databases: Json[Annotated[tuple[DatabaseName, ...], Field(min_length=1)]]
+    """``BACKSTOP_DATABASES``: a JSON list of database names."""
+    budget: int = Field(gt=0)
+    """``BACKSTOP_BUDGET``: the bytes one run may re-read."""
 
 
 class AlertSettings(_Environment):

@@ -6,6 +6,7 @@ Layout (docs/storage.md)::
     <prefix>/<database>/<YYYY>/<MM>/<DD>/<backup_id>.manifest.json    its commit marker, written last
     <prefix>/_locks/<database>.backup.json                            run lock (conditional write)
     <prefix>/_failures/<database>/<backup_id>.json                    record of a failed run
+    <prefix>/_quarantine/<key below prefix>/<version_id>              a version repair took off a backup's key
 
 The multipart uploader is ours rather than s3transfer's because the backup contract needs what
 s3transfer does not expose: the SHA-256 of every part as we cut it (sent so S3 verifies each part
@@ -39,14 +40,15 @@ from backstop.errors import (
 )
 from backstop.manifest import Manifest, Tier
 from backstop.names import check_database_name, parse_backup_id
-from backstop.ports import RunLock, UploadResult
+from backstop.ports import LockUntil, ObjectVersion, RunLock, UploadResult
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MANIFEST_SUFFIX = ".manifest.json"
-ARTIFACT_EXTENSION = re.compile(r"(sqlite|pgdump|sql|tar)(\.(zst|gz))?")
-"""What may follow ``<backup_id>.`` in an artifact's key."""
+ARTIFACT_EXTENSION = re.compile(r"([0-9a-f]{8}\.)?(sqlite|pgdump|sql|tar)(\.(zst|gz))?")
+"""What may follow ``<backup_id>.`` in an artifact's key: the attempt that wrote it (keys written before
+attempts were named have none), then the format and compression."""
 SidecarKind = Literal["drill", "sweep"]
 SIDECAR_KINDS: tuple[SidecarKind, ...] = ("drill", "sweep")
 """Records written next to a committed backup after the fact (its last drill, its last sweep): never
@@ -100,10 +102,11 @@ class MultipartUpload:
     of them at once; the writer blocks when that many are in flight, which bounds memory.
     """
 
-    def __init__(self, store: S3Store, key: str, upload_id: str) -> None:
+    def __init__(self, store: S3Store, key: str, upload_id: str, lock: LockUntil | None = None) -> None:
         self._store = store
         self.key = key
         self.upload_id = upload_id
+        self._lock = lock
         self._buffer = bytearray()
         self._part_size = store.part_size
         self._slots = threading.BoundedSemaphore(store.concurrency)
@@ -178,7 +181,13 @@ class MultipartUpload:
             ) from None
 
     def complete(self) -> UploadResult:
-        """Upload the last part, complete, then HEAD the new version and compare size and checksum."""
+        """Upload the last part, complete, then HEAD the new version and compare size, checksum and lock.
+
+        The completion is conditional (``If-None-Match: *``, which the vault's bucket policy requires):
+        it never writes over an existing key. A completed version that fails the comparison is left
+        as it is: without a manifest it never counts as a backup, and its tier's lifecycle rule
+        expires it, so no Backstop role needs the right to delete a version.
+        """
         self.submit_tail()
         parts = [self._part_result(future) for future in self._futures]
         self._pool.shutdown(wait=True)
@@ -188,19 +197,21 @@ class MultipartUpload:
                 Key=self.key,
                 UploadId=self.upload_id,
                 MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]  # built above with the right keys
+                IfNoneMatch="*",
             )
         except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and _code(exc) in _CONFLICT:
+                raise UploadError(
+                    f"{self.key} already exists in the vault; the upload was aborted rather than written over it."
+                ) from None
             raise UploadError(f"S3 did not complete the upload of {self.key} ({exc}); it was aborted.") from None
         version_id = response.get("VersionId")
         digests = b"".join(base64.b64decode(part["ChecksumSHA256"]) for part in parts)
         expected = base64.b64encode(hashlib.sha256(digests).digest()).decode()
-        try:
-            return self._store.check_stored_object(self.key, version_id, self.size, expected, len(parts))
-        except (ChecksumMismatchError, UploadError):
-            # Completed but not trusted: remove exactly this version so it can never be mistaken for a backup.
-            with contextlib.suppress(ClientError, BotoCoreError):
-                self._store.delete_version(self.key, version_id)
-            raise
+        result = self._store.check_stored_object(self.key, version_id, self.size, expected, len(parts))
+        if self._lock is not None:
+            self._store.check_lock(self.key, version_id, self._lock)
+        return result
 
     def abort(self) -> None:
         for future in self._futures:
@@ -237,10 +248,16 @@ class S3Store:
     def _day_prefix(self, database: str, at: datetime) -> str:
         return f"{self.prefix}/{check_database_name(database)}/{at:%Y/%m/%d}/"
 
-    def object_key(self, backup_id: str, ext: str) -> str:
-        """Key of the artifact of ``backup_id`` (``ext`` like ``sqlite.zst``)."""
+    def object_key(self, backup_id: str, ext: str, attempt: str | None = None) -> str:
+        """Key of the artifact of ``backup_id`` (``ext`` like ``sqlite.zst``) written by ``attempt``.
+
+        Every attempt writes its own key (8 hex digits), never over another's: an attempt that
+        completed its upload and died before its manifest leaves a key the retry must not reuse.
+        """
         database, at = parse_backup_id(backup_id)
-        return f"{self._day_prefix(database, at)}{backup_id}.{ext}"
+        if attempt is not None and not re.fullmatch(r"[0-9a-f]{8}", attempt):
+            raise ValueError(f"attempt {attempt!r} is not 8 hex digits")
+        return f"{self._day_prefix(database, at)}{backup_id}.{f'{attempt}.' if attempt else ''}{ext}"
 
     def manifest_key(self, backup_id: str) -> str:
         """Key of the manifest of ``backup_id``."""
@@ -274,9 +291,34 @@ class S3Store:
         """The tags lifecycle rules and operators filter on."""
         return {"backstop:tier": tier, "backstop:engine": engine, "backstop:database": database}
 
-    def upload(self, key: str, tags: dict[str, str]) -> _UploadContext:
-        """Start a multipart upload of ``key``; the context aborts it if the block raises."""
-        return _UploadContext(self, key, tags)
+    def upload(self, key: str, tags: dict[str, str], lock: LockUntil | None = None) -> _UploadContext:
+        """Start a multipart upload of ``key`` (locked until ``lock``); the context aborts it if the block raises."""
+        return _UploadContext(self, key, tags, lock)
+
+    @staticmethod
+    def lock_args(lock: LockUntil | None) -> dict[str, Any]:
+        if lock is None:
+            return {}
+        return {"ObjectLockMode": lock.mode, "ObjectLockRetainUntilDate": lock.until}
+
+    def check_lock(self, key: str, version_id: str | None, lock: LockUntil) -> None:
+        """Make sure ``version_id`` is locked at least until ``lock`` asks, setting it if S3 did not.
+
+        The lock is requested when the upload starts; S3 applies it on completion. Checked like the
+        size and checksum, and set on the version when missing (S3-compatible stores and the emulator
+        drop it from multipart uploads); lengthening a retention needs no bypass right.
+        """
+        head = self.client.head_object(**self._version_args(key, version_id))
+        until = head.get("ObjectLockRetainUntilDate")
+        if head.get("ObjectLockMode") == lock.mode and until is not None and until >= lock.until:
+            return
+        _call(
+            f"Locking {key}",
+            lambda: self.client.put_object_retention(
+                **self._version_args(key, version_id),
+                Retention={"Mode": lock.mode, "RetainUntilDate": lock.until},
+            ),
+        )
 
     def check_stored_object(
         self, key: str, version_id: str | None, size: int, checksum: str, parts: int
@@ -311,7 +353,7 @@ class S3Store:
         """Remove one object version we created but will not commit (best effort under Object Lock)."""
         self.client.delete_object(**self._version_args(key, version_id))
 
-    def put_manifest(self, manifest: Manifest, tags: dict[str, str]) -> bool:
+    def put_manifest(self, manifest: Manifest, tags: dict[str, str], lock: LockUntil | None = None) -> bool:
         """Commit ``manifest``; False if one already exists for its backup id (never overwritten)."""
         written = _call(
             f"Writing the manifest of {manifest.backup_id}",
@@ -324,6 +366,7 @@ class S3Store:
                 IfNoneMatch="*",
                 Tagging=self.tagging(tags),
                 **self.sse_args(),
+                **self.lock_args(lock),
             ),
             absent=_CONFLICT,
         )
@@ -700,12 +743,126 @@ class S3Store:
     def failure_count(self, database: str) -> int:
         return sum(1 for _ in self._keys(self._failure_prefix(database)))
 
+    # -- overwritten keys (services/repair.py) --------------------------------------------------
+
+    def current_version(self, key: str) -> ObjectVersion | None:
+        """The version anyone reading ``key`` without a version id gets (a delete marker included), or
+        None if the key has no version at all.
+
+        One HEAD, which needs only the s3:GetObject every reader holds: S3 answers a key whose
+        current version is a delete marker with 404, ``x-amz-delete-marker`` and the marker's id.
+        """
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING:
+                raise StorageError(f"Reading {key} failed: S3 answered {_code(exc) or 'an error'}.") from None
+            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+            if headers.get("x-amz-delete-marker") != "true":
+                return None
+            return ObjectVersion(key, headers.get("x-amz-version-id", "null"), is_latest=True, is_delete_marker=True)
+        except BotoCoreError as exc:
+            raise StorageError(f"Reading {key} failed: {exc}.") from None
+        return ObjectVersion(key, head.get("VersionId", "null"), True, False, head.get("LastModified"))
+
+    def versions(self, key: str) -> list[ObjectVersion]:
+        """Every version and delete marker of exactly ``key``, the current one first, then newest first.
+
+        ListObjectVersions with the key as prefix (other keys sharing it are left out), every page.
+        """
+        found: list[tuple[bool, datetime, ObjectVersion]] = []
+        with _listing(f"Listing the versions of {key}"):
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key)
+            for page in pages:
+                entries: list[tuple[Any, bool]] = [(item, False) for item in page.get("Versions", [])]
+                entries += [(item, True) for item in page.get("DeleteMarkers", [])]
+                for item, is_marker in entries:
+                    if item["Key"] == key:
+                        modified = item["LastModified"]
+                        version = ObjectVersion(key, item["VersionId"], item["IsLatest"], is_marker, modified)
+                        found.append((version.is_latest, modified, version))
+        # A stable sort: entries of the same second keep the order S3 listed them in.
+        return [version for *_, version in sorted(found, key=lambda entry: entry[:2], reverse=True)]
+
+    def object_tags(self, key: str, version_id: str) -> dict[str, str]:
+        """The tags of exactly ``version_id`` of ``key``."""
+        response = _call(
+            f"Reading the tags of {key} (version {version_id})",
+            lambda: self.client.get_object_tagging(Bucket=self.bucket, Key=key, VersionId=version_id),
+        )
+        assert response is not None  # no ``absent`` codes: every failure raised
+        return {tag["Key"]: tag["Value"] for tag in response["TagSet"]}
+
+    def put_object_tags(self, key: str, version_id: str, tags: dict[str, str]) -> None:
+        """Replace the tags of exactly ``version_id`` of ``key`` with ``tags``."""
+        tag_set = [{"Key": name, "Value": value} for name, value in sorted(tags.items())]
+        _call(
+            f"Tagging {key} (version {version_id})",
+            lambda: self.client.put_object_tagging(
+                Bucket=self.bucket,
+                Key=key,
+                VersionId=version_id,
+                Tagging={"TagSet": tag_set},  # type: ignore[typeddict-item]  # built above with the right keys
+            ),
+        )
+
+    def quarantine_key(self, key: str, version_id: str) -> str:
+        """Where repair keeps ``version_id`` of ``key`` once it has taken it off the key (docs/storage.md)."""
+        return f"{self.prefix}/_quarantine/{key.removeprefix(self.prefix + '/')}/{version_id}"
+
+    def copy_version(self, key: str, version_id: str, dest_key: str) -> None:
+        """Copy exactly ``version_id`` of ``key`` to ``dest_key`` (a managed copy, any size), encrypted like backups."""
+        # The managed copy takes no BucketKeyEnabled; the bucket's own Bucket Key setting applies.
+        extra = {name: value for name, value in self.sse_args().items() if name != "BucketKeyEnabled"}
+        _call(
+            f"Copying {key} (version {version_id}) to {dest_key}",
+            lambda: self.client.copy(
+                {"Bucket": self.bucket, "Key": key, "VersionId": version_id}, self.bucket, dest_key, ExtraArgs=extra
+            ),
+        )
+
+    def remove_version(self, version: ObjectVersion) -> None:
+        """Delete exactly ``version`` (DeleteObjectVersion): how repair takes an intruder off a backup's key.
+
+        A version under a governance-mode Object Lock is deleted with the governance bypass (the
+        right of ``storage.administrators``); one under a compliance-mode lock cannot be deleted by
+        anyone before its retention ends, which is said rather than tried. A version already gone is
+        not an error.
+        """
+        key, version_id = version.key, version.version_id
+        args = self._version_args(key, version_id)
+        if not version.is_delete_marker:  # a delete marker carries no lock (and cannot be HEAD-ed by version)
+            head = _call(
+                f"Reading {key} (version {version_id})", lambda: self.client.head_object(**args), absent=_MISSING
+            )
+            if head is None:
+                return
+            until = head.get("ObjectLockRetainUntilDate")
+            if until is not None and until > datetime.now(until.tzinfo):
+                if head.get("ObjectLockMode") == "COMPLIANCE":
+                    raise StorageError(
+                        f"Version {version_id} of {key} is under a compliance-mode Object Lock until "
+                        f"{until.isoformat()}: nobody can remove it before then."
+                    )
+                args["BypassGovernanceRetention"] = True
+        try:
+            self.client.delete_object(**args)
+        except ClientError as exc:
+            raise StorageError(
+                f"Removing version {version_id} of {key} failed: S3 answered {_code(exc) or 'an error'}; it takes "
+                "s3:DeleteObjectVersion (and s3:BypassGovernanceRetention for a governance-locked version), "
+                "which administrators hold, and the sweep role only with sweep.repair."
+            ) from None
+        except BotoCoreError as exc:
+            raise StorageError(f"Removing version {version_id} of {key} failed: {exc}.") from None
+
 
 class _UploadContext:
-    def __init__(self, store: S3Store, key: str, tags: dict[str, str]) -> None:
+    def __init__(self, store: S3Store, key: str, tags: dict[str, str], lock: LockUntil | None = None) -> None:
         self._store = store
         self._key = key
         self._tags = tags
+        self._lock = lock
         self._upload: MultipartUpload | None = None
 
     def __enter__(self) -> MultipartUpload:
@@ -716,10 +873,11 @@ class _UploadContext:
                 ChecksumAlgorithm="SHA256",
                 Tagging=S3Store.tagging(self._tags),
                 **self._store.sse_args(),
+                **S3Store.lock_args(self._lock),
             )
         except (ClientError, BotoCoreError) as exc:
             raise UploadError(f"S3 refused to start the upload of {self._key}: {exc}.") from None
-        self._upload = MultipartUpload(self._store, self._key, response["UploadId"])
+        self._upload = MultipartUpload(self._store, self._key, response["UploadId"], self._lock)
         return self._upload
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

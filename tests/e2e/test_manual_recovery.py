@@ -330,7 +330,8 @@ def test_runbook_stops_on_an_edited_manifest_before_downloading_the_artifact(
     crashed_database(target)
     before = fingerprint(target, Path(f"{target}-wal"))
     s3 = recovery.emulator.client("s3")
-    manifest_key = orders_backups.second.object.key.removesuffix(".sqlite.zst") + ".manifest.json"
+    second = orders_backups.second
+    manifest_key = f"{second.object.key.rsplit('/', 1)[0]}/{second.backup_id}.manifest.json"
     original = s3.get_object(Bucket=recovery.bucket, Key=manifest_key)["Body"].read().decode()
     rows = orders_backups.second.tables["orders"].rows
     edited = original.replace(f'"rows": {rows}\n', f'"rows": {rows + 1}\n', 1)

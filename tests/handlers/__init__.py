@@ -30,6 +30,11 @@ class FakeContext:
         return 300_000
 
 
+def deploy_database(monkeypatch: Any, database: dict[str, Any]) -> None:
+    """Give the function under test the environment infra gives a database's own function: its configuration."""
+    monkeypatch.setenv("BACKSTOP_DATABASE", json.dumps(database))
+
+
 def load_event(relative: str) -> dict[str, Any]:
     """A sample from events/, as the function receives it."""
     data: dict[str, Any] = json.loads((EVENTS / relative).read_text())

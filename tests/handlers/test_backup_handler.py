@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydantic
 import pytest
 
-from backstop.events import ScheduledBackupEvent
+from backstop.events import EventRefusedError, ScheduledBackupEvent
 from backstop.handlers.backup import handler
 from tests.conftest import BUCKET, create_orders_db
 
@@ -29,9 +28,10 @@ class FakeContext:
         return 900_000
 
 
-def _event_for(db: Path) -> dict[str, Any]:
-    event = json.loads(SAMPLE.read_text())
-    event["database"]["path"] = str(db)
+def _event_for(db: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The sample event, for the function deployed for orders at ``db`` (its configuration is its environment)."""
+    monkeypatch.setenv("BACKSTOP_DATABASE", json.dumps({"name": "orders", "engine": "sqlite", "path": str(db)}))
+    event: dict[str, Any] = json.loads(SAMPLE.read_text())
     return event
 
 
@@ -44,7 +44,7 @@ def test_scheduled_delivery_twice_creates_one_backup(s3: Any, tmp_path: Path, mo
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Backstop")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    event = _event_for(create_orders_db(tmp_path / "orders.db"))
+    event = _event_for(create_orders_db(tmp_path / "orders.db"), monkeypatch)
 
     first = handler(event, FakeContext())  # type: ignore[arg-type]
     second = handler(event, FakeContext())  # type: ignore[arg-type]
@@ -58,10 +58,10 @@ def test_scheduled_delivery_twice_creates_one_backup(s3: Any, tmp_path: Path, mo
 
 def test_event_that_smuggles_extra_keys_is_rejected(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
-    event = _event_for(create_orders_db(tmp_path / "orders.db"))
+    event = _event_for(create_orders_db(tmp_path / "orders.db"), monkeypatch)
     event["skip_integrity_check"] = True
 
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(EventRefusedError, match="skip_integrity_check is not accepted"):
         handler(event, FakeContext())  # type: ignore[arg-type]
 
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0

@@ -12,7 +12,7 @@ import pytest
 
 from backstop.handlers.backup import handler
 from tests.conftest import BUCKET, create_orders_db
-from tests.handlers import AlertInbox, FakeContext, load_event, metric_values
+from tests.handlers import AlertInbox, FakeContext, deploy_database, load_event, metric_values
 
 
 @pytest.fixture
@@ -21,13 +21,13 @@ def inbox(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AlertInbo
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
     monkeypatch.setenv("BACKSTOP_ALERTS_TOPIC_ARN", inbox.topic_arn)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    deploy_database(monkeypatch, {"name": "orders", "engine": "sqlite", "path": str(tmp_path / "orders.db")})
     return inbox
 
 
 def back_up(db: Path, nights_before: int) -> dict[str, Any]:
     """The sample schedule's run of ``nights_before`` nights before the sample's scheduled time."""
     event = load_event("backup/scheduled-orders.json")
-    event["database"]["path"] = str(db)
     when = datetime.fromisoformat(event["scheduled_time"]) - timedelta(days=nights_before)
     event["scheduled_time"] = when.isoformat()
     result: dict[str, Any] = handler(event, FakeContext(function_name="backstop-backup"))  # type: ignore[arg-type]

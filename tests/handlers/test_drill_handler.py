@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pydantic
 import pytest
 
-from backstop.events import ScheduledDrillEvent
+from backstop.events import EventRefusedError, ScheduledDrillEvent
 from backstop.handlers.drill import handler
 from backstop.store import S3Store
 from tests.conftest import BUCKET, create_orders_db
+from tests.handlers import deploy_database
 from tests.handlers.test_backup_handler import FakeContext
 from tests.services import at, run_backup
 
@@ -30,9 +30,16 @@ def test_a_scheduled_drill_restores_the_newest_backup_and_reports_it(
     manifest = run_backup(
         make_config({"name": "orders", "engine": "sqlite", "path": str(source)}), store, at(21)
     ).manifest
+    deploy_database(
+        monkeypatch,
+        {
+            "name": "orders",
+            "engine": "sqlite",
+            "path": str(source),
+            "restore_targets": {"staging": {"path": str(tmp_path / "staging.db")}},
+        },
+    )
     event = json.loads(SAMPLE.read_text())
-    event["database"]["path"] = str(source)
-    event["database"]["restore_targets"] = {"staging": {"path": str(tmp_path / "staging.db")}}
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Backstop")
 
@@ -44,7 +51,8 @@ def test_a_scheduled_drill_restores_the_newest_backup_and_reports_it(
 
 def test_a_drill_event_cannot_smuggle_a_target(s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
+    deploy_database(monkeypatch, {"name": "orders", "engine": "sqlite", "path": str(tmp_path / "orders.db")})
     event = json.loads(SAMPLE.read_text())
     event["target"] = str(tmp_path)
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(EventRefusedError, match="target is not accepted"):
         handler(event, FakeContext())  # type: ignore[arg-type]

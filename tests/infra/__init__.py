@@ -37,6 +37,7 @@ alerts:
 storage:
   object_lock: {mode: compliance, days: 10}
   writers: [arn:aws:iam::123456789012:role/backstop-operator]
+  administrators: [arn:aws:iam::123456789012:role/vault-admin]
 freshness:
   every: 30m
 restore:

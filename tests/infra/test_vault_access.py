@@ -74,6 +74,7 @@ def test_configured_writers_are_let_through_as_well(servers: Synthesized) -> Non
     assert allowed == [
         "arn:<AWS::Partition>:iam::<AWS::AccountId>:role/backstop/Backstop/*",
         "arn:aws:iam::123456789012:role/backstop-operator",
+        "arn:aws:iam::123456789012:role/vault-admin",  # administrators repair and re-tag
     ]
     assert writers_statement(servers)["Resource"] == f"<{VAULT_BUCKET}.Arn>/db/*"
 

@@ -101,11 +101,13 @@ def test_intact_backups_pass_without_an_alert_and_each_gets_a_passing_record(
     assert (report.covered, report.committed) == (3, 3)
     assert notifier.alerts == []
     for manifest in backups:
+        committed = store.client.head_object(Bucket=BUCKET, Key=store.manifest_key(manifest.backup_id))["VersionId"]
         assert store.get_sidecar(manifest.backup_id, "sweep") == {
             "checked_at": SWEPT_AT.isoformat(),
             "passed": True,
             "size": manifest.object.size,
             "sha256": manifest.object.sha256,
+            "manifest_version": committed,
         }
 
 

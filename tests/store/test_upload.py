@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_backup_manifest_records_the_version_and_parts_s3_holds(
     stored = outcome.manifest.object
     head = s3.head_object(Bucket=BUCKET, Key=stored.key, ChecksumMode="ENABLED")
     body = s3.get_object(Bucket=BUCKET, Key=stored.key, VersionId=stored.version_id)["Body"].read()
-    assert stored.key == KEY
+    assert re.fullmatch(r"backups/assets/2026/11/21/assets-20261121T020000Z\.[0-9a-f]{8}\.tar\.zst", stored.key)
     assert stored.parts == 3
     assert stored.version_id == head["VersionId"]
     assert stored.size == head["ContentLength"] == len(body)
@@ -350,16 +351,37 @@ def test_head_reporting_other_size_or_checksum_is_not_trusted(
     assert "not trusted" in str(caught.value)
 
 
-def test_upload_rejected_by_the_read_back_leaves_no_object_version(store: S3Store, s3: Any) -> None:
+def test_upload_rejected_by_the_read_back_is_left_to_its_tiers_lifecycle_rule(store: S3Store, s3: Any) -> None:
+    # given S3 reporting a size other than what was streamed
     def rewrite(parsed: dict[str, Any], **_: Any) -> None:
         parsed["ContentLength"] = parsed["ContentLength"] + 1
 
     s3.meta.events.register("after-call.s3.HeadObject", rewrite)
 
+    # when the upload completes, it is not trusted
     with pytest.raises(ChecksumMismatchError):
         upload(store, os.urandom(6 * MIB))
 
-    assert nothing_left(s3)
+    # then nothing was deleted (no role may delete a version): the version stays, tagged with its tier,
+    # so the tier's lifecycle rule expires it; with no manifest it never counts as a backup
+    (version,) = s3.list_object_versions(Bucket=BUCKET)["Versions"]
+    tags = s3.get_object_tagging(Bucket=BUCKET, Key=KEY, VersionId=version["VersionId"])["TagSet"]
+    assert {"Key": "backstop:tier", "Value": "daily"} in tags
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
+
+
+def test_an_upload_never_completes_over_an_existing_key(store: S3Store, s3: Any) -> None:
+    # given a key that already holds a backup
+    first = upload(store, b"the genuine backup")
+
+    # when another upload of the same key completes
+    with pytest.raises(UploadError, match="already exists in the vault"):
+        upload(store, b"anything else")
+
+    # then the first version is still the only one, and the second upload was aborted
+    (version,) = s3.list_object_versions(Bucket=BUCKET)["Versions"]
+    assert version["VersionId"] == first.version_id
+    assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
 
 
 def test_backup_whose_read_back_mismatches_commits_no_manifest(

@@ -20,7 +20,7 @@ from backstop.config import (
     parse_duration,
 )
 from backstop.errors import ConfigError
-from backstop.events import ScheduledBackupEvent
+from backstop.settings import DatabaseFunctionSettings
 
 HEAD = "bucket: backstop-prod\n"
 SQLITE = "databases:\n  - name: orders\n    engine: sqlite\n    path: /mnt/data/orders.db\n"
@@ -230,13 +230,15 @@ def test_durations_are_written_in_the_files_notation(duration: timedelta, text: 
     assert format_duration(duration) == text
 
 
-def test_a_database_dumped_as_json_validates_again_as_the_schedules_input() -> None:
+def test_a_database_dumped_as_json_validates_again_as_the_functions_environment() -> None:
     config: Config = parse_config(HEAD + SQLITE + "    stale_after: 1d12h\n    busy_timeout: 90s\n" + NETWORK)
     (orders,) = config.databases
 
     dumped = orders.model_dump(mode="json", exclude_unset=True, exclude=set(DEPLOYMENT_FIELDS))
-    event = ScheduledBackupEvent.model_validate({"database": dumped, "scheduled_time": "2026-11-21T02:00:00Z"})
+    environment = {"BACKSTOP_BUCKET": "backstop-prod", "BACKSTOP_DATABASE": json.dumps(dumped)}
+    settings = DatabaseFunctionSettings.from_env(environment)
 
     assert dumped["stale_after"] == "36h"
-    assert event.database.stale_after == timedelta(hours=36)
+    assert settings.database.stale_after == timedelta(hours=36)
+    assert settings.config().database("orders") == settings.database
     assert not DEPLOYMENT_FIELDS & set(dumped)

@@ -1,4 +1,9 @@
-"""Lambda entry point of the scheduled backup: parse the schedule's input, run one backup, return its id."""
+"""Lambda entry point of the scheduled backup: parse the schedule's input, run one backup, return its id.
+
+The event names the database and the time; everything else (where the database is, its secret's
+ARN) is the function's environment, so an event can neither redirect the backup nor reach a
+database this function was not deployed for.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +17,18 @@ from backstop.aws import build_notifier, build_store
 from backstop.events import ScheduledBackupEvent
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.settings import FunctionSettings
+from backstop.settings import DatabaseFunctionSettings
 
 logger = Logger(service="backstop-backup")
 metrics = Metrics(namespace="Backstop", service="backup")
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)  # the event holds only config, but keep logs lean
+@logger.inject_lambda_context(log_event=False, clear_state=True)  # an event is whatever the invoker sent: not logged
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = ScheduledBackupEvent.model_validate(event)
-    config = FunctionSettings.from_env().config_for(request.database)
+    settings = DatabaseFunctionSettings.from_env()
+    request = ScheduledBackupEvent.for_database(event, settings.database.name)
+    config = settings.config()
     outcome = BackupService(config, build_store(config), notifier=build_notifier(config)).run(
         BackupRequest(
             database=request.database.name,

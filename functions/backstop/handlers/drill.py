@@ -1,4 +1,8 @@
-"""Lambda entry point of a scheduled restore drill: restore one backup into scratch space, validate, clean up."""
+"""Lambda entry point of a scheduled restore drill: restore one backup into scratch space, validate, clean up.
+
+The event names the database (and, when invoked by hand, a backup id of it); the database's
+configuration, its drill's scratch server and its restore targets are the function's environment.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from backstop.aws import build_notifier, build_store
 from backstop.events import ScheduledDrillEvent
 from backstop.restore_table import build_restore_table
 from backstop.services.drill import DrillService
-from backstop.settings import FunctionSettings
+from backstop.settings import DatabaseFunctionSettings
 
 logger = Logger(service="backstop-drill")
 metrics = Metrics(namespace="Backstop", service="drill")
@@ -22,8 +26,9 @@ metrics = Metrics(namespace="Backstop", service="drill")
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = ScheduledDrillEvent.model_validate(event)
-    config = FunctionSettings.from_env().config_for(request.database)
+    settings = DatabaseFunctionSettings.from_env()
+    request = ScheduledDrillEvent.for_database(event, settings.database.name)
+    config = settings.config()
     table_name = os.environ.get("BACKSTOP_RESTORE_TABLE")
     table = build_restore_table(table_name) if table_name else None
     result = DrillService(config, build_store(config), build_notifier(config), table=table).run(

@@ -1,9 +1,9 @@
 """Lambda entry point of the freshness check: every watched database's newest backup against its threshold.
 
-Metrics (namespace ``Backstop``): ``NewestBackupAgeSeconds`` per database that has a backup
-(dimensions ``service=freshness``, ``database``), and ``StaleDatabases`` for the whole check
-(dimension ``service=freshness``; stale, missing and unreadable databases all count), emitted on
-every run, so a missing data point means the check itself did not run.
+Metrics (namespace ``Backstop``): ``NewestBackupAgeSeconds`` per database that has a backup not
+dated in the future (dimensions ``service=freshness``, ``database``), and ``StaleDatabases`` for the
+whole check (dimension ``service=freshness``; stale, missing, future-dated and unreadable databases
+all count), emitted on every run, so a missing data point means the check itself did not run.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "stale_after_seconds": int(entry.stale_after.total_seconds()),
                 "drill_age_seconds": int(entry.drill_age.total_seconds()) if entry.drill_age is not None else None,
                 "drill_overdue": entry.drill_overdue,
+                "future_backup": entry.future_backup,
+                "ahead_seconds": int(entry.ahead.total_seconds()) if entry.ahead is not None else None,
             }
             for entry in report
         ],

@@ -1,5 +1,7 @@
 """Lambda entry point of the verification sweep: re-read stored backups within a byte budget.
 
+The databases and the budget are the function's environment; the event carries the time only.
+
 Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the sweep did
 not run: ``SweepBackupsChecked``, ``SweepBytesRead``, ``SweepMismatches`` (backups found corrupt)
 and ``SweepUnreadable`` (backups that could not be read twice in a row), once per database
@@ -17,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.aws import build_notifier, build_store
 from backstop.services.sweep import SweepScope, SweepService, SweepTally
-from backstop.settings import FunctionSettings
+from backstop.settings import SweepSettings
 from backstop.sweep_events import SweepEvent
 
 logger = Logger(service="backstop-sweep")
@@ -27,16 +29,16 @@ metrics = Metrics(namespace="Backstop", service="sweep")
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    request = SweepEvent.model_validate(event)
-    settings = FunctionSettings.from_env()
+    settings = SweepSettings.from_env()
+    request = SweepEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
     service = SweepService(
-        SweepScope(request.databases),
+        SweepScope(settings.databases, settings.budget),
         build_store(settings),
         build_notifier(settings),
         clock=lambda: checked_at,
     )
-    report = service.run(request.budget)
+    report = service.run()
     for database in report.databases:
         # One flush per database: an EMF document carries one set of dimension values.
         metrics.add_dimension(name="database", value=database)

@@ -2,32 +2,82 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from backstop.errors import BackupNotFoundError, ChecksumMismatchError, ManifestError
 from backstop.manifest import Manifest
-from backstop.names import parse_backup_id
+from backstop.names import backup_id_for, parse_backup_id
 from backstop.pipeline import Sink, StreamDigest, decompress_stream
 from backstop.ports import BackupStore, NoProgress, Progress
 
+CLOCK_TOLERANCE = timedelta(minutes=5)
+"""How far after this clock a backup may be dated: clocks of machines differ by seconds, not minutes.
 
-def resolve_backup(store: BackupStore, database: str, ref: str | Manifest) -> Manifest:
+A backup dated later than that is future-dated: the backup service refuses to take one, ``latest``
+never picks one, and the freshness check alerts on one as clock skew.
+"""
+
+
+def is_future_dated(at: datetime, now: datetime) -> bool:
+    """Whether a backup dated ``at`` lies beyond ``CLOCK_TOLERANCE`` after ``now``."""
+    return at > now + CLOCK_TOLERANCE
+
+
+def how_far(span: timedelta) -> str:
+    """``2 days``, ``26958 days 11 hours``, ``5 minutes 1 second``: ``span`` in its two largest units, whole."""
+    left = max(int(span.total_seconds()), 0)
+    parts: list[str] = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, left = divmod(left, size)
+        if count or parts:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+        if len(parts) == 2:
+            break
+    kept = [part for part in parts if not part.startswith("0 ")]
+    return " ".join(kept) or "0 seconds"
+
+
+def newest_backup_id(store: BackupStore, database: str, now: datetime) -> str | None:
+    """The newest committed backup of ``database`` that is not future-dated at ``now``, if any.
+
+    One look-up when the newest backup is not future-dated (the store's walk, a few requests), one
+    more bounded listing when it is: a backup a wrong clock dated in 2099 would otherwise be the
+    newest for decades.
+    """
+    newest = store.newest_backup_id(database)
+    if newest is None or not is_future_dated(parse_backup_id(newest)[1], now):
+        return newest
+    return newest_not_future_dated(store, database, now)
+
+
+def newest_not_future_dated(store: BackupStore, database: str, now: datetime) -> str | None:
+    """The newest committed backup of ``database`` dated at most ``CLOCK_TOLERANCE`` after ``now`` (one
+    listing bounded like ``recent_backup_ids``), for when the newest one is future-dated."""
+    bound = backup_id_for(database, now + CLOCK_TOLERANCE + timedelta(seconds=1))
+    found = store.recent_backup_ids(database, bound, 1)
+    return found[0] if found else None
+
+
+def resolve_backup(store: BackupStore, database: str, ref: str | Manifest, *, now: datetime | None = None) -> Manifest:
     """The manifest of ``ref`` (a backup id, ``latest`` for the newest committed backup, or one already pinned).
 
     A pinned manifest (the restore workflow's, read at the version its execution recorded) is used as
-    it is: what is restored is what was approved, whatever the manifest's key holds now.
+    it is: what is restored is what was approved, whatever the manifest's key holds now. ``now``
+    (default: the current time) is when ``latest`` is resolved.
     """
     if isinstance(ref, Manifest):
         if ref.database != database:
             raise ManifestError(f"Backup {ref.backup_id} belongs to {ref.database}, not {database}: refused.")
         return ref
-    return store.get_manifest(backup_id_of(store, database, ref))
+    return store.get_manifest(backup_id_of(store, database, ref, now=now))
 
 
-def backup_id_of(store: BackupStore, database: str, ref: str) -> str:
-    """The backup id ``ref`` names: itself (checked), or the newest committed backup's for ``latest``."""
+def backup_id_of(store: BackupStore, database: str, ref: str, *, now: datetime | None = None) -> str:
+    """The backup id ``ref`` names: itself (checked), or for ``latest`` the newest committed backup's
+    that is not future-dated at ``now`` (default: the current time)."""
     if ref == "latest":
-        newest = store.newest_backup_id(database)
+        newest = newest_backup_id(store, database, now or datetime.now(UTC))
         if newest is None:
             raise BackupNotFoundError(
                 f"Database {database} has no committed backup yet; run `backstop backup {database}`."

@@ -28,12 +28,13 @@ import backstop
 from backstop.config import AnyDatabase, Config
 from backstop.engines import engine_for
 from backstop.engines.base import Engine, Snapshot
-from backstop.errors import IntegrityError, StorageError, WorkDirError
+from backstop.errors import BackstopError, IntegrityError, StorageError, WorkDirError
 from backstop.manifest import BackupType, Compression, Manifest, RawStream, StoredObject, Trigger
 from backstop.names import backup_id_for
 from backstop.pipeline import StreamDigest, compress_stream, extension, lower_thread_priority
 from backstop.ports import BackupStore, Clock, NoNotifier, NoProgress, Notifier, Progress, RunLock, Upload
-from backstop.retention import tier_for
+from backstop.retention import lock_for, tier_for
+from backstop.services.artifacts import CLOCK_TOLERANCE, how_far, is_future_dated
 from backstop.services.size_anomaly import SizeAnomaly, check_size
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,14 @@ def _owned_by_live_process(run_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+class FutureDatedError(BackstopError):
+    """A backup asked for a time further ahead of the service's clock than ``CLOCK_TOLERANCE``.
+
+    Its id would sort after every real backup's for as long as the date is ahead: it would be the
+    database's ``latest`` and make the freshness check see a fresh backup.
+    """
 
 
 @dataclass(frozen=True)
@@ -127,11 +136,13 @@ class BackupService:
     def run(self, request: BackupRequest) -> BackupOutcome:
         """Take the backup of ``request``, or return the existing one for the same time.
 
-        Raises BackupAlreadyRunningError when another run holds the database's lock; any other
-        failure is recorded in the bucket and alerted, then re-raised.
+        Raises FutureDatedError, before touching the bucket, for a time more than CLOCK_TOLERANCE
+        ahead of the service's clock; BackupAlreadyRunningError when another run holds the database's
+        lock; any other failure is recorded in the bucket and alerted, then re-raised.
         """
         db = self._config.database(request.database)
         at = request.at.astimezone(UTC).replace(microsecond=0)
+        self._refuse_future(db.name, at)
         backup_id = backup_id_for(db.name, at)
         if self._store.manifest_exists(backup_id):
             return BackupOutcome(self._store.get_manifest(backup_id), created=False)
@@ -146,6 +157,16 @@ class BackupService:
             raise
         finally:
             self._release(lock)
+
+    def _refuse_future(self, database: str, at: datetime) -> None:
+        """FutureDatedError, before anything is read or written, if ``at`` is future-dated on the service's clock."""
+        now = self._clock().astimezone(UTC)
+        if is_future_dated(at, now):
+            raise FutureDatedError(
+                f"The backup of {database} for {at:%Y-%m-%dT%H:%M:%SZ} is refused: that time is "
+                f"{how_far(at - now)} in the future (the clock here says {now:%Y-%m-%dT%H:%M:%SZ}, and at most "
+                f"{how_far(CLOCK_TOLERANCE)} ahead is accepted); check the date, in UTC."
+            )
 
     def _release(self, lock: RunLock) -> None:
         """Release the run lock without hiding the run's own outcome; an unreleased lock expires by itself."""
@@ -219,7 +240,8 @@ class BackupService:
         run_dir: Path,
     ) -> BackupOutcome:
         started = self._clock()
-        key = self._store.object_key(backup_id, f"{engine.artifact}.{extension(db.compression)}")
+        attempt = uuid.uuid4().hex[:8]
+        key = self._store.object_key(backup_id, f"{engine.artifact}.{extension(db.compression)}", attempt)
         self._progress.start(f"Snapshot of {db.name}", None)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as checker:
             # The tier's look-ups in the bucket run while the engine connects and takes its snapshot.
@@ -227,8 +249,9 @@ class BackupService:
             with engine.snapshot(run_dir) as snapshot:
                 tier = tier_future.result()
                 tags = self._store.tags_for(db.name, engine.name, tier)
+                lock = lock_for(self._config, db.retention, tier, request.type, started)
                 self._progress.start(f"Backing up {db.name}", snapshot.raw_size())
-                with self._store.upload(key, tags) as upload:
+                with self._store.upload(key, tags, lock) as upload:
                     with snapshot.open() as raw:
                         # The engine check reads the snapshot while the pipeline compresses and uploads
                         # it; the upload is completed only if the check passed.
@@ -272,9 +295,10 @@ class BackupService:
             retention_tier=tier,
             warnings=tuple(snapshot.warnings),
         ).sealed()
-        if not self._store.put_manifest(manifest, tags):
-            # Another delivery of the same scheduled run committed first: keep its backup, drop ours.
-            self._store.delete_version(stored.key, stored.version_id)
+        if not self._store.put_manifest(manifest, tags, lock):
+            # Another delivery of the same scheduled run committed first: keep its backup. Ours, under
+            # its own key and without a manifest, never counts; its tier's lifecycle rule expires it.
+            log.warning("%s was committed by another delivery; the artifact %s is left to lifecycle", backup_id, key)
             return BackupOutcome(self._store.get_manifest(backup_id), created=False)
         log.info("committed backup %s (%d bytes, tier %s)", backup_id, stored.size, tier)
         return self._with_size_check(manifest)

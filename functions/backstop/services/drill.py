@@ -32,6 +32,7 @@ from backstop.errors import BackstopError, ConfigError
 from backstop.ports import BackupStore, Clock, Notifier
 from backstop.restore_table import RestoreTable
 from backstop.restore_targets import resolve_target
+from backstop.services.artifacts import newest_backup_id
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class DrillService:
 
     def _pick(self, db: AnyDatabase) -> str:
         assert db.drill is not None  # checked by run
-        newest = self._store.newest_backup_id(db.name)
+        newest = newest_backup_id(self._store, db.name, self._clock())  # never one dated in the future
         if newest is None:
             raise ConfigError(f"Database {db.name} has no committed backup to drill.")
         if db.drill.pick == "newest" or db.drill.among == 1:

@@ -2,7 +2,9 @@
 
 It costs a few listing requests per database whatever the number of backups (``newest_backup_id``
 walks the date folders newest first), and a database whose listing fails is reported and alerted
-as ``unknown`` without hiding the state of the others.
+as ``unknown`` without hiding the state of the others. A newest backup dated after the check (a
+wrong clock or a mistyped date wrote it) is never taken as fresh: the database is alerted as
+``future-dated`` (clock skew), and its age is that of its newest backup not dated in the future.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from backstop.errors import StorageError
 from backstop.names import parse_backup_id
 from backstop.ports import BackupStore, Clock, NoNotifier, Notifier
+from backstop.services.artifacts import how_far, is_future_dated, newest_not_future_dated
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,11 @@ class FreshnessRule:
 
 @dataclass(frozen=True)
 class Freshness:
-    """What the check found for one database; ``error`` is set when the bucket could not be read."""
+    """What the check found for one database; ``error`` is set when the bucket could not be read.
+
+    ``future_backup`` is a backup dated more than the clock tolerance after the check, and ``ahead``
+    how far; ``newest_backup`` and ``age`` are then those of the newest backup not dated in the future.
+    """
 
     database: str
     newest_backup: str | None
@@ -45,16 +52,22 @@ class Freshness:
     last_drill_at: datetime | None = None
     drill_age: timedelta | None = None
     drill_overdue: bool = False
+    future_backup: str | None = None
+    ahead: timedelta | None = None
 
     @property
     def is_stale(self) -> bool:
-        """True when someone must look: stale, missing, or not checkable."""
-        return self.error is not None or self.age is None or self.age > self.stale_after
+        """True when someone must look: stale, missing, future-dated, or not checkable."""
+        return (
+            self.error is not None or self.future_backup is not None or self.age is None or self.age > self.stale_after
+        )
 
     @property
     def status(self) -> str:
         if self.error is not None:
             return "unknown"
+        if self.future_backup is not None:
+            return "future-dated"
         if self.age is None:
             return "missing"
         return "stale" if self.is_stale else "fresh"
@@ -75,7 +88,7 @@ class FreshnessService:
         self._notifier = notifier or NoNotifier()
 
     def check(self, rules: Sequence[FreshnessRule]) -> list[Freshness]:
-        """One entry per rule, in order; publishes one alert per stale, missing or unknown database."""
+        """One entry per rule, in order; publishes one alert per stale, missing, future-dated or unknown database."""
         now = self._clock()
         report = []
         for rule in rules:
@@ -121,15 +134,24 @@ class FreshnessService:
         )
 
     def _check_one(self, rule: FreshnessRule, now: datetime) -> Freshness:
+        future: str | None = None
         try:
             newest = self._store.newest_backup_id(rule.database)
+            if newest is not None and is_future_dated(parse_backup_id(newest)[1], now):
+                future, newest = newest, newest_not_future_dated(self._store, rule.database, now)
         except StorageError as exc:
             log.error("the newest backup of %s could not be looked up: %s", rule.database, exc)
             return Freshness(rule.database, None, None, None, rule.stale_after, error=str(exc))
         at = parse_backup_id(newest)[1] if newest else None
-        return Freshness(rule.database, newest, at, now - at if at else None, rule.stale_after)
+        # Within the clock tolerance a backup may be a little ahead of the check: it is not younger than new.
+        age = max(now - at, timedelta(0)) if at else None
+        ahead = parse_backup_id(future)[1] - now if future else None
+        return Freshness(rule.database, newest, at, age, rule.stale_after, future_backup=future, ahead=ahead)
 
     def _alert(self, entry: Freshness) -> None:
+        if entry.future_backup is not None and entry.error is None:
+            self._alert_future(entry)
+            return
         message: dict[str, object] = {
             "event": "backup_stale",
             "database": entry.database,
@@ -141,3 +163,30 @@ class FreshnessService:
         if entry.error is not None:
             message["message"] = entry.error
         self._notifier.publish(f"Backstop: backups of {entry.database} are {entry.status}", message)
+
+    def _alert_future(self, entry: Freshness) -> None:
+        assert entry.ahead is not None  # set with future_backup
+        if entry.newest_backup is None:
+            since = "there is no other backup"
+        else:
+            age = how_far(entry.age) if entry.age is not None else "unknown"
+            stale = entry.age is not None and entry.age > entry.stale_after
+            since = f"the newest other backup, {entry.newest_backup}, is {age} old" + (
+                f", past its stale_after of {how_far(entry.stale_after)}" if stale else ""
+            )
+        self._notifier.publish(
+            f"Backstop: a backup of {entry.database} is dated in the future",
+            {
+                "event": "backup_clock_skew",
+                "database": entry.database,
+                "status": entry.status,
+                "future_backup": entry.future_backup,
+                "ahead_seconds": int(entry.ahead.total_seconds()),
+                "newest_backup": entry.newest_backup,
+                "age_seconds": int(entry.age.total_seconds()) if entry.age is not None else None,
+                "stale_after_seconds": int(entry.stale_after.total_seconds()),
+                "message": f"Backup {entry.future_backup} is dated {how_far(entry.ahead)} after this check "
+                f"(clock skew, or a wrong date): it is never taken as the latest and {since}; fix the clock or "
+                "date of whatever wrote it, then remove it.",
+            },
+        )

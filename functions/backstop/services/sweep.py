@@ -13,6 +13,11 @@ reported as corruption. The verdict of every backup read is written beside it as
 sidecar; its time of writing is the order of the next runs. A backup whose manifest cannot be read
 gets no record (a sidecar is tagged from its manifest), so it stays at the head of the queue and is
 alerted again on every run until someone deals with it.
+
+A backup whose bytes match is then checked for overwritten keys (services/repair.py): its artifact's
+key must serve the version the manifest pins, and its manifest's key the version recorded by the
+first sweep that verified it (``manifest_version`` in the record, kept across findings). An
+overwritten key is alerted (``backup_overwritten``) and, with ``sweep.repair``, repaired.
 """
 
 from __future__ import annotations
@@ -20,36 +25,57 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from backstop.config import Config, Sweep
-from backstop.errors import BackupNotFoundError, ConfigError, IntegrityError, StorageError
+from backstop.config import Config, Retention, Sweep
+from backstop.errors import BackstopError, BackupNotFoundError, ConfigError, IntegrityError, StorageError
 from backstop.manifest import Manifest
 from backstop.names import parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier
+from backstop.services.repair import (
+    Overwrite,
+    RepairReport,
+    RepairService,
+    find_overwrites,
+    lifecycle_due,
+    overwrite_sentence,
+    swept_manifest_version,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = int(Sweep().budget)
 SHA_SHOWN = 16  # hex digits of a SHA-256 shown in alerts and messages
 
-Verdict = Literal["passed", "corrupt", "unreadable", "gone"]
-"""``gone``: the backup expired (its manifest was removed by retention) between the listing and the read."""
+Verdict = Literal["passed", "corrupt", "unreadable", "overwritten", "gone"]
+"""``gone``: the backup expired (its manifest was removed by retention) between the listing and the read.
+``overwritten``: its bytes match, but a key serves another version than the pinned one."""
 
 
 @dataclass(frozen=True)
 class SweepScope:
-    """The databases a sweep covers and its default byte budget per run."""
+    """The databases a sweep covers, its default byte budget per run, and what it knows of their retention."""
 
     databases: tuple[str, ...]
     budget: int = DEFAULT_BUDGET
+    repair: bool = False
+    """Repair the overwritten keys it finds (``sweep.repair``)."""
+    retention: Mapping[str, Retention] = field(default_factory=dict, hash=False)
+    """Each database's retention, where known: a delete marker on the artifact of a backup past its tier's
+    age is lifecycle's. Without it every delete marker is alerted."""
 
     @classmethod
     def of(cls, config: Config) -> SweepScope:
-        """Every database of ``config``, with the budget of its ``sweep`` section."""
-        return cls(tuple(db.name for db in config.databases), int(config.sweep.budget))
+        """Every database of ``config``, with the budget and repair setting of its ``sweep`` section."""
+        return cls(
+            tuple(db.name for db in config.databases),
+            int(config.sweep.budget),
+            repair=config.sweep.repair,
+            retention={db.name: db.retention for db in config.databases},
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,7 @@ class SweepTally:
     passed: int
     corrupt: int
     unreadable: int
+    overwritten: int
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,10 @@ class SweepReport:
     def unreadable(self) -> tuple[str, ...]:
         return self._ids("unreadable")
 
+    @property
+    def overwritten(self) -> tuple[str, ...]:
+        return self._ids("overwritten")
+
     def tally(self, database: str | None = None) -> SweepTally:
         """Counts of the whole sweep, or of ``database`` only."""
         swept = [s for s in self.swept if database is None or s.database == database]
@@ -116,6 +147,7 @@ class SweepReport:
             passed=verdicts["passed"],
             corrupt=verdicts["corrupt"],
             unreadable=verdicts["unreadable"],
+            overwritten=verdicts["overwritten"],
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -129,6 +161,7 @@ class SweepReport:
             "passed": list(self.passed),
             "corrupt": list(self.corrupt),
             "unreadable": list(self.unreadable),
+            "overwritten": list(self.overwritten),
             "skipped": self.skipped,
             "coverage": {"covered": self.covered, "committed": self.committed},
             "unlisted": dict(self.unlisted),
@@ -165,12 +198,15 @@ class _Candidate:
 class _Reading:
     """One attempt at reading a backup: what arrived, and whether it matched its manifest."""
 
-    outcome: Literal["match", "mismatch", "error", "gone"]
+    outcome: Literal["match", "mismatch", "error", "gone", "overwritten"]
     bytes_read: int
     manifest: Manifest | None = None
     size: int | None = None
     sha256: str | None = None
     reason: str | None = None
+    manifest_version: str | None = None
+    """The manifest version the sweep vouches for: the one it verified first, else the one read now."""
+    overwrites: tuple[Overwrite, ...] = ()
 
 
 class SweepService:
@@ -224,12 +260,14 @@ class SweepService:
             unlisted=unlisted,
         )
         log.info(
-            "sweep read %d backups (%d bytes of a %d budget): %d corrupt, %d unreadable, %d left for later runs",
+            "sweep read %d backups (%d bytes of a %d budget): %d corrupt, %d unreadable, %d overwritten, "
+            "%d left for later runs",
             len(swept),
             bytes_read,
             budget,
             len(report.corrupt),
             len(report.unreadable),
+            len(report.overwritten),
             report.skipped,
         )
         return report
@@ -251,16 +289,30 @@ class SweepService:
 
     def _sweep(self, candidate: _Candidate) -> SweptBackup:
         """Read one backup, once more if the first read fails or differs, then alert and record the verdict."""
-        first = self._read(candidate.backup_id)
-        if first.outcome in ("match", "gone"):
+        committed = self._committed_manifest_version(candidate)
+        first = self._read(candidate, committed)
+        if first.outcome in ("match", "gone", "overwritten"):
             return self._conclude(candidate, first, first)
         log.warning("sweep: reading %s once more before any verdict: %s", candidate.backup_id, first.reason)
-        return self._conclude(candidate, first, self._read(candidate.backup_id))
+        return self._conclude(candidate, first, self._read(candidate, committed))
 
-    def _read(self, backup_id: str) -> _Reading:
-        """Fetch the manifest, stream the object version it names, and compare size and SHA-256 with it."""
+    def _committed_manifest_version(self, candidate: _Candidate) -> str | None:
+        """The manifest version an earlier sweep verified (none if never swept, or its record is unreadable)."""
+        if candidate.last_swept is None:
+            return None
         try:
-            manifest = self._store.get_manifest(backup_id)  # parsing checks the manifest's own checksum
+            return swept_manifest_version(self._store, candidate.backup_id)
+        except StorageError as exc:
+            log.warning("sweep: the record of %s could not be read: %s", candidate.backup_id, exc)
+            return None
+
+    def _read(self, candidate: _Candidate, committed: str | None) -> _Reading:
+        """Fetch the manifest, stream the object version it names, compare size and SHA-256 with it, and
+        check that the backup's keys serve the pinned versions."""
+        backup_id = candidate.backup_id
+        try:
+            # parsing checks the manifest's own checksum
+            manifest, manifest_version = self._store.pinned_manifest(backup_id)
         except BackupNotFoundError as exc:
             return _Reading("gone", 0, reason=str(exc))
         except IntegrityError as exc:
@@ -279,14 +331,24 @@ class SweepService:
         except StorageError as exc:
             return _Reading("error", size, manifest, reason=str(exc))
         found = digest.hexdigest()
+        vouched = committed or manifest_version
         if size == expected.size and found == expected.sha256:
-            return _Reading("match", size, manifest, size, found)
+            retention = self._scope.retention.get(candidate.database)
+            try:
+                expiring = lifecycle_due(manifest, retention, self._clock())
+                overwrites = find_overwrites(self._store, manifest, committed, expiring=expiring)
+            except StorageError as exc:
+                return _Reading("error", size, manifest, reason=str(exc), manifest_version=vouched)
+            if overwrites:
+                reason = overwrite_sentence(candidate.database, backup_id, overwrites)
+                return _Reading("overwritten", size, manifest, size, found, reason, vouched, overwrites)
+            return _Reading("match", size, manifest, size, found, manifest_version=vouched)
         reason = (
             f"Backup {backup_id} reads {size} bytes with SHA-256 {found[:SHA_SHOWN]} from {expected.key} "
             f"(version {expected.version_id}), but its manifest records {expected.size} bytes with SHA-256 "
             f"{expected.sha256[:SHA_SHOWN]}: restore from another backup and find out what altered this one."
         )
-        return _Reading("mismatch", size, manifest, size, found, reason)
+        return _Reading("mismatch", size, manifest, size, found, reason, vouched)
 
     def _conclude(self, candidate: _Candidate, first: _Reading, last: _Reading) -> SweptBackup:
         """The verdict of one or two readings: passed if the last matched, corrupt if any differed, else unreadable.
@@ -301,15 +363,19 @@ class SweepService:
             return SweptBackup(candidate.database, candidate.backup_id, "gone", bytes_read, retried, last.reason)
         if last.outcome == "match":
             assert last.manifest is not None  # a match compared the stream with a manifest
-            self._record(last.manifest, {"passed": True, "size": last.size, "sha256": last.sha256})
+            verdict: dict[str, object] = {"passed": True, "size": last.size, "sha256": last.sha256}
+            self._record(last.manifest, verdict, last.manifest_version)
             return SweptBackup(candidate.database, candidate.backup_id, "passed", bytes_read, retried)
+        if last.outcome == "overwritten":
+            return self._overwritten(candidate, last, bytes_read, retried)
         mismatch = next((r for r in (last, first) if r.outcome == "mismatch"), None)
         if mismatch is not None:
             reason = mismatch.reason or f"Backup {candidate.backup_id} does not match its manifest."
             self._alert_corrupt(candidate, mismatch, reason)
             manifest = mismatch.manifest or last.manifest or first.manifest
             if manifest is not None:
-                self._record(manifest, {"passed": False, "finding": "corrupt", "reason": reason})
+                vouched = mismatch.manifest_version or last.manifest_version or first.manifest_version
+                self._record(manifest, {"passed": False, "finding": "corrupt", "reason": reason}, vouched)
             return SweptBackup(candidate.database, candidate.backup_id, "corrupt", bytes_read, retried, reason)
         reason = (
             f"Backup {candidate.backup_id} could not be read on two attempts ({(last.reason or '').rstrip('.')}): "
@@ -327,7 +393,8 @@ class SweepService:
         )
         manifest = last.manifest or first.manifest
         if manifest is not None:
-            self._record(manifest, {"passed": False, "finding": "unreadable", "reason": reason})
+            vouched = last.manifest_version or first.manifest_version
+            self._record(manifest, {"passed": False, "finding": "unreadable", "reason": reason}, vouched)
         return SweptBackup(candidate.database, candidate.backup_id, "unreadable", bytes_read, retried, reason)
 
     def _alert_corrupt(self, candidate: _Candidate, mismatch: _Reading, reason: str) -> None:
@@ -349,5 +416,42 @@ class SweepService:
             },
         )
 
-    def _record(self, manifest: Manifest, verdict: dict[str, object]) -> None:
-        self._store.put_sidecar(manifest, "sweep", {"checked_at": self._clock().isoformat(), **verdict})
+    def _overwritten(self, candidate: _Candidate, reading: _Reading, bytes_read: int, retried: bool) -> SweptBackup:
+        """Alert an overwritten key (after repairing it, with ``sweep.repair``) and record the finding."""
+        assert reading.manifest is not None and reading.reason is not None  # an overwrite is found after a match
+        repair: RepairReport | None = None
+        repair_failed: str | None = None
+        if self._scope.repair:
+            try:
+                repair = RepairService(self._store).repair(candidate.database, candidate.backup_id)
+                bytes_read += repair.bytes_read
+            except BackstopError as exc:
+                log.error("sweep: the repair of %s failed: %s", candidate.backup_id, exc)
+                repair_failed = f"The repair failed: {exc}"
+        repaired = repair is not None and repair.repaired
+        self._notifier.publish(
+            f"Backstop: backup {candidate.backup_id} was overwritten{' and repaired' if repaired else ''}",
+            {
+                "event": "backup_overwritten",
+                "database": candidate.database,
+                "backup_id": candidate.backup_id,
+                "keys": [o.to_dict() for o in reading.overwrites],
+                "found_by": "sweep",
+                "message": reading.reason,
+                "repaired": repaired,
+                "repair": repair.sentence() if repair is not None else repair_failed,
+            },
+        )
+        # A completed repair verified the pinned bytes and made them current: the backup is good again.
+        verdict: dict[str, object] = {
+            "passed": repair is not None,
+            "finding": "overwritten",
+            "reason": reading.reason,
+            "repaired": repaired,
+        }
+        self._record(reading.manifest, verdict, reading.manifest_version)
+        return SweptBackup(candidate.database, candidate.backup_id, "overwritten", bytes_read, retried, reading.reason)
+
+    def _record(self, manifest: Manifest, verdict: dict[str, object], manifest_version: str | None) -> None:
+        document = {"checked_at": self._clock().isoformat(), **verdict, "manifest_version": manifest_version}
+        self._store.put_sidecar(manifest, "sweep", document)

@@ -5,14 +5,22 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backstop.config import Config
 from backstop.engines import engine_for
 from backstop.errors import IntegrityError
 from backstop.manifest import Manifest, TableStat
-from backstop.ports import BackupStore, Progress
+from backstop.ports import BackupStore, Clock, Progress
 from backstop.services.artifacts import fetch_artifact, resolve_backup
+from backstop.services.repair import (
+    OverwrittenKeyError,
+    find_overwrites,
+    lifecycle_due,
+    overwrite_sentence,
+    swept_manifest_version,
+)
 
 
 @dataclass(frozen=True)
@@ -26,16 +34,25 @@ class VerifyReport:
 class VerifyService:
     """Re-reads committed backups and checks them end to end."""
 
-    def __init__(self, config: Config, store: BackupStore, *, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: BackupStore,
+        *,
+        progress: Progress | None = None,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
         self._config = config
         self._store = store
         self._progress = progress
+        self._clock = clock
 
     def verify(self, database: str, ref: str = "latest") -> VerifyReport:
-        """Check the manifest's own checksum, the object's size and SHA-256, decompression, and the engine check.
+        """Check the manifest's own checksum, the object's size and SHA-256, decompression, the engine check,
+        and that the backup's keys still serve the pinned versions (services/repair.py).
 
-        Raises ManifestError, ChecksumMismatchError, DecompressionBombError or IntegrityError naming
-        what failed.
+        Raises ManifestError, ChecksumMismatchError, DecompressionBombError, OverwrittenKeyError or
+        IntegrityError naming what failed.
         """
         db = self._config.database(database)
         manifest = resolve_backup(self._store, database, ref)  # parsing checks the manifest's own checksum
@@ -49,6 +66,11 @@ class VerifyService:
             inspection = engine.inspect_artifact(raw, manifest, run_dir)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+        expiring = lifecycle_due(manifest, db.retention, self._clock())
+        committed = swept_manifest_version(self._store, manifest.backup_id)
+        overwrites = find_overwrites(self._store, manifest, committed, expiring=expiring)
+        if overwrites:
+            raise OverwrittenKeyError(overwrite_sentence(database, manifest.backup_id, overwrites))
         return VerifyReport(
             manifest=manifest,
             checks=(
@@ -58,6 +80,7 @@ class VerifyService:
                 ("decompressed", f"{manifest.raw.size} bytes, SHA-256 {manifest.raw.sha256[:16]}"),
                 (inspection.integrity.check, inspection.integrity.detail),
                 _rows_line(inspection.tables, manifest),
+                _current_line(manifest, expiring),
             ),
         )
 
@@ -69,3 +92,13 @@ def _rows_line(counted: dict[str, TableStat], manifest: Manifest) -> tuple[str, 
     if manifest.tables:
         return "row counts", "compared when the backup is restored"
     return "contents", "match the manifest"
+
+
+def _current_line(manifest: Manifest, expiring: bool) -> tuple[str, str]:
+    """What verify proved about the artifact's key: it serves the pinned version, or lifecycle may be expiring it."""
+    key, version_id = manifest.object.key, manifest.object.version_id
+    if version_id is None:
+        return "current version", f"{key} is not versioned"
+    if expiring:
+        return "current version", f"{key} serves {version_id} or a delete marker: the backup is past its tier's age"
+    return "current version", f"{key} serves {version_id}"

@@ -1,0 +1,103 @@
+"""Keep-last-good: the newest good backups of each database outlive any outage.
+
+Lifecycle expires backups by age alone: if backups stop for longer than a tier's retention, the last
+good ones would be deleted on schedule. Each lifecycle rule matches a database's prefix AND the tag
+``backstop:tier=<tier>``; the guard takes the newest ``retention.keep_last`` committed, good backups
+of each database out of every rule by tagging their artifact and manifest ``held-<tier>``, which no
+rule matches, and gives an older one its own tier back once newer good backups have taken its place,
+so lifecycle then ages it out as usual (at once if it is already past its tier's age).
+
+"Good" means committed (a manifest, written last), not dated in the future, and not found corrupt,
+unreadable or overwritten by the latest verification sweep. Only the tier tag changes, and only
+between ``<tier>`` and ``held-<tier>``: the role that runs the guard may do nothing else to a backup
+(``infra.backup_vault.BackupVault.grant_guard``), so a compromised guard can keep backups longer,
+never shorter.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from backstop.config import Config
+from backstop.manifest import Manifest
+from backstop.ports import BackupStore, Clock
+from backstop.retention import TIER_TAG
+
+log = logging.getLogger(__name__)
+
+HELD = "held-"
+"""Prefix of the tier tag of a held backup (``held-yearly``): no lifecycle rule matches it."""
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def held(tier: str) -> str:
+    return f"{HELD}{tier}"
+
+
+@dataclass
+class GuardReport:
+    """What one run of the guard did: per database, the backups it holds, and the tags it changed."""
+
+    held: dict[str, list[str]] = field(default_factory=dict)
+    newly_held: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"held": self.held, "newly_held": self.newly_held, "released": self.released}
+
+
+class RetentionGuard:
+    def __init__(self, config: Config, store: BackupStore, clock: Clock | None = None) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def run(self) -> GuardReport:
+        report = GuardReport()
+        for db in self._config.databases:
+            manifests = self._store.manifests(db.name)
+            keep = self._newest_good(manifests, db.retention.keep_last)
+            report.held[db.name] = sorted(m.backup_id for m in keep)
+            kept = {m.backup_id for m in keep}
+            for manifest in manifests:
+                changed = self._tag(manifest, hold=manifest.backup_id in kept)
+                if changed == "held":
+                    report.newly_held.append(manifest.backup_id)
+                elif changed == "released":
+                    report.released.append(manifest.backup_id)
+        return report
+
+    def _newest_good(self, manifests: list[Manifest], count: int) -> list[Manifest]:
+        latest_allowed = self._clock() + FUTURE_TOLERANCE
+        good = [m for m in manifests if m.started_at <= latest_allowed and self._not_condemned(m)]
+        return sorted(good, key=lambda m: m.backup_id, reverse=True)[:count]
+
+    def _not_condemned(self, manifest: Manifest) -> bool:
+        swept = self._store.get_sidecar(manifest.backup_id, "sweep")
+        return swept is None or swept.get("passed") is not False
+
+    def _tag(self, manifest: Manifest, *, hold: bool) -> str | None:
+        """Set the tier tag of the backup's artifact and manifest versions; "held"/"released" if it changed."""
+        want = held(manifest.retention_tier) if hold else manifest.retention_tier
+        changed = False
+        for key, version in self._versions(manifest):
+            tags = self._store.object_tags(key, version)
+            if tags.get(TIER_TAG) != want:
+                self._store.put_object_tags(key, version, {**tags, TIER_TAG: want})
+                changed = True
+        if not changed:
+            return None
+        log.info("%s %s", "holding" if hold else "releasing", manifest.backup_id)
+        return "held" if hold else "released"
+
+    def _versions(self, manifest: Manifest) -> list[tuple[str, str]]:
+        found = []
+        if manifest.object.version_id:
+            found.append((manifest.object.key, manifest.object.version_id))
+        current = self._store.current_version(self._store.manifest_key(manifest.backup_id))
+        if current is not None and not current.is_delete_marker:
+            found.append((current.key, current.version_id))
+        return found
