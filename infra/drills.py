@@ -173,6 +173,10 @@ class Verification(Construct):
                     **monitoring.environment,
                     "BACKSTOP_DATABASES": json.dumps([db.name for db in config.databases]),
                     "BACKSTOP_BUDGET": str(int(config.sweep.budget)),
+                    "BACKSTOP_RETENTION": json.dumps(
+                        {db.name: db.retention.model_dump(mode="json") for db in config.databases},
+                        separators=(",", ":"),
+                    ),
                 },
                 memory_mb=1024,
                 timeout_seconds=900,
@@ -229,6 +233,7 @@ class Verification(Construct):
         for metric_name, name, finding in (
             ("SweepMismatches", "sweep-mismatch", "whose bytes differ from its manifest"),
             ("SweepUnreadable", "sweep-unreadable", "that could not be read twice in a row"),
+            ("SweepOverwritten", "sweep-overwritten", "whose key serves another version than the backed-up one"),
         ):
             self._monitored(
                 metric_name,

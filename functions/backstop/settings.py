@@ -8,7 +8,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError
 
-from backstop.config import Config, Database, DatabaseName, ObjectLock, Storage, Upload
+from backstop.config import Config, Database, DatabaseName, ObjectLock, Retention, Storage, Upload
 from backstop.errors import ConfigError
 
 
@@ -73,6 +73,9 @@ class SweepSettings(FunctionSettings):
     """``BACKSTOP_DATABASES``: a JSON list of database names."""
     budget: int = Field(gt=0)
     """``BACKSTOP_BUDGET``: the bytes one run may re-read."""
+    retention: Json[dict[DatabaseName, Retention]] = Field(default_factory=dict)
+    """``BACKSTOP_RETENTION``: each database's retention, so the delete markers lifecycle places on expired
+    backups are told from a key someone overwrote or deleted."""
 
 
 class AlertSettings(_Environment):

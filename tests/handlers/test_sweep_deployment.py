@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,25 @@ def test_a_sweep_event_carrying_its_scope_is_refused_in_one_sentence(
 
 def _keys(store: S3Store) -> list[str]:
     return [o["Key"] for o in store.client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["retention-deployed", "retention-unknown"])
+def test_the_deployed_sweep_tells_lifecycles_delete_markers_from_an_overwrite(
+    inbox: AlertInbox, backups: None, store: S3Store, s3: Any, monkeypatch: pytest.MonkeyPatch, told: bool
+) -> None:
+    # given the daily backup of the 22nd expired by lifecycle (a delete marker on its artifact first),
+    # and a sweep three weeks later with the budget to read everything
+    monkeypatch.setenv("BACKSTOP_BUDGET", str(10**9))
+    if told:
+        monkeypatch.setenv("BACKSTOP_RETENTION", '{"orders": {"daily": 7}}')
+    daily = store.get_manifest("orders-20261122T020000Z")
+    assert daily.retention_tier == "daily"
+    s3.delete_object(Bucket=BUCKET, Key=daily.object.key)
+
+    # when the deployed sweep runs
+    result = handler({"checked_at": "2026-12-15T03:00:00Z"}, FakeContext())  # type: ignore[arg-type]
+
+    # then with the retention its deployment gives it, the marker is lifecycle's, not an alert;
+    # without it (the fault), the expired backup is reported overwritten
+    overwritten = [e for e in inbox.envelopes() if "overwritten" in json.dumps(e)]
+    assert (overwritten == [] and result.get("overwritten", []) == []) is told

@@ -130,6 +130,7 @@ def test_alarms_watch_failed_slow_and_overdue_drills_and_sweep_findings(example:
         "orders-drill-failed",
         "orders-drill-overdue",
         "sweep-mismatch",
+        "sweep-overwritten",
         "sweep-unreadable",
         "uploads-drill-failed",
         "uploads-drill-overdue",

@@ -239,6 +239,7 @@ def test_alarms_cover_staleness_size_anomalies_and_the_alerting_path(example: Sy
         "orders-drill-failed",
         "orders-drill-overdue",
         "sweep-mismatch",
+        "sweep-overwritten",
         "sweep-unreadable",
         "uploads-backup-size-anomaly",
         "uploads-backup-stale",
@@ -310,6 +311,7 @@ def test_every_backstop_metric_an_alarm_watches_is_emitted_by_the_handler_of_its
         ("LastSuccessfulDrillAgeSeconds", "freshness"),
         ("SweepMismatches", "sweep"),
         ("SweepUnreadable", "sweep"),
+        ("SweepOverwritten", "sweep"),
     }
     for metric, service in watched:
         handler = importlib.import_module(HANDLERS[service])

@@ -4,7 +4,8 @@ The databases and the budget are the function's environment; the event carries t
 
 Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the sweep did
 not run: ``SweepBackupsChecked``, ``SweepBytesRead``, ``SweepMismatches`` (backups found corrupt)
-and ``SweepUnreadable`` (backups that could not be read twice in a row), once per database
+``SweepUnreadable`` (backups that could not be read twice in a row) and ``SweepOverwritten`` (backups
+whose key serves another version than the pinned one), once per database
 (dimensions ``service=sweep``, ``database``) and once for the whole run (dimension ``service=sweep``).
 """
 
@@ -33,7 +34,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     request = SweepEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
     service = SweepService(
-        SweepScope(settings.databases, settings.budget),
+        SweepScope(settings.databases, settings.budget, retention=settings.retention),
         build_store(settings),
         build_notifier(settings),
         clock=lambda: checked_at,
@@ -57,3 +58,4 @@ def _add_metrics(tally: SweepTally) -> None:
     metrics.add_metric(name="SweepBytesRead", unit=MetricUnit.Bytes, value=tally.bytes_read)
     metrics.add_metric(name="SweepMismatches", unit=MetricUnit.Count, value=tally.corrupt)
     metrics.add_metric(name="SweepUnreadable", unit=MetricUnit.Count, value=tally.unreadable)
+    metrics.add_metric(name="SweepOverwritten", unit=MetricUnit.Count, value=tally.overwritten)
