@@ -9,16 +9,13 @@ of a rule whose prefix and tags it matches is expired.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk.assertions import Template
-from moto import mock_aws
 
 from backstop.config import Config
 from backstop.manifest import Trigger
@@ -26,27 +23,13 @@ from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.retention_guard import RetentionGuard
 from backstop.store import S3Store
 from infra.backup_vault import BackupVault
-from tests.conftest import BUCKET, REGION
+from tests.conftest import BUCKET
 from tests.services import at, run_backup
 
 pytestmark = pytest.mark.xdist_group("infra")
 
 FOUR_YEARS = timedelta(days=4 * 366)
 """Longer than every tier's retention with the defaults (3 yearly = 1098 days)."""
-
-
-@pytest.fixture
-def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name=REGION)
-        client.create_bucket(Bucket=BUCKET)
-        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        yield client
-
-
-@pytest.fixture
-def store(s3: Any) -> S3Store:
-    return S3Store(s3, bucket=BUCKET, prefix="backups")
 
 
 def lifecycle_rules(config: Config) -> list[dict[str, Any]]:
