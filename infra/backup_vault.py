@@ -58,7 +58,7 @@ from constructs import Construct
 from backstop.config import Config
 from backstop.errors import ConfigError
 from backstop.restore_targets import safety_database
-from backstop.retention import TIER_TAG, TIERS, expiry_days
+from backstop.retention import BACKUP_TAG_KEYS, TIER_TAG, TIERS, expiry_days, held
 
 MAX_LIFECYCLE_RULES = 1000
 """S3's limit on lifecycle rules in one bucket configuration."""
@@ -288,6 +288,9 @@ class BackupVault(Construct):
             ),
         )
         self.writer_role_path = writer_role_path(self)
+        self.guard_role_path = f"{self.writer_role_path}guard/"
+        """The IAM path of the keep-last-good guard's role: the one role that may move a tier tag, and
+        only between ``<tier>`` and ``held-<tier>`` (``grant_guard``)."""
         self.bucket.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="OnlyBackstopWritesBackups",
@@ -333,12 +336,35 @@ class BackupVault(Construct):
                 conditions=admins,
             ),
             iam.PolicyStatement(
+                # The guard's role is let through here and held to holding and releasing below.
                 sid="TiersAreNeverRetagged",
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=list(RETAGS),
                 resources=history,
-                conditions={"Null": {f"s3:ExistingObjectTag/{TIER_TAG}": "false"}, **admins},
+                conditions={
+                    "Null": {f"s3:ExistingObjectTag/{TIER_TAG}": "false"},
+                    "ArnNotLike": {
+                        "aws:PrincipalArn": [*admins["ArnNotLike"]["aws:PrincipalArn"], self._guard_role_pattern()]
+                    },
+                },
+            ),
+            *(
+                iam.PolicyStatement(
+                    # A backup tagged <tier> or held-<tier> stays one of the two: whatever the guard's own
+                    # policy says, it can keep a backup longer, never make lifecycle take it sooner.
+                    sid=f"TheGuardOnlyHolds{tier.capitalize()}",
+                    effect=iam.Effect.DENY,
+                    principals=[iam.AnyPrincipal()],
+                    actions=list(RETAGS),
+                    resources=history,
+                    conditions={
+                        "ArnLike": {"aws:PrincipalArn": self._guard_role_pattern()},
+                        "StringEquals": {f"s3:ExistingObjectTag/{TIER_TAG}": [tier, held(tier)]},
+                        "StringNotEquals": {f"s3:RequestObjectTag/{TIER_TAG}": [tier, held(tier)]},
+                    },
+                )
+                for tier in TIERS
             ),
             iam.PolicyStatement(
                 sid="OnlyAdministratorsConfigureTheVault",
@@ -363,6 +389,9 @@ class BackupVault(Construct):
 
     def _writer_role_pattern(self) -> str:
         return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role{self.writer_role_path}*"
+
+    def _guard_role_pattern(self) -> str:
+        return f"arn:{Aws.PARTITION}:iam::{Aws.ACCOUNT_ID}:role{self.guard_role_path}*"
 
     # -- grants ---------------------------------------------------------------------------------
 
@@ -441,6 +470,52 @@ class BackupVault(Construct):
             [*reads, *sidecars],
             f"Backups and their {kind} records are named by the time of each backup, so they are unknown when "
             f"deploying; reads stop at the listed databases' prefixes and the only write is the {kind} record.",
+        )
+
+    def grant_guard(self, role: iam.IRole, databases: Sequence[str]) -> None:
+        """Let ``role`` (under ``guard_role_path``) move the given databases' backups between ``<tier>`` and
+        ``held-<tier>``: read manifests and sweep records, read tags, and write a tag set whose tier is
+        the same tier, held or not, as the one the version has. Nothing else: no write, no delete.
+        """
+        own = [f"{self._prefix}/{db}/*" for db in databases]
+        reads = [f"{self._prefix}/{db}/*{suffix}" for db in databases for suffix in (".manifest.json", ".sweep.json")]
+        statements = [
+            iam.PolicyStatement(
+                sid="ReadManifestsAndSweepRecords",
+                actions=["s3:GetObject"],
+                resources=[self.bucket.arn_for_objects(pattern) for pattern in reads],
+            ),
+            iam.PolicyStatement(
+                sid="ReadTiers",
+                actions=["s3:GetObjectVersionTagging"],
+                resources=[self.bucket.arn_for_objects(pattern) for pattern in own],
+            ),
+            *(
+                iam.PolicyStatement(
+                    sid=f"HoldAndRelease{tier.capitalize()}",
+                    actions=["s3:PutObjectVersionTagging"],
+                    resources=[self.bucket.arn_for_objects(pattern) for pattern in own],
+                    conditions={
+                        "StringEquals": {
+                            f"s3:ExistingObjectTag/{TIER_TAG}": [tier, held(tier)],
+                            f"s3:RequestObjectTag/{TIER_TAG}": [tier, held(tier)],
+                        },
+                        "ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": list(BACKUP_TAG_KEYS)},
+                    },
+                )
+                for tier in TIERS
+            ),
+            self._list_statement(databases),
+            self._key_statement(["kms:Decrypt"]),
+        ]
+        for statement in statements:
+            role.add_to_principal_policy(statement)
+        self.acknowledge_key_patterns(
+            role,
+            [*own, *reads],
+            "Backups are named by the time of each backup, so they are unknown when deploying; the guard reads "
+            "manifests and sweep records, and its only write is a tier tag moved between <tier> and held-<tier>, "
+            "which the bucket policy enforces too.",
         )
 
     def grant_read_manifests(self, role: iam.IRole, databases: Sequence[str], drilled: Sequence[str] = ()) -> None:

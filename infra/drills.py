@@ -12,6 +12,7 @@ only sweep records. Alarms: a failed drill, a drill slower than its RTO, a sweep
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -24,18 +25,23 @@ from backstop.config import AnyDatabase, Config, FileDrill, FilesDatabase, Serve
 from infra.backup_vault import BackupVault
 from infra.monitoring import FRESHNESS_SERVICE, Monitoring
 from infra.network import grant_network
-from infra.runner import DRILL_HANDLER, SWEEP_HANDLER, FunctionSpec, RunnerImage
+from infra.runner import DRILL_HANDLER, GUARD_HANDLER, SWEEP_HANDLER, FunctionSpec, RunnerImage
 from infra.schedules import (
     DRILL_LEAVES_OUT,
     ScheduledInvocation,
+    checked_at_input,
     database_environment,
     rate_expression,
     scheduled_input,
-    sweep_input,
 )
 
 DRILL_SERVICE = "drill"
 SWEEP_SERVICE = "sweep"
+GUARD_SERVICE = "guard"
+
+GUARD_EVERY = timedelta(hours=6)
+"""How often the keep-last-good guard runs: a new backup is held, and an old one released, within this."""
+GUARD_ENVIRONMENT = frozenset({"BACKSTOP_BUCKET", "BACKSTOP_PREFIX", "BACKSTOP_KMS_KEY_ID"})
 
 DRILL_STAMP = "????????T??????Z-??????"
 """The time and random suffix of a drill's audit record (services/drill.py): no other database's drills match."""
@@ -188,11 +194,12 @@ class Verification(Construct):
             function=self.sweep,
             expression=rate_expression(config.sweep.every),
             timezone="UTC",
-            payload=sweep_input(),
+            payload=checked_at_input(),
             description="Backstop: verification sweep of stored backups",
             dead_letters=monitoring.dead_letters,
             dead_letter_key=monitoring.key,
         )
+        self.guard, self.guard_schedule = self._guard(config, vault, runner, monitoring)
         self.alarms: list[cloudwatch.Alarm] = []
         for db in config.databases:
             if db.drill is None:
@@ -244,6 +251,50 @@ class Verification(Construct):
                 threshold=0,
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             )
+
+    def _guard(
+        self, config: Config, vault: BackupVault, runner: RunnerImage, monitoring: Monitoring
+    ) -> tuple[lambda_.IFunction, ScheduledInvocation]:
+        """The keep-last-good guard: holds each database's newest good backups out of lifecycle's reach."""
+        role = iam.Role(
+            self,
+            "GuardRole",
+            description="Backstop keep-last-good guard: moves tier tags between <tier> and held-<tier>, nothing else",
+            path=vault.guard_role_path,
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
+        vault.grant_guard(role, [db.name for db in config.databases])
+        function = runner.function(
+            self,
+            "Guard",
+            FunctionSpec(
+                handler=GUARD_HANDLER,
+                description="Backstop: holds the newest good backups of each database out of lifecycle's reach",
+                role=role,
+                environment={
+                    # It publishes nothing and writes no object: the vault's name, prefix and key only.
+                    **{k: v for k, v in monitoring.environment.items() if k in GUARD_ENVIRONMENT},
+                    "BACKSTOP_RETENTION": json.dumps(
+                        {db.name: db.retention.model_dump(mode="json") for db in config.databases},
+                        separators=(",", ":"),
+                    ),
+                },
+                memory_mb=512,
+                timeout_seconds=900,
+            ),
+        )
+        schedule = ScheduledInvocation(
+            self,
+            "GuardSchedule",
+            function=function,
+            expression=rate_expression(GUARD_EVERY),
+            timezone="UTC",
+            payload=checked_at_input(),
+            description="Backstop: keep-last-good guard",
+            dead_letters=monitoring.dead_letters,
+            dead_letter_key=monitoring.key,
+        )
+        return function, schedule
 
     def add_to(self, dashboard: cloudwatch.Dashboard, config: Config) -> None:
         """The drills' and the sweep's rows on the dashboard: drill durations against RTO, sweeps."""

@@ -27,6 +27,7 @@ FRESHNESS_HANDLER = "backstop.handlers.freshness.handler"
 DRILL_HANDLER = "backstop.handlers.drill.handler"
 SWEEP_HANDLER = "backstop.handlers.sweep.handler"
 FAILURE_ALERT_HANDLER = "backstop.handlers.failure_alert.handler"
+GUARD_HANDLER = "backstop.handlers.retention_guard.handler"
 
 LOG_RETENTION = {
     1: logs.RetentionDays.ONE_DAY,

@@ -60,8 +60,9 @@ def database_environment(database: AnyDatabase, *, leave_out: Iterable[str]) -> 
     return {"BACKSTOP_DATABASE": json.dumps(ordered, separators=(",", ":"))}
 
 
-def sweep_input() -> dict[str, Any]:
-    """What the sweep schedule sends: a ``SweepEvent`` with Scheduler's time (its scope is its environment)."""
+def checked_at_input() -> dict[str, Any]:
+    """What the sweep and guard schedules send: a ``SweepEvent`` or ``GuardEvent`` with Scheduler's time
+    (their scope is their environment)."""
     return {"checked_at": SCHEDULED_TIME}
 
 

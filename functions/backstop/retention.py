@@ -35,6 +35,21 @@ def tier_for(at: datetime, earlier: Iterable[datetime]) -> Tier:
 TIER_TAG = "backstop:tier"
 """The object tag that carries a backup's tier; the vault's lifecycle rules match on it."""
 
+ENGINE_TAG = "backstop:engine"
+DATABASE_TAG = "backstop:database"
+BACKUP_TAG_KEYS = (TIER_TAG, ENGINE_TAG, DATABASE_TAG)
+"""Every tag an artifact or manifest carries (``S3Store.tags_for``)."""
+
+HELD = "held-"
+"""Prefix of the tier tag of a backup the keep-last-good guard holds (``held-yearly``): no lifecycle
+rule matches it, so lifecycle never expires it (``services/retention_guard.py``)."""
+
+
+def held(tier: str) -> str:
+    """The tier tag of a held backup of ``tier``."""
+    return f"{HELD}{tier}"
+
+
 TIERS: tuple[Tier, ...] = ("daily", "weekly", "monthly", "yearly")
 """Lowest first: the order in which a tier's age carries up to the next."""
 

@@ -78,6 +78,13 @@ class SweepSettings(FunctionSettings):
     backups are told from a key someone overwrote or deleted."""
 
 
+class GuardSettings(FunctionSettings):
+    """The environment of the keep-last-good guard: the databases it holds backups of, with their retention."""
+
+    retention: Json[Annotated[dict[DatabaseName, Retention], Field(min_length=1)]]
+    """``BACKSTOP_RETENTION``: each guarded database's retention (``keep_last`` is how many it holds)."""
+
+
 class AlertSettings(_Environment):
     """The environment of the failure-alert function: only the topic, since alerting is all it does."""
 

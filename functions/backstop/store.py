@@ -41,6 +41,7 @@ from backstop.errors import (
 from backstop.manifest import Manifest, Tier
 from backstop.names import check_database_name, parse_backup_id
 from backstop.ports import LockUntil, ObjectVersion, RunLock, UploadResult
+from backstop.retention import DATABASE_TAG, ENGINE_TAG, TIER_TAG
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -289,7 +290,7 @@ class S3Store:
     @staticmethod
     def tags_for(database: str, engine: str, tier: Tier) -> dict[str, str]:
         """The tags lifecycle rules and operators filter on."""
-        return {"backstop:tier": tier, "backstop:engine": engine, "backstop:database": database}
+        return {TIER_TAG: tier, ENGINE_TAG: engine, DATABASE_TAG: database}
 
     def upload(self, key: str, tags: dict[str, str], lock: LockUntil | None = None) -> _UploadContext:
         """Start a multipart upload of ``key`` (locked until ``lock``); the context aborts it if the block raises."""
@@ -724,7 +725,7 @@ class S3Store:
             Key=key,
             Body=body.encode(),
             ContentType="application/json",
-            Tagging=self.tagging({"backstop:tier": "daily", "backstop:database": database}),
+            Tagging=self.tagging({TIER_TAG: "daily", DATABASE_TAG: database}),
             **self.sse_args(),
         )
         return attempts

@@ -20,3 +20,17 @@ class SweepEvent(ScheduleInput):
     carries = "checked_at"
 
     checked_at: AwareDatetime | None = None
+
+
+class GuardEvent(ScheduleInput):
+    """The input of the keep-last-good guard's schedule: the time of the run, nothing else.
+
+    The databases and their ``keep_last`` are the function's deployment
+    (``backstop.settings.GuardSettings``); the schedule fills ``checked_at`` with
+    ``<aws.scheduler.scheduled-time>``, against which future-dated backups are told apart.
+    """
+
+    kind = "keep-last-good guard event"
+    carries = "checked_at"
+
+    checked_at: AwareDatetime | None = None

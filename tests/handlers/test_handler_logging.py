@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-HANDLERS = ["approval", "backup", "drill", "failure_alert", "freshness", "restore", "sweep"]
+HANDLERS = ["approval", "backup", "drill", "failure_alert", "freshness", "restore", "retention_guard", "sweep"]
 
 
 @dataclass

@@ -130,6 +130,12 @@ def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synth
             for db in ("orders", "uploads")
             for what in ("*.sweep.json", "*")
         ],
+        # the keep-last-good guard: reads manifests and sweep records, moves tier tags
+        "VerificationGuardRoleDefaultPolicy0510E545": sorted(
+            f"AwsSolutions-IAM5[Resource::{bucket}/backups/{db}/{what}]"
+            for db in ("orders", "uploads")
+            for what in ("*.manifest.json", "*.sweep.json", "*")
+        ),
         "RestoreStateMachineRoleDefaultPolicy42D4C55F": [
             "AwsSolutions-IAM5[Resource::*]",
             "AwsSolutions-IAM5[Resource::<RestoreApprovalFunction0609219E.Arn>:*]",

@@ -8,6 +8,7 @@ of a rule whose prefix and tags it matches is expired.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from aws_cdk.assertions import Template
 
 from backstop.config import Config
 from backstop.manifest import Trigger
+from backstop.retention import BACKUP_TAG_KEYS, TIERS
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.retention_guard import RetentionGuard
 from backstop.store import S3Store
 from infra.backup_vault import BackupVault
 from tests.conftest import BUCKET
+from tests.infra import Synthesized, flatten, synthesized_example
 from tests.services import at, run_backup
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -95,7 +98,7 @@ def test_an_outage_longer_than_every_retention_keeps_the_newest_good_backups(
     assert surviving(store, s3, rules, four_years_on) == []
 
     # and with the guard run (as its schedule does, every day of the outage)
-    report = RetentionGuard(config, store).run()
+    report = RetentionGuard.of(config, store).run()
 
     # then the newest three (retention.keep_last's default) are untouched by lifecycle
     assert report.held["orders"] == ids[-3:]
@@ -108,11 +111,11 @@ def test_newer_good_backups_return_the_older_ones_to_normal_retention(
     # given a guard that held the newest two of five backups
     config = config_for(make_config, orders_db, keep_last=2)
     first = [run_backup(config, store, at(day)).manifest.backup_id for day in range(10, 15)]
-    RetentionGuard(config, store).run()
+    RetentionGuard.of(config, store).run()
 
     # when backups resume and the guard runs again
     later = [run_backup(config, store, at(day)).manifest.backup_id for day in range(20, 23)]
-    report = RetentionGuard(config, store).run()
+    report = RetentionGuard.of(config, store).run()
 
     # then the new newest two are held, the earlier two are released and age out as usual
     assert report.held["orders"] == later[-2:]
@@ -129,7 +132,7 @@ def test_a_backup_the_sweep_found_corrupt_is_not_one_of_the_last_good(
     store.put_sidecar(store.get_manifest(ids[-1]), "sweep", {"passed": False, "finding": "corrupt"})
 
     # when the guard runs, it holds the two newest good ones instead
-    assert RetentionGuard(config, store).run().held["orders"] == ids[-3:-1]
+    assert RetentionGuard.of(config, store).run().held["orders"] == ids[-3:-1]
 
 
 def test_a_backup_dated_in_the_future_is_not_one_of_the_last_good(
@@ -145,7 +148,7 @@ def test_a_backup_dated_in_the_future_is_not_one_of_the_last_good(
     assert store.newest_backup_id("orders") == "orders-20990101T020000Z"
 
     # when the guard runs, the genuine backup is the one held
-    assert RetentionGuard(config, store).run().held["orders"] == [good.backup_id]
+    assert RetentionGuard.of(config, store).run().held["orders"] == [good.backup_id]
 
 
 def test_the_guard_changes_only_the_tier_tag(make_config: Any, orders_db: Path, store: S3Store, s3: Any) -> None:
@@ -153,8 +156,58 @@ def test_the_guard_changes_only_the_tier_tag(make_config: Any, orders_db: Path, 
     manifest = run_backup(config, store, at(10)).manifest
     before = s3.get_object_tagging(Bucket=BUCKET, Key=manifest.object.key, VersionId=manifest.object.version_id)
 
-    RetentionGuard(config, store).run()
+    RetentionGuard.of(config, store).run()
 
     after = s3.get_object_tagging(Bucket=BUCKET, Key=manifest.object.key, VersionId=manifest.object.version_id)
     changed = {t["Key"]: t["Value"] for t in after["TagSet"]}
     assert changed == {**{t["Key"]: t["Value"] for t in before["TagSet"]}, "backstop:tier": "held-yearly"}
+
+
+# -- the deployed guard ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
+
+
+def guard_statements(example: Synthesized) -> list[dict[str, Any]]:
+    _, policy = example.one("AWS::IAM::Policy", "VerificationGuardRoleDefaultPolicy")
+    return [flatten(s) for s in policy["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def test_the_guards_only_write_is_a_tier_tag_moved_between_a_tier_and_its_held_tier(example: Synthesized) -> None:
+    writes = [
+        s
+        for s in guard_statements(example)
+        if any(a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List")) for a in _listed(s["Action"]))
+    ]
+
+    assert [s["Sid"] for s in writes] == [f"HoldAndRelease{tier.capitalize()}" for tier in TIERS]
+    for statement, tier in zip(writes, TIERS, strict=True):
+        assert _listed(statement["Action"]) == ["s3:PutObjectVersionTagging"]
+        assert statement["Condition"] == {
+            "StringEquals": {
+                "s3:ExistingObjectTag/backstop:tier": [tier, f"held-{tier}"],
+                "s3:RequestObjectTag/backstop:tier": [tier, f"held-{tier}"],
+            },
+            "ForAllValues:StringEquals": {"s3:RequestObjectTagKeys": list(BACKUP_TAG_KEYS)},
+        }
+
+
+def test_the_guard_runs_every_six_hours_on_its_environment_alone(example: Synthesized) -> None:
+    _, function = example.one("AWS::Lambda::Function", "VerificationGuard")
+    environment = function["Properties"]["Environment"]["Variables"]
+    _, schedule = example.one("AWS::Scheduler::Schedule", "VerificationGuardSchedule")
+
+    assert function["Properties"]["ImageConfig"]["Command"] == ["backstop.handlers.retention_guard.handler"]
+    assert set(environment) == {"BACKSTOP_BUCKET", "BACKSTOP_PREFIX", "BACKSTOP_KMS_KEY_ID", "BACKSTOP_RETENTION"}
+    assert set(json.loads(environment["BACKSTOP_RETENTION"])) == {"orders", "uploads"}
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(6 hours)"
+    assert json.loads(schedule["Properties"]["Target"]["Input"]) == {"checked_at": "<aws.scheduler.scheduled-time>"}
+    _, role = example.one("AWS::IAM::Role", "VerificationGuardRole")
+    assert role["Properties"]["Path"] == "/backstop/Backstop/guard/"
+
+
+def _listed(value: Any) -> list[str]:
+    return value if isinstance(value, list) else [value]

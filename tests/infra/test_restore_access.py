@@ -551,15 +551,19 @@ S3_WRITES = frozenset(a for a in actions_on("s3", "object") if not a.startswith(
 @pytest.mark.parametrize(
     ("key", "writers"),
     [
-        ("orders/2026-01-01T020000Z.tar.zst", {"BackupsordersRole"}),
+        # the guard only moves a backup's tier tag between <tier> and held-<tier> (test_keep_last_good)
+        ("orders/2026-01-01T020000Z.tar.zst", {"BackupsordersRole", "VerificationGuardRole"}),
         ("orders-pre-restore-staging/2026-01-01T020000Z.tar.zst", {"RestoreRole"}),
         ("orders-pre-restore-in-place/2026-01-01T020000Z.tar.zst", {"RestoreRole"}),
         ("_locks/orders-pre-restore-staging.backup.json", {"RestoreRole"}),
         ("_locks/orders.backup.json", {"BackupsordersRole", "RestoreRole"}),  # no backup during an in-place restore
         ("_failures/orders-pre-restore-staging/2026-01-01T020000Z.json", {"RestoreRole"}),
         ("_failures/orders/2026-01-01T020000Z.json", {"BackupsordersRole"}),
-        ("orders/2026-01-01T020000Z.drill.json", {"BackupsordersRole", "VerificationDrillordersRole"}),
-        ("uploads/2026-01-01T020000Z.tar.gz", {"BackupsuploadsRole"}),
+        (
+            "orders/2026-01-01T020000Z.drill.json",
+            {"BackupsordersRole", "VerificationDrillordersRole", "VerificationGuardRole"},
+        ),
+        ("uploads/2026-01-01T020000Z.tar.gz", {"BackupsuploadsRole", "VerificationGuardRole"}),
         ("_locks/uploads.backup.json", {"BackupsuploadsRole"}),
     ],
 )

@@ -105,6 +105,7 @@ def test_each_function_names_its_own_handler_command(example: Synthesized) -> No
         ("backstop.handlers.failure_alert.handler",),
         ("backstop.handlers.freshness.handler",),
         ("backstop.handlers.restore.handler",),
+        ("backstop.handlers.retention_guard.handler",),
         ("backstop.handlers.sweep.handler",),
     ]
 

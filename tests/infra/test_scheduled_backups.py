@@ -60,12 +60,12 @@ def sample(database: str) -> dict[str, Any]:
 # -- schedules ----------------------------------------------------------------------------------
 
 
-def test_every_database_has_one_backup_schedule_and_one_drill_schedule_plus_freshness_and_sweep(
+def test_every_database_has_one_backup_schedule_and_one_drill_schedule_plus_freshness_sweep_and_guard(
     example: Synthesized, servers: Synthesized
 ) -> None:
     # the example's two file databases drill by default; the servers' databases have no scratch server
-    assert len(example.of_type("AWS::Scheduler::Schedule")) == 2 * len(EXAMPLE) + 2
-    assert len(servers.of_type("AWS::Scheduler::Schedule")) == len(SERVERS) + 2
+    assert len(example.of_type("AWS::Scheduler::Schedule")) == 2 * len(EXAMPLE) + 3
+    assert len(servers.of_type("AWS::Scheduler::Schedule")) == len(SERVERS) + 3
 
 
 @pytest.mark.parametrize("database", EXAMPLE)

@@ -82,6 +82,7 @@ def test_configured_writers_are_let_through_as_well(servers: Synthesized) -> Non
 def test_only_the_backup_and_restore_roles_live_on_the_writers_path(example: Synthesized) -> None:
     roles = example.of_type("AWS::IAM::Role")
     on_path = {k for k, r in roles.items() if r["Properties"].get("Path") == "/backstop/Backstop/"}
+    on_guard_path = {k for k, r in roles.items() if r["Properties"].get("Path") == "/backstop/Backstop/guard/"}
     # the backup functions, the restore function (it writes safety snapshots through the backup path), and
     # the drills and the sweep (each writes only its record beside a backup)
     writers = ("BackupsordersRole", "BackupsuploadsRole", "RestoreRole", "VerificationDrill", "VerificationSweepRole")
@@ -89,7 +90,13 @@ def test_only_the_backup_and_restore_roles_live_on_the_writers_path(example: Syn
 
     assert len(backup_roles) == 6
     assert on_path == backup_roles
-    assert all(r["Properties"].get("Path") in (None, "/backstop/Backstop/") for r in roles.values())
+    # the keep-last-good guard, the one role the bucket policy lets move a tier tag (held <-> released)
+    assert {k for k in on_guard_path if not k.startswith("VerificationGuardRole")} == set()
+    assert len(on_guard_path) == 1
+    assert all(
+        r["Properties"].get("Path") in (None, "/backstop/Backstop/", "/backstop/Backstop/guard/")
+        for r in roles.values()
+    )
 
 
 def test_lifecycle_housekeeping_still_reaches_every_version(example: Synthesized) -> None:

@@ -3,7 +3,8 @@
 moto does not evaluate bucket policies, so each request below (who, what action, which key, which
 headers) is evaluated against the vault's synthesized bucket policy by a small evaluator of its
 Deny statements: IAM's wildcard matching on actions, resources and ``aws:PrincipalArn``, and the
-``Null``, ``Bool``, ``ArnNotLike`` condition operators the policy uses (an operator it does not know
+``Null``, ``Bool``, ``ArnLike``, ``ArnNotLike``, ``StringEquals`` and ``StringNotEquals`` condition
+operators the policy uses (an operator it does not know
 fails the test rather than being ignored). The roles' identity policies, which only narrow further,
 are checked in test_scheduled_backups and test_restore_access.
 """
@@ -26,6 +27,7 @@ VAULT_BUCKET = "VaultBucket0925C477"
 ACCOUNT = "arn:<AWS::Partition>:iam::<AWS::AccountId>"
 BACKUP_ROLE = f"{ACCOUNT}:role/backstop/Backstop/BackupOrdersRole"
 RESTORE_ROLE = f"{ACCOUNT}:role/backstop/Backstop/RestoreRole"
+GUARD_ROLE = f"{ACCOUNT}:role/backstop/Backstop/guard/VerificationGuardRole"
 DEPLOY_ROLE = f"{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-123456789012-us-east-1"
 OPERATOR = "arn:aws:iam::123456789012:role/backstop-operator"
 ADMIN = "arn:aws:iam::123456789012:role/vault-admin"
@@ -80,6 +82,16 @@ def _condition_holds(condition: dict[str, Any], request: Request) -> bool:
             elif operator == "ArnNotLike":
                 if present and any(like(e, str(context[name])) for e in _values(expected)):
                     return False
+            elif operator == "ArnLike":
+                if not present or not any(like(e, str(context[name])) for e in _values(expected)):
+                    return False
+            elif operator == "StringEquals":
+                if not present or str(context[name]) not in _values(expected):
+                    return False
+            elif operator == "StringNotEquals":
+                # a key the request does not carry equals nothing: a negated operator then holds
+                if present and str(context[name]) in _values(expected):
+                    return False
             else:
                 raise AssertionError(f"the evaluator does not know the condition operator {operator}")
     return True
@@ -113,6 +125,8 @@ def denied_by(synthesized: Synthesized, request: Request) -> list[str]:
             found.append(statement.get("Sid", "?"))
     return found
 
+
+KNOWN_OPERATORS = {"Null", "Bool", "ArnLike", "ArnNotLike", "StringEquals", "StringNotEquals"}
 
 CREATE = {"s3:ObjectCreationOperation": "true"}
 WRITE_ONCE = {**CREATE, "s3:if-none-match": "*"}
@@ -184,6 +198,57 @@ def test_a_written_backup_is_never_retiered(servers: Synthesized, action: str) -
     assert denied_by(servers, Request(ADMIN, action, key, TAGGED)) == []
 
 
+# -- the keep-last-good guard ------------------------------------------------------------------------
+
+
+def _retag(existing: str | None, requested: str | None) -> dict[str, str]:
+    context = {}
+    if existing is not None:
+        context["s3:ExistingObjectTag/backstop:tier"] = existing
+    if requested is not None:
+        context["s3:RequestObjectTag/backstop:tier"] = requested
+    return context
+
+
+@pytest.mark.parametrize("tier", ["daily", "weekly", "monthly", "yearly"])
+def test_the_guard_holds_and_releases_a_backup_of_any_tier(servers: Synthesized, tier: str) -> None:
+    key = ARTIFACT.replace("backups/", "db/")
+    for existing, requested in ((tier, f"held-{tier}"), (f"held-{tier}", tier)):
+        request = Request(GUARD_ROLE, "s3:PutObjectVersionTagging", key, _retag(existing, requested))
+        assert denied_by(servers, request) == [], (existing, requested)
+
+
+@pytest.mark.parametrize(
+    ("existing", "requested"),
+    [
+        ("yearly", "daily"),  # lifecycle would delete a yearly backup in days
+        ("held-yearly", "daily"),
+        ("held-monthly", "held-daily"),
+        ("yearly", None),  # no tier: nothing would ever expire it, nor would the guard find its tier again
+        ("weekly", "anything-else"),
+    ],
+)
+def test_the_guard_cannot_retier_a_backup(servers: Synthesized, existing: str, requested: str | None) -> None:
+    key = ARTIFACT.replace("backups/", "db/")
+    for action in ("s3:PutObjectTagging", "s3:PutObjectVersionTagging"):
+        refused = denied_by(servers, Request(GUARD_ROLE, action, key, _retag(existing, requested)))
+        tier = existing.removeprefix("held-")
+        assert refused == [f"TheGuardOnlyHolds{tier.capitalize()}"], (action, refused)
+
+
+def test_the_guard_deletes_and_writes_no_backup(servers: Synthesized) -> None:
+    key = ARTIFACT.replace("backups/", "db/")
+    assert "BackupsAreNeverRewritten" in denied_by(servers, Request(GUARD_ROLE, "s3:DeleteObjectVersion", key))
+    assert "BackupsAreWrittenOnce" in denied_by(servers, Request(GUARD_ROLE, "s3:PutObject", key, CREATE))
+
+
+def test_another_role_under_the_writers_path_cannot_hold_a_backup(servers: Synthesized) -> None:
+    # holding is re-tagging: only the guard's own path is let through
+    key = ARTIFACT.replace("backups/", "db/")
+    request = Request(BACKUP_ROLE, "s3:PutObjectVersionTagging", key, _retag("yearly", "held-yearly"))
+    assert denied_by(servers, request) == ["TiersAreNeverRetagged"]
+
+
 # -- configuration -----------------------------------------------------------------------------------
 
 
@@ -222,4 +287,4 @@ def test_the_evaluator_knows_every_condition_operator_the_policy_uses(servers: S
         if _transport(statement):
             continue
         for operator in statement.get("Condition", {}):
-            assert operator in {"Null", "Bool", "ArnNotLike"}, statement.get("Sid")
+            assert operator in KNOWN_OPERATORS, statement.get("Sid")

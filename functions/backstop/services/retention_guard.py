@@ -17,24 +17,18 @@ never shorter.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Self
 
-from backstop.config import Config
+from backstop.config import Config, Retention
 from backstop.manifest import Manifest
 from backstop.ports import BackupStore, Clock
-from backstop.retention import TIER_TAG
+from backstop.retention import TIER_TAG, held
+from backstop.services.artifacts import is_future_dated
 
 log = logging.getLogger(__name__)
-
-HELD = "held-"
-"""Prefix of the tier tag of a held backup (``held-yearly``): no lifecycle rule matches it."""
-
-FUTURE_TOLERANCE = timedelta(minutes=5)
-
-
-def held(tier: str) -> str:
-    return f"{HELD}{tier}"
 
 
 @dataclass
@@ -50,17 +44,24 @@ class GuardReport:
 
 
 class RetentionGuard:
-    def __init__(self, config: Config, store: BackupStore, clock: Clock | None = None) -> None:
-        self._config = config
+    """Holds the newest ``keep_last`` good backups of each database in ``retention`` (name -> its retention)."""
+
+    def __init__(self, retention: Mapping[str, Retention], store: BackupStore, clock: Clock | None = None) -> None:
+        self._retention = dict(retention)
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
 
+    @classmethod
+    def of(cls, config: Config, store: BackupStore, clock: Clock | None = None) -> Self:
+        """The guard of every database in ``config`` (the CLI's)."""
+        return cls({db.name: db.retention for db in config.databases}, store, clock)
+
     def run(self) -> GuardReport:
         report = GuardReport()
-        for db in self._config.databases:
-            manifests = self._store.manifests(db.name)
-            keep = self._newest_good(manifests, db.retention.keep_last)
-            report.held[db.name] = sorted(m.backup_id for m in keep)
+        for name, retention in self._retention.items():
+            manifests = self._store.manifests(name)
+            keep = self._newest_good(manifests, retention.keep_last)
+            report.held[name] = sorted(m.backup_id for m in keep)
             kept = {m.backup_id for m in keep}
             for manifest in manifests:
                 changed = self._tag(manifest, hold=manifest.backup_id in kept)
@@ -71,8 +72,8 @@ class RetentionGuard:
         return report
 
     def _newest_good(self, manifests: list[Manifest], count: int) -> list[Manifest]:
-        latest_allowed = self._clock() + FUTURE_TOLERANCE
-        good = [m for m in manifests if m.started_at <= latest_allowed and self._not_condemned(m)]
+        now = self._clock()
+        good = [m for m in manifests if not is_future_dated(m.scheduled_for, now) and self._not_condemned(m)]
         return sorted(good, key=lambda m: m.backup_id, reverse=True)[:count]
 
     def _not_condemned(self, manifest: Manifest) -> bool:

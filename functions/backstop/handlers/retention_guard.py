@@ -1,0 +1,41 @@
+"""Lambda entry point of the keep-last-good guard: the newest good backups of each database are held.
+
+The databases and their retention are the function's environment; the event carries the time only.
+
+Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the guard did not
+run: ``HeldBackups`` per database (dimensions ``service=guard``, ``database``), fewer than the
+database's ``keep_last`` while it has fewer good backups than that.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from backstop.aws import build_store
+from backstop.services.retention_guard import RetentionGuard
+from backstop.settings import GuardSettings
+from backstop.sweep_events import GuardEvent
+
+logger = Logger(service="backstop-guard")
+metrics = Metrics(namespace="Backstop", service="guard")
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    settings = GuardSettings.from_env()
+    request = GuardEvent.parse(event)
+    checked_at = request.checked_at or datetime.now(UTC)
+    report = RetentionGuard(settings.retention, build_store(settings), clock=lambda: checked_at).run()
+    for database, held in report.held.items():
+        # One flush per database: an EMF document carries one set of dimension values.
+        metrics.add_dimension(name="database", value=database)
+        metrics.add_metric(name="HeldBackups", unit=MetricUnit.Count, value=len(held))
+        metrics.flush_metrics()
+    logger.info("guard done", extra={"newly_held": report.newly_held, "released": report.released})
+    return {"checked_at": checked_at.isoformat(), **report.as_dict()}
