@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from aws_cdk import Duration
+from aws_cdk import Annotations, Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -188,6 +188,13 @@ class Verification(Construct):
                 timeout_seconds=900,
             ),
         )
+        if config.sweep.repair:
+            Annotations.of(self.sweep).add_warning_v2(
+                "backstop:sweep-repair-is-cli-only",
+                "sweep.repair applies to `backstop sweep` run with a storage.administrators role: the deployed "
+                "sweep alerts an overwritten backup and repairs nothing, because repair deletes object versions, "
+                "which the vault's bucket policy refuses to every function.",
+            )
         self.sweep_schedule = ScheduledInvocation(
             self,
             "SweepSchedule",

@@ -551,9 +551,10 @@ class Sweep(_Model):
     every: Duration = timedelta(days=1)
     budget: ByteSize = ByteSize(10 * 1024**3)
     repair: bool = False
-    """Run `backstop repair` on a backup whose key the sweep finds overwritten (and alert what it did).
-    Off by default: repair deletes object versions, which only administrators and a sweep role granted
-    s3:DeleteObjectVersion may do."""
+    """`backstop sweep` repairs a backup whose key it finds overwritten (and alerts what it did). Off by
+    default, and for the command only: repair deletes object versions, which the vault's bucket policy
+    refuses to every role but ``storage.administrators``, so it runs with an administrator's credentials.
+    The deployed sweep function alerts and repairs nothing (synth warns when this is on)."""
 
     @field_validator("every")
     @classmethod

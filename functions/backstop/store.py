@@ -852,7 +852,7 @@ class S3Store:
             raise StorageError(
                 f"Removing version {version_id} of {key} failed: S3 answered {_code(exc) or 'an error'}; it takes "
                 "s3:DeleteObjectVersion (and s3:BypassGovernanceRetention for a governance-locked version), "
-                "which administrators hold, and the sweep role only with sweep.repair."
+                "which only storage.administrators roles hold."
             ) from None
         except BotoCoreError as exc:
             raise StorageError(f"Removing version {version_id} of {key} failed: {exc}.") from None

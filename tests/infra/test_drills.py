@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk.assertions import Annotations, Match
 
 from backstop.events import ScheduledDrillEvent
 from backstop.sweep_events import SweepEvent
 from infra.schedules import SCHEDULED_TIME
-from tests.infra import Synthesized, synthesized_example, synthesized_servers
+from tests.infra import EXAMPLE_CONFIG, Synthesized, synthesize, synthesized_example, synthesized_servers
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -148,3 +150,25 @@ def test_the_dashboard_shows_drills_their_age_and_the_sweep(example: Synthesized
         assert f"{database}: age of the last successful drill (s)" in body
     assert "Verification sweep: bytes re-read and mismatches" in body
     assert "MonitoringordersDrillFailed" in body  # the drill alarms are in the status widget (by logical id)
+
+
+def test_sweep_repair_is_for_the_command_and_synth_says_so(tmp_path: Path) -> None:
+    # given a configuration whose operators want `backstop sweep` to repair what it finds overwritten
+    config = tmp_path / "backstop.yaml"
+    config.write_text(EXAMPLE_CONFIG.read_text() + "sweep:\n  repair: true\n")
+
+    # when it is synthesized
+    synthesized = synthesize(config, tmp_path / "cdk.out")
+
+    # then synth warns that the deployed sweep does not repair, and its role still may not delete
+    warnings = Annotations.from_stack(synthesized.stack).find_warning(
+        "*", Match.string_like_regexp("sweep.repair applies to `backstop sweep`")
+    )
+    assert [w.id for w in warnings] == ["/Backstop/Verification/SweepHandle"]
+    grants = s3_grants(role_statements(synthesized, "VerificationSweepRole"))
+    assert not {a for a in grants if "Delete" in a or a.endswith(("Retention", "Tagging"))}
+
+
+def test_without_sweep_repair_synth_does_not_warn(example: Synthesized) -> None:
+    warnings = Annotations.from_stack(example.stack).find_warning("*", Match.string_like_regexp("sweep.repair"))
+    assert warnings == []

@@ -26,8 +26,8 @@ back the tags lifecycle filters on (tier, engine, database) where they were chan
 Rights: repair deletes object versions (s3:DeleteObjectVersion, and s3:BypassGovernanceRetention for
 a governance-locked intruder), re-tags (s3:PutObjectTagging) and lists versions
 (s3:ListBucketVersions), which the backup and restore roles are denied. It runs with an operator's or
-administrator's credentials (a role of ``storage.administrators``), or as the sweep's role when
-``sweep.repair`` is on and that role has been granted those rights. Finding overwrites needs only
+administrator's credentials (a role of ``storage.administrators``), from ``backstop repair`` or from
+``backstop sweep`` with ``sweep.repair``; no deployed function holds them. Finding overwrites needs only
 s3:GetObject. An intruding version under a compliance-mode Object Lock cannot be deleted by anyone
 before its retention ends; repair says so and leaves it.
 """
