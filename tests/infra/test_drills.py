@@ -166,7 +166,8 @@ def test_sweep_repair_is_for_the_command_and_synth_says_so(tmp_path: Path) -> No
     )
     assert [w.id for w in warnings] == ["/Backstop/Verification/SweepHandle"]
     grants = s3_grants(role_statements(synthesized, "VerificationSweepRole"))
-    assert not {a for a in grants if "Delete" in a or a.endswith(("Retention", "Tagging"))}
+    assert not {a for a in grants if "Delete" in a or a.endswith("Retention")}
+    assert all(r.endswith("*.sweep.json") for r in grants["s3:PutObjectTagging"])  # its own records only
 
 
 def test_without_sweep_repair_synth_does_not_warn(example: Synthesized) -> None:
