@@ -32,6 +32,7 @@ from backstop.services.restore_workflow import RestoreWorkflow, RollbackFailedEr
 from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
 from tests.services import RecordingNotifier, at, replace_artifact, run_backup, write_manifest
+from tests.handlers import commit_backup
 from tests.store.test_restore_table import create_table
 
 EXECUTION = "exec-0001"
@@ -493,3 +494,14 @@ def test_an_execution_may_not_take_the_name_of_a_drill_or_refusal_record(world: 
     with pytest.raises(RestoreError, match="audit trail's own"):
         world["workflow"]().resolve(request(), name)
     assert world["table"].audit(name) is None
+
+
+def test_point_in_time_never_picks_a_backup_dated_in_the_future(world: dict[str, Any], store: S3Store) -> None:
+    # given a manifest written straight to the bucket dated in 2099 (a machine whose clock was wrong)
+    commit_backup(store, "orders", datetime(2099, 1, 1, tzinfo=UTC))
+
+    # when a restore asks for the newest backup before a time further ahead still
+    resolved = world["workflow"]().resolve(request(backup={"before": "2100-01-01T00:00:00Z"}), "e1")
+
+    # then it is the newest genuine backup, as `latest` would pick
+    assert resolved["backup"]["backup_id"] == world["manifest"].backup_id

@@ -36,7 +36,7 @@ from backstop.names import backup_id_for, parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier, RunLock
 from backstop.restore_table import ApprovalNotPendingError, PendingApproval, RestoreTable
 from backstop.restore_targets import IN_PLACE, safety_database, target_for
-from backstop.services.artifacts import backup_id_of, fetch_artifact
+from backstop.services.artifacts import CLOCK_TOLERANCE, backup_id_of, fetch_artifact
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.restore import RestoreService
 from backstop.services.server_restore import ServerRestoreService, ServerTarget
@@ -265,6 +265,9 @@ class RestoreWorkflow:
         """The manifest the input names and the S3 version it was read from (pinned for every later step)."""
         if isinstance(ref, Before):
             at = ref.before if ref.before.tzinfo else ref.before.replace(tzinfo=UTC)
+            # A backup dated in the future is never restored by time: `--before 2099-01-01` means the
+            # newest genuine one, as `latest` does (services/artifacts.CLOCK_TOLERANCE).
+            at = min(at, self._now() + CLOCK_TOLERANCE)
             bound = backup_id_for(database, at.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1))
             found = self._store.recent_backup_ids(database, bound, 1)
             if not found:
