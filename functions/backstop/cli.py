@@ -584,11 +584,21 @@ def _print_plan(plan: RestorePlan) -> None:
         err.print("  target does not exist yet")
 
 
+FRESHNESS_TROUBLE = {
+    "stale": "stale",
+    "missing": "no backup",
+    "future-dated": "newest backup dated in the future: a clock is wrong",
+    "unknown": "could not be checked",
+}
+"""What ``backstop freshness`` says of a database per status that needs a look."""
+
+
 @main.command()
 @json_option
 @click.pass_obj
 def freshness(obj: Context, as_json: bool) -> None:
-    """Age of each database's newest backup against its stale_after; exit 1 if any is stale or missing."""
+    """Age of each database's newest backup against its stale_after; exit 1 if any is stale, missing,
+    dated in the future or not checkable."""
     from rich.table import Table
 
     from backstop.services.catalog import CatalogService
@@ -620,9 +630,9 @@ def freshness(obj: Context, as_json: bool) -> None:
                     str(f.stale_after),
                 )
             out.print(table)
-        stale = [f.database for f in report if f.is_stale]
-        if stale:
-            _fail(f"Stale or missing backups: {', '.join(stale)}.")
+        needs_a_look = [f"{f.database} ({FRESHNESS_TROUBLE[f.status]})" for f in report if f.is_stale]
+        if needs_a_look:
+            _fail(f"Backups need a look: {', '.join(needs_a_look)}.")
 
 
 # -- the restore workflow ------------------------------------------------------------------------

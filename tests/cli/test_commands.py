@@ -22,7 +22,9 @@ from rich.console import Console
 import backstop.cli
 from backstop.cli import main
 from backstop.manifest import Manifest
+from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
+from tests.handlers import commit_backup
 from tests.services import corrupt_table, failure_records, rot_object
 
 BACKUP_ID = "orders-20261121T020000Z"
@@ -397,7 +399,7 @@ def test_freshness_exits_1_when_a_database_has_no_backup(cli: Cli, tmp_path: Pat
     # then it exits 1 naming only the database without a backup
     assert result.exit_code == 1
     assert "ledger" in result.stdout and "missing" in result.stdout
-    assert "error: Stale or missing backups: ledger." in result.stderr
+    assert "error: Backups need a look: ledger (no backup)." in result.stderr
 
 
 def test_freshness_exits_1_when_the_newest_backup_is_older_than_stale_after(cli: Cli) -> None:
@@ -410,7 +412,23 @@ def test_freshness_exits_1_when_the_newest_backup_is_older_than_stale_after(cli:
     # then it is stale and the exit status is 1
     assert result.exit_code == 1
     assert json.loads(result.stdout)[0]["status"] == "stale"
-    assert "error: Stale or missing backups: orders." in result.stderr
+    assert "error: Backups need a look: orders (stale)." in result.stderr
+
+
+def test_freshness_says_clock_skew_for_a_backup_dated_in_the_future(cli: Cli, s3: Any) -> None:
+    # given a fresh backup, and a manifest dated next year written straight to the bucket (a wrong clock)
+    cli("backup", "orders")
+    commit_backup(S3Store(s3, bucket=BUCKET, prefix="backups"), "orders", datetime.now(UTC) + timedelta(days=365))
+
+    # when freshness is checked
+    result = cli("freshness")
+
+    # then it exits 1 and says a clock is wrong, not that the database is stale
+    assert result.exit_code == 1
+    assert "future-dated" in result.stdout
+    assert "error: Backups need a look: orders (newest backup dated in the future: a clock is wrong)." in (
+        result.stderr.replace("\n", " ")
+    )
 
 
 # -- configuration and user errors -----------------------------------------------------------------

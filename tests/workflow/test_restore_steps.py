@@ -31,8 +31,8 @@ from backstop.restore_table import RestoreTable, TargetLockedError
 from backstop.services.restore_workflow import RestoreWorkflow, RollbackFailedError, safety_database
 from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
-from tests.services import RecordingNotifier, at, replace_artifact, run_backup, write_manifest
 from tests.handlers import commit_backup
+from tests.services import RecordingNotifier, at, replace_artifact, run_backup, write_manifest
 from tests.store.test_restore_table import create_table
 
 EXECUTION = "exec-0001"
