@@ -237,7 +237,8 @@ class _DatabaseBase(_Model):
 
 
 DEPLOYMENT_FIELDS = frozenset({"function", "vpc", "efs", "restore_targets", "drill"})
-"""Fields that shape the deployed functions, not the backup: left out of the schedule's input."""
+"""Fields that shape the deployed functions, not the backup: left out of the backup function's own
+configuration (``BACKSTOP_DATABASE``, ``infra.schedules.database_environment``); schedules send names only."""
 
 
 class _Drill(_Model):
