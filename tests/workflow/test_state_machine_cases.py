@@ -513,7 +513,9 @@ def test_a_restore_failing_halfway_on_a_full_disk_leaves_the_old_data_and_no_tem
             described = world.wait(arn)
 
         # then the restore failed writing, the rollback put back the old data: old, never a mix
-        assert described["status"] == "FAILED" and described["error"] == "RestoreRolledBack", described
+        audit = world.table.audit("run-full") or {}
+        seen = (entered(world, arn), audit.get("outcome"), audit.get("failure_reason"), described.get("cause"))
+        assert described["status"] == "FAILED" and described["error"] == "RestoreRolledBack", seen
         assert table_rows(paths["staging"]) == before
         with closing(sqlite3.connect(paths["staging"])) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
