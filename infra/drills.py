@@ -6,7 +6,9 @@ and writes only their drill records (plus the audit table and the drill server's
 database's configuration in its environment, and a schedule at the drill's cadence whose input
 names the database and the time. One sweep function for the whole vault reads every database's
 backups within its byte budget (both in its environment; its schedule sends the time) and writes
-only sweep records. Alarms: a failed drill, a drill slower than its RTO, a sweep that found a mismatch.
+only sweep records. One keep-last-good guard, every 6 hours, holds each database's newest good backups
+out of lifecycle's reach; its role may only move a tier tag between ``<tier>`` and ``held-<tier>``.
+Alarms: a failed drill, a drill slower than its RTO, a sweep that found a mismatch.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ GUARD_ENVIRONMENT = frozenset({"BACKSTOP_BUCKET", "BACKSTOP_PREFIX", "BACKSTOP_K
 
 DRILL_STAMP = "????????T??????Z-??????"
 """The time and random suffix of a drill's audit record (services/drill.py): no other database's drills match."""
+
+
+def retention_environment(config: Config) -> str:
+    """``BACKSTOP_RETENTION`` of the sweep and the guard: each database's retention, as compact JSON."""
+    return json.dumps({db.name: db.retention.model_dump(mode="json") for db in config.databases}, separators=(",", ":"))
 
 
 class DatabaseDrill(Construct):
@@ -131,7 +138,7 @@ class DatabaseDrill(Construct):
 
 
 class Verification(Construct):
-    """Every database's drill, the vault's sweep, and their alarms."""
+    """Every database's drill, the vault's sweep and keep-last-good guard, and their alarms."""
 
     def __init__(
         self,
@@ -179,10 +186,7 @@ class Verification(Construct):
                     **monitoring.environment,
                     "BACKSTOP_DATABASES": json.dumps([db.name for db in config.databases]),
                     "BACKSTOP_BUDGET": str(int(config.sweep.budget)),
-                    "BACKSTOP_RETENTION": json.dumps(
-                        {db.name: db.retention.model_dump(mode="json") for db in config.databases},
-                        separators=(",", ":"),
-                    ),
+                    "BACKSTOP_RETENTION": retention_environment(config),
                 },
                 memory_mb=1024,
                 timeout_seconds=900,
@@ -281,10 +285,7 @@ class Verification(Construct):
                 environment={
                     # It publishes nothing and writes no object: the vault's name, prefix and key only.
                     **{k: v for k, v in monitoring.environment.items() if k in GUARD_ENVIRONMENT},
-                    "BACKSTOP_RETENTION": json.dumps(
-                        {db.name: db.retention.model_dump(mode="json") for db in config.databases},
-                        separators=(",", ":"),
-                    ),
+                    "BACKSTOP_RETENTION": retention_environment(config),
                 },
                 memory_mb=512,
                 timeout_seconds=900,
