@@ -53,7 +53,7 @@ class RetentionGuard:
 
     @classmethod
     def of(cls, config: Config, store: BackupStore, clock: Clock | None = None) -> Self:
-        """The guard of every database in ``config`` (the CLI's)."""
+        """The guard of every database in ``config``."""
         return cls({db.name: db.retention for db in config.databases}, store, clock)
 
     def run(self) -> GuardReport:
