@@ -248,6 +248,17 @@ class Verification(Construct):
                     threshold=db.drill.rto.total_seconds(),
                     comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 )
+        # Held backups outlive an outage only while the guard runs: its silence for a day is an alarm.
+        self._monitored(
+            "GuardNotRunning",
+            name="guard-not-running",
+            description="The keep-last-good guard has not completed a run in a day: the newest good backups are "
+            "not being held out of lifecycle's reach (docs/storage.md, Keep last good).",
+            metric=self._monitoring.metric("HeldBackups", GUARD_SERVICE, None, "SampleCount", Duration.days(1)),
+            threshold=1,
+            comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            missing=cloudwatch.TreatMissingData.BREACHING,
+        )
         for metric_name, name, finding in (
             ("SweepMismatches", "sweep-mismatch", "whose bytes differ from its manifest"),
             ("SweepUnreadable", "sweep-unreadable", "that could not be read twice in a row"),
@@ -352,8 +363,10 @@ class Verification(Construct):
         metric: cloudwatch.IMetric,
         threshold: float,
         comparison: cloudwatch.ComparisonOperator,
+        missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
     ) -> None:
-        """An alarm among Monitoring's (its topic, the dashboard's status); no drill today is not a failed one."""
+        """An alarm among Monitoring's (its topic, the dashboard's status); by default no drill today is not a
+        failed one."""
         self.alarms.append(
             self._monitoring.alarm(
                 construct_id,
@@ -362,6 +375,6 @@ class Verification(Construct):
                 metric=metric,
                 threshold=threshold,
                 comparison_operator=comparison,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                treat_missing_data=missing,
             )
         )

@@ -69,7 +69,18 @@ def test_the_scheduled_guard_holds_each_databases_newest_good_backups(
     assert metric_values(capsys.readouterr().out, "HeldBackups") == [
         ({"service": "guard", "database": "orders"}, 2.0),
         ({"service": "guard", "database": "uploads"}, 1.0),
+        ({"service": "guard"}, 3.0),  # and in all, the data point whose absence is guard-not-running
     ]
+
+
+def test_a_run_with_nothing_to_hold_still_reports_that_it_ran(
+    environment: None, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given an empty vault: an outage since the start, or a new deployment
+    handler(load_event(SAMPLE), FakeContext())
+
+    # then the run's count is still a data point: guard-not-running alarms on its absence, not on zero
+    assert ({"service": "guard"}, 0.0) in metric_values(capsys.readouterr().out, "HeldBackups")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ HANDLERS = {
     "failure-alert": "backstop.handlers.failure_alert",
     "drill": "backstop.handlers.drill",
     "sweep": "backstop.handlers.sweep",
+    "guard": "backstop.handlers.retention_guard",
 }
 """Each ``service`` metric dimension and the handler module whose powertools Metrics emit it."""
 
@@ -234,6 +235,7 @@ def test_alarms_cover_staleness_size_anomalies_and_the_alerting_path(example: Sy
         "dead-letters-unprocessed",
         "failure-alert-errors",
         "freshness-errors",
+        "guard-not-running",
         "orders-backup-size-anomaly",
         "orders-backup-stale",
         "orders-drill-failed",
@@ -257,6 +259,16 @@ def test_stale_alarm_fires_past_stale_after_and_when_the_check_goes_silent(examp
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 26 * 3600)
     assert alarm["TreatMissingData"] == "breaching"  # no data: no backup at all, or no check
     assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Maximum", 7200, 1)
+
+
+def test_guard_not_running_alarm_fires_when_a_day_passes_without_a_guard_run(example: Synthesized) -> None:
+    alarm = alarms(example)["guard-not-running"]
+
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("Backstop", "HeldBackups")
+    assert dimensions(alarm) == {"service": "guard"}  # the whole run's count, emitted even when nothing is held
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("SampleCount", 86400, 1)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["TreatMissingData"] == "breaching"  # silence is the failure this alarm exists for
 
 
 def test_stale_alarm_window_follows_the_check_interval(servers: Synthesized) -> None:
@@ -312,13 +324,14 @@ def test_every_backstop_metric_an_alarm_watches_is_emitted_by_the_handler_of_its
         ("SweepMismatches", "sweep"),
         ("SweepUnreadable", "sweep"),
         ("SweepOverwritten", "sweep"),
+        ("HeldBackups", "guard"),
     }
     for metric, service in watched:
         handler = importlib.import_module(HANDLERS[service])
         assert (handler.metrics.namespace, handler.metrics.service) == ("Backstop", service)
         source = inspect.getsource(handler)
         assert f'name="{metric}"' in source
-        if service != "sweep":  # the sweep's alarm is on the whole vault
+        if service not in ("sweep", "guard"):  # the sweep's and the guard's alarms are on the whole vault
             assert 'add_dimension(name="database"' in source
 
 

@@ -4,7 +4,8 @@ The databases and their retention are the function's environment; the event carr
 
 Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the guard did not
 run: ``HeldBackups`` per database (dimensions ``service=guard``, ``database``), fewer than the
-database's ``keep_last`` while it has fewer good backups than that.
+database's ``keep_last`` while it has fewer good backups than that, and in all (dimension
+``service=guard``), whose absence for a day is the ``guard-not-running`` alarm.
 """
 
 from __future__ import annotations
@@ -37,5 +38,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         metrics.add_dimension(name="database", value=database)
         metrics.add_metric(name="HeldBackups", unit=MetricUnit.Count, value=len(held))
         metrics.flush_metrics()
+    metrics.add_metric(name="HeldBackups", unit=MetricUnit.Count, value=sum(len(h) for h in report.held.values()))
     logger.info("guard done", extra={"newly_held": report.newly_held, "released": report.released})
     return {"checked_at": checked_at.isoformat(), **report.as_dict()}
