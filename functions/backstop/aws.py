@@ -12,6 +12,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 from backstop.config import Config, Upload
+from backstop.errors import ConfigError
 from backstop.notify import SnsNotifier
 from backstop.ports import NoNotifier, Notifier
 from backstop.settings import AlertSettings, FunctionSettings
@@ -31,8 +32,22 @@ _BOTO = BotoConfig(
 )
 
 
-def s3_client() -> S3Client:
-    return boto3.client("s3", config=_BOTO)
+def s3_client(region: str | None = None) -> S3Client:
+    return boto3.client("s3", config=_BOTO, region_name=region)
+
+
+def build_replica_store(config: Config | FunctionSettings, client: S3Client | None = None) -> S3Store:
+    """The store of the vault's replica (``storage.replica``, or a function's ``BACKSTOP_REPLICA_*``), read-only
+    by policy, in the replica's region."""
+    replica = config.storage.replica if isinstance(config, Config) else config.replica
+    if replica is None:
+        raise ConfigError(f"s3://{config.bucket} has no replica configured (storage.replica in backstop.yaml).")
+    return S3Store(
+        client or s3_client(replica.region),
+        bucket=replica.bucket,
+        prefix=config.prefix,
+        replica_of=config.bucket,
+    )
 
 
 def build_store(config: Config | FunctionSettings, client: S3Client | None = None) -> S3Store:

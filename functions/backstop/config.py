@@ -477,6 +477,86 @@ class ObjectLock(_Model):
     days: int | None = Field(default=None, ge=1, le=36500)
 
 
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}")
+_ACCOUNT = re.compile(r"\d{12}")
+
+
+class Replica(_Model):
+    """A second copy of every committed backup, out of reach of what can befall the vault's region or account.
+
+    S3 replicates the vault's history (artifacts, manifests, their tags and lock retention; never a
+    delete) into ``bucket`` in ``region``, a bucket of its own stack (``BackstopReplica``) with its own
+    KMS key, the same lifecycle rules and Object Lock always on. ``account``: the replica's account when
+    it is not the vault's; the replica then trusts ``vault_account`` to replicate into it and to check
+    it, and nothing else of that account. Read it with ``backstop --bucket <bucket> list / verify / restore``.
+    """
+
+    bucket: str
+    region: str
+    account: str | None = None
+    vault_account: str | None = None
+    object_lock: ObjectLock = ObjectLock()
+    """Every replicated version is locked at least this long (``days``; by default as long as lifecycle keeps
+    the shortest-lived backup version), or as long as the vault locked it, whichever S3 replicates."""
+    allowed_lag: Duration = timedelta(hours=6)
+    """How far the replica may trail the vault before freshness alerts (the database's ``stale_after`` plus this)."""
+    administrators: tuple[str, ...] = ()
+    """Roles of the replica's account that may change its configuration or delete and re-tag what it holds."""
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
+            raise ValueError(f"{value!r} is not a valid S3 bucket name")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, value: str) -> str:
+        if not _REGION.fullmatch(value):
+            raise ValueError(f"{value!r} is not an AWS region name (like eu-west-1)")
+        return value
+
+    @field_validator("account", "vault_account")
+    @classmethod
+    def _account_id(cls, value: str | None) -> str | None:
+        if value is not None and not _ACCOUNT.fullmatch(value):
+            raise ValueError(f"{value!r} is not a 12-digit AWS account id (quote it in YAML)")
+        return value
+
+    @field_validator("allowed_lag")
+    @classmethod
+    def _lag(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=15) <= value <= timedelta(days=7):
+            raise ValueError("allow the replica 15m to 7d of lag")
+        return value
+
+    @field_validator("administrators")
+    @classmethod
+    def _role_arns(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        return _role_arns(roles)
+
+    @model_validator(mode="after")
+    def _accounts(self) -> Replica:
+        if (self.account is None) != (self.vault_account is None):
+            raise ValueError(
+                "set account and vault_account together (a replica in another account must know which "
+                "account's vault replicates into it), or neither (the replica is in the vault's account)"
+            )
+        return self
+
+    @property
+    def cross_account(self) -> bool:
+        return self.account is not None and self.account != self.vault_account
+
+
+def _role_arns(roles: tuple[str, ...]) -> tuple[str, ...]:
+    for index, arn in enumerate(roles):
+        if not _ROLE_ARN.fullmatch(arn):
+            raise _LocatedError((index,), f"{arn!r} is not an IAM role ARN")
+    return roles
+
+
 class Storage(_Model):
     """How the vault bucket keeps what the retention tiers do not decide."""
 
@@ -490,13 +570,12 @@ class Storage(_Model):
     """Roles (ARNs, ``*`` allowed in the name) that may change the vault's configuration, delete or
     re-tag backups and bypass governance locks; besides them only CloudFormation's deploy role may."""
 
+    replica: Replica | None = None
+
     @field_validator("writers", "administrators")
     @classmethod
     def _role_arns(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
-        for index, arn in enumerate(roles):
-            if not _ROLE_ARN.fullmatch(arn):
-                raise _LocatedError((index,), f"{arn!r} is not an IAM role ARN")
-        return roles
+        return _role_arns(roles)
 
 
 class FreshnessCheck(_Model):
@@ -595,6 +674,12 @@ class Config(_Model):
         if not _BUCKET.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
             raise ValueError(f"{value!r} is not a valid S3 bucket name")
         return value
+
+    @model_validator(mode="after")
+    def _replica_elsewhere(self) -> Config:
+        if self.storage.replica is not None and self.storage.replica.bucket == self.bucket:
+            raise ValueError("storage.replica.bucket must be another bucket than the vault's own bucket")
+        return self
 
     @field_validator("prefix")
     @classmethod

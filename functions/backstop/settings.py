@@ -8,7 +8,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError
 
-from backstop.config import Config, Database, DatabaseName, ObjectLock, Retention, Storage, Upload
+from backstop.config import Config, Database, DatabaseName, ObjectLock, Replica, Retention, Storage, Upload
 from backstop.errors import ConfigError
 
 
@@ -39,6 +39,8 @@ class FunctionSettings(_Environment):
     prefix: str = "backups"
     kms_key_id: str | None = None
     alerts_topic_arn: str | None = None
+    replica: Json[Replica] | None = None
+    """``BACKSTOP_REPLICA``: the vault's ``storage.replica`` (bucket and region), for the functions that check it."""
 
 
 class DatabaseFunctionSettings(FunctionSettings):

@@ -236,9 +236,13 @@ class S3Store:
         kms_key_id: str | None = None,
         part_size: int = 16 * MIB,
         concurrency: int = 4,
+        replica_of: str | None = None,
     ) -> None:
+        """``replica_of``: this bucket is the S3 replica of that vault, whose name its manifests carry (replication
+        keeps keys and version ids, so every pinned version is found here too); nothing writes to a replica."""
         self.client = client
         self.bucket = bucket
+        self.replica_of = replica_of
         self.prefix = prefix.strip("/")
         self.kms_key_id = kms_key_id
         self.part_size = part_size
@@ -474,10 +478,9 @@ class S3Store:
         database, at = parse_backup_id(backup_id)
         if manifest.database != database:
             raise ManifestError(f"Manifest at {key} names database {manifest.database}, not {database}.")
-        if manifest.object.bucket != self.bucket:
-            raise ManifestError(
-                f"Manifest at {key} points at bucket {manifest.object.bucket}, not {self.bucket}: refused."
-            )
+        if manifest.object.bucket not in (self.bucket, self.replica_of):
+            expected = self.bucket if self.replica_of is None else f"{self.replica_of} (replicated to {self.bucket})"
+            raise ManifestError(f"Manifest at {key} points at bucket {manifest.object.bucket}, not {expected}: refused.")
         stem = self.object_key(backup_id, "")
         ext = manifest.object.key.removeprefix(stem)
         if not manifest.object.key.startswith(stem) or not ARTIFACT_EXTENSION.fullmatch(ext):
