@@ -480,7 +480,9 @@ class S3Store:
             raise ManifestError(f"Manifest at {key} names database {manifest.database}, not {database}.")
         if manifest.object.bucket not in (self.bucket, self.replica_of):
             expected = self.bucket if self.replica_of is None else f"{self.replica_of} (replicated to {self.bucket})"
-            raise ManifestError(f"Manifest at {key} points at bucket {manifest.object.bucket}, not {expected}: refused.")
+            raise ManifestError(
+                f"Manifest at {key} points at bucket {manifest.object.bucket}, not {expected}: refused."
+            )
         stem = self.object_key(backup_id, "")
         ext = manifest.object.key.removeprefix(stem)
         if not manifest.object.key.startswith(stem) or not ARTIFACT_EXTENSION.fullmatch(ext):
