@@ -14,13 +14,15 @@ from cdk_nag import AwsSolutionsChecks
 
 from backstop.config import DEFAULT_CONFIG, load_config
 from backstop.errors import ConfigError
+from infra.replica import ReplicaStack, replica_stack_name
 from infra.stack import BackstopStack
 
 STACK_NAME = "Backstop"
 
 
 def build(app: App) -> BackstopStack:
-    """Add the Backstop stack for the configured backstop.yaml to ``app``, with the AwsSolutions checks.
+    """Add the Backstop stack for the configured backstop.yaml to ``app`` (and its replica's stack, when
+    ``storage.replica`` is set), with the AwsSolutions checks.
 
     The checks run when the app is synthesized and fail the synthesis on any unacknowledged finding,
     warnings included; acknowledgments are copied into the template metadata as an audit trail.
@@ -28,7 +30,13 @@ def build(app: App) -> BackstopStack:
     config_path = Path(str(app.node.try_get_context("config") or DEFAULT_CONFIG))
     if not config_path.is_file():
         raise ConfigError(f"Configuration file {str(config_path)!r} not found: pass `-c config=FILE` to cdk.")
-    stack = BackstopStack(app, STACK_NAME, config=load_config(config_path))
+    config = load_config(config_path)
+    stack = BackstopStack(app, STACK_NAME, config=config)
+    if config.storage.replica is not None:
+        # Deployed first (`cdk deploy --all`): the vault's replication rule needs the replica bucket to exist.
+        stack.add_stack_dependency(
+            ReplicaStack(app, replica_stack_name(STACK_NAME), config=config, vault_stack=STACK_NAME)
+        )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True, write_suppressions_to_cloud_formation=True))
     return stack
 

@@ -55,7 +55,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from backstop.config import Config
+from backstop.config import Config, Replica
 from backstop.errors import ConfigError
 from backstop.restore_targets import safety_database
 from backstop.retention import BACKUP_TAG_KEYS, TIER_TAG, TIERS, expiry_days, held
@@ -189,6 +189,156 @@ def check_object_lock(config: Config) -> None:
         )
 
 
+def vault_lifecycle_rules(config: Config) -> list[s3.LifecycleRule]:
+    """The lifecycle rules of the vault of ``config``, and of its replica: the same tiers, kept as long."""
+    prefix = config.prefix
+    rules = [
+        s3.LifecycleRule(
+            id="backstop-housekeeping",
+            abort_incomplete_multipart_upload_after=Duration.days(1),
+            noncurrent_version_expiration=Duration.days(config.storage.noncurrent_days),
+            expired_object_delete_marker=True,
+        ),
+        # Every run writes and then deletes its lock: old lock versions hold nothing worth recovering.
+        s3.LifecycleRule(
+            id="backstop-locks",
+            prefix=f"{prefix}/_locks/",
+            noncurrent_version_expiration=Duration.days(1),
+            expired_object_delete_marker=True,
+        ),
+        # Failure records follow the daily tier (S3Store.record_failure); one rule serves every
+        # database, so it keeps them as long as the longest daily retention.
+        s3.LifecycleRule(
+            id="backstop-failures",
+            prefix=f"{prefix}/_failures/",
+            expiration=Duration.days(max(db.retention.daily for db in config.databases)),
+        ),
+    ]
+    # A restore's safety snapshot is not part of any tier: it is kept a fixed time, whatever its tag.
+    for name in safety_snapshot_prefixes(config):
+        rules.append(
+            s3.LifecycleRule(
+                id=name,
+                prefix=f"{prefix}/{name}/",
+                expiration=Duration.days(config.restore.safety_snapshot_days),
+            )
+        )
+    for db in config.databases:
+        for tier, days in expiry_days(db.retention).items():
+            rules.append(
+                s3.LifecycleRule(
+                    id=f"{db.name}-{tier}",
+                    prefix=f"{prefix}/{db.name}/",
+                    tag_filters={TIER_TAG: tier},
+                    expiration=Duration.days(days),
+                    transitions=_transitions(config, tier, days),
+                )
+            )
+    return rules
+
+
+def _transitions(config: Config, tier: str, expire_after: int) -> list[s3.Transition] | None:
+    cold_classes = {
+        "monthly": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+        "yearly": STORAGE_CLASSES[config.storage.yearly_storage_class],
+    }
+    storage_class = cold_classes.get(tier)
+    if storage_class is None:
+        return None
+    after = cold_transition_days(expire_after, config.storage.cold_after_days, storage_class)
+    if after is None:
+        return None
+    return [s3.Transition(storage_class=storage_class, transition_after=Duration.days(after))]
+
+
+def replica_lock_days(config: Config) -> int:
+    """How long the replica locks every version it receives: ``storage.replica.object_lock.days``, by default as
+    long as lifecycle keeps the shortest-lived backup version (a version locked by the vault keeps that lock)."""
+    replica = config.storage.replica
+    if replica is None:
+        raise ValueError("no storage.replica")
+    return replica.object_lock.days or shortest_version_life(config)[0]
+
+
+def check_replica_lock(config: Config) -> None:
+    """ObjectLockConflictError when the replica's lock outlives what its lifecycle keeps."""
+    life, subject, remedy = shortest_version_life(config)
+    days = replica_lock_days(config)
+    if days > life:
+        raise ObjectLockConflictError(
+            f"storage.replica.object_lock.days ({days}) is longer than the {life} days after which lifecycle "
+            f"deletes {subject} in the replica: lock for at most {life} days or keep {remedy} longer."
+        )
+
+
+def access_log_bucket(scope: Construct, construct_id: str, *, days: int) -> s3.Bucket:
+    """The bucket a vault's server access logs go to, kept ``days``."""
+    # S3 delivers server access logs only to a bucket encrypted with S3-managed keys, not SSE-KMS.
+    bucket = s3.Bucket(
+        scope,
+        construct_id,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        enforce_ssl=True,
+        minimum_tls_version=1.2,
+        removal_policy=RemovalPolicy.RETAIN,
+        lifecycle_rules=[
+            s3.LifecycleRule(
+                id="expire-access-logs",
+                expiration=Duration.days(days),
+                abort_incomplete_multipart_upload_after=Duration.days(1),
+            )
+        ],
+    )
+    resource = bucket.node.default_child
+    if resource is None:  # an L2 Bucket always has its CfnBucket; this keeps mypy honest
+        raise RuntimeError("the access log bucket has no CloudFormation resource")
+    Validations.of(resource).acknowledge(
+        Acknowledgment(
+            id="AwsSolutions-S1",
+            reason="This is the server access log bucket of the vault: logging it into itself would loop, "
+            "and a further log bucket would only move the same question one level up.",
+        )
+    )
+    return bucket
+
+
+REPLICATION_RULE = "backstop-replica"
+"""The id of the vault's one replication rule (a dimension of S3's replication metrics)."""
+
+REPLICATES = ("s3:ReplicateObject", "s3:ReplicateTags")
+"""What S3 does in the replica on the vault's behalf: add a version, and copy its tags."""
+
+REPLICATION_OWNER = "s3:ObjectOwnerOverrideToBucketOwner"
+"""Across accounts, replicas become the replica account's objects."""
+
+
+def replication_role_path(vault_stack: str) -> str:
+    """The IAM path of the role S3 replicates with, in the vault's account."""
+    return f"/backstop-replica/{vault_stack}/replication/"
+
+
+def replica_reader_path(vault_stack: str) -> str:
+    """The IAM path of the vault account's roles that may read the replica's manifests (the freshness check)."""
+    return f"/backstop-replica/{vault_stack}/readers/"
+
+
+def replica_key_alias(vault_stack: str) -> str:
+    """The alias of the replica's key: the vault side names the key by it, never by a cross-stack reference."""
+    return f"alias/backstop/{vault_stack}-replica"
+
+
+def _nag_key(replica: Replica) -> str:
+    """``replica_key_arns`` as cdk-nag writes it in a finding's id."""
+    return f"arn:<AWS::Partition>:kms:{replica.region}:{replica.account or '<AWS::AccountId>'}:key/*"
+
+
+def replica_key_arns(replica: Replica) -> str:
+    """The replica's keys, as an identity policy resource (narrowed to the alias by ``kms:ResourceAliases``)."""
+    return f"arn:{Aws.PARTITION}:kms:{replica.region}:{replica.account or Aws.ACCOUNT_ID}:key/*"
+
+
 def writer_role_path(scope: Construct) -> str:
     """The IAM path of the roles the vault lets write backups: ``/backstop/<stack name>/``."""
     return f"/backstop/{Stack.of(scope).stack_name}/"
@@ -214,10 +364,6 @@ class BackupVault(Construct):
         storage = config.storage
         self._config = config
         self._prefix = config.prefix
-        self._cold_classes = {
-            "monthly": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
-            "yearly": STORAGE_CLASSES[storage.yearly_storage_class],
-        }
 
         self.key = kms.Key(
             self,
@@ -227,34 +373,7 @@ class BackupVault(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-        # S3 delivers server access logs only to a bucket encrypted with S3-managed keys, not SSE-KMS.
-        self.access_logs = s3.Bucket(
-            self,
-            "AccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            removal_policy=RemovalPolicy.RETAIN,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="expire-access-logs",
-                    expiration=Duration.days(storage.access_log_days),
-                    abort_incomplete_multipart_upload_after=Duration.days(1),
-                )
-            ],
-        )
-        access_logs_resource = self.access_logs.node.default_child
-        if access_logs_resource is None:  # an L2 Bucket always has its CfnBucket; this keeps mypy honest
-            raise RuntimeError("the access log bucket has no CloudFormation resource")
-        Validations.of(access_logs_resource).acknowledge(
-            Acknowledgment(
-                id="AwsSolutions-S1",
-                reason="This is the server access log bucket of the vault: logging it into itself would loop, "
-                "and a further log bucket would only move the same question one level up.",
-            )
-        )
+        self.access_logs = access_log_bucket(self, "AccessLogs", days=storage.access_log_days)
 
         lock = storage.object_lock
         self.bucket = s3.Bucket(
@@ -275,7 +394,7 @@ class BackupVault(Construct):
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="vault/",
             transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,
-            lifecycle_rules=self._lifecycle_rules(),
+            lifecycle_rules=vault_lifecycle_rules(config),
             object_lock_enabled=True if lock is not None else None,
             object_lock_default_retention=(
                 None
@@ -306,6 +425,128 @@ class BackupVault(Construct):
             )
         )
         self._protect_history(storage.administrators)
+        self.replication_role: iam.Role | None = None
+        if storage.replica is not None:
+            self.replication_role = self._replicate_to(storage.replica)
+
+    def _replicate_to(self, replica: Replica) -> iam.Role:
+        """S3 replication of the vault's history into ``replica`` (``infra.replica.ReplicaStack``): every new
+        version under ``<prefix>/``, with its tags and lock; never a delete marker."""
+        stack = Stack.of(self).stack_name
+        replica_account = replica.account or Aws.ACCOUNT_ID
+        replica_bucket = f"arn:{Aws.PARTITION}:s3:::{replica.bucket}"
+        alias = replica_key_alias(stack)
+        role = iam.Role(
+            self,
+            "ReplicationRole",
+            description=f"Backstop: S3 replicates s3://{self._config.bucket} into s3://{replica.bucket} with it",
+            assumed_by=iam.ServicePrincipal("s3.amazonaws.com"),
+            path=replication_role_path(stack),
+        )
+        history = self.bucket.arn_for_objects(f"{self._prefix}/*")
+        for statement in (
+            iam.PolicyStatement(
+                sid="ReadTheReplicationRule",
+                actions=["s3:GetReplicationConfiguration", "s3:ListBucket"],
+                resources=[self.bucket.bucket_arn],
+            ),
+            iam.PolicyStatement(
+                sid="ReadVersionsToReplicate",
+                actions=[
+                    "s3:GetObjectVersionForReplication",
+                    "s3:GetObjectVersionAcl",
+                    "s3:GetObjectVersionTagging",
+                    "s3:GetObjectRetention",
+                    "s3:GetObjectLegalHold",
+                ],
+                resources=[history],
+            ),
+            iam.PolicyStatement(
+                sid="ReplicateIntoTheReplica",
+                actions=[*REPLICATES, *([REPLICATION_OWNER] if replica.cross_account else [])],
+                resources=[f"{replica_bucket}/{self._prefix}/*"],
+            ),
+            iam.PolicyStatement(
+                sid="CheckTheReplica",
+                actions=["s3:GetBucketVersioning"],
+                resources=[replica_bucket],
+            ),
+            iam.PolicyStatement(
+                sid="DecryptWhatIsReplicated",
+                actions=["kms:Decrypt"],
+                resources=[self.key.key_arn],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"s3.{Aws.REGION}.amazonaws.com"},
+                    "StringLike": {
+                        "kms:EncryptionContext:aws:s3:arn": [self.bucket.bucket_arn, f"{self.bucket.bucket_arn}/*"]
+                    },
+                },
+            ),
+            iam.PolicyStatement(
+                sid="EncryptReplicasWithTheReplicaKey",
+                actions=["kms:Encrypt", "kms:GenerateDataKey"],
+                resources=[replica_key_arns(replica)],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"s3.{replica.region}.amazonaws.com"},
+                    "ForAnyValue:StringEquals": {"kms:ResourceAliases": [alias]},
+                },
+            ),
+        ):
+            role.add_to_principal_policy(statement)
+        self.acknowledge_key_patterns(
+            role,
+            [f"{self._prefix}/*"],
+            "S3 replicates every version under the vault's prefix, whose keys are named by the time of each "
+            "backup; the role only reads them for replication.",
+        )
+        policy = role.node.try_find_child("DefaultPolicy")
+        if policy is not None:
+            Validations.of(policy).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{replica.bucket}/{self._prefix}/*]",
+                    reason="Replicas keep the vault's keys, named by the time of each backup; the replica's own "
+                    "policy lets this role add versions and tags there, nothing else.",
+                )
+            )
+            Validations.of(policy).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::{_nag_key(replica)}]",
+                    reason="The replica's key is in another stack (and maybe account) and is named by its alias: "
+                    "kms:ResourceAliases narrows the grant to that one key.",
+                )
+            )
+
+        cfn = self.bucket.node.default_child
+        if not isinstance(cfn, s3.CfnBucket):  # always true; this keeps mypy honest
+            raise TypeError("the vault has no CfnBucket")
+        destination = s3.CfnBucket.ReplicationDestinationProperty(
+            bucket=replica_bucket,
+            account=replica.account if replica.cross_account else None,
+            access_control_translation=(
+                s3.CfnBucket.AccessControlTranslationProperty(owner="Destination") if replica.cross_account else None
+            ),
+            encryption_configuration=s3.CfnBucket.EncryptionConfigurationProperty(
+                replica_kms_key_id=f"arn:{Aws.PARTITION}:kms:{replica.region}:{replica_account}:{alias}"
+            ),
+            metrics=s3.CfnBucket.MetricsProperty(status="Enabled"),
+        )
+        cfn.replication_configuration = s3.CfnBucket.ReplicationConfigurationProperty(
+            role=role.role_arn,
+            rules=[
+                s3.CfnBucket.ReplicationRuleProperty(
+                    id=REPLICATION_RULE,
+                    status="Enabled",
+                    priority=0,
+                    filter=s3.CfnBucket.ReplicationRuleFilterProperty(prefix=f"{self._prefix}/"),
+                    delete_marker_replication=s3.CfnBucket.DeleteMarkerReplicationProperty(status="Disabled"),
+                    source_selection_criteria=s3.CfnBucket.SourceSelectionCriteriaProperty(
+                        sse_kms_encrypted_objects=s3.CfnBucket.SseKmsEncryptedObjectsProperty(status="Enabled")
+                    ),
+                    destination=destination,
+                )
+            ],
+        )
+        return role
 
     def _protect_history(self, administrators: Sequence[str]) -> None:
         """Backups and manifests are written once and then only read, whoever asks; the configuration that
@@ -540,6 +781,53 @@ class BackupVault(Construct):
             "is read-only and stops at the manifests of the listed databases.",
         )
 
+    def grant_read_replica_manifests(self, role: iam.IRole, replica: Replica, databases: Sequence[str]) -> None:
+        """Let ``role`` (under ``replica_reader_path``) list the replica's keys of ``databases`` and read their
+        manifests; the replica's bucket and key policies allow the same, and nothing more, from this account."""
+        bucket = f"arn:{Aws.PARTITION}:s3:::{replica.bucket}"
+        manifests = [f"{self._prefix}/{db}/*.manifest.json" for db in databases]
+        for statement in (
+            iam.PolicyStatement(
+                sid="ReadReplicaManifests",
+                actions=["s3:GetObject"],
+                resources=[f"{bucket}/{pattern}" for pattern in manifests],
+            ),
+            iam.PolicyStatement(
+                sid="ListReplicaPrefixes",
+                actions=["s3:ListBucket"],
+                resources=[bucket],
+                conditions={
+                    "StringLikeIfExists": {
+                        "s3:prefix": [
+                            p for db in databases for p in (f"{self._prefix}/{db}/", f"{self._prefix}/{db}/*")
+                        ]
+                    }
+                },
+            ),
+            iam.PolicyStatement(
+                sid="UseReplicaKeyThroughS3",
+                actions=["kms:Decrypt"],
+                resources=[replica_key_arns(replica)],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"s3.{replica.region}.amazonaws.com"},
+                    "ForAnyValue:StringEquals": {"kms:ResourceAliases": [replica_key_alias(Stack.of(self).stack_name)]},
+                },
+            ),
+        ):
+            role.add_to_principal_policy(statement)
+        policy = role.node.try_find_child("DefaultPolicy")
+        if policy is None:
+            raise RuntimeError(f"{role.node.path} has no default policy to acknowledge")
+        for resource in [*(f"arn:<AWS::Partition>:s3:::{replica.bucket}/{p}" for p in manifests), _nag_key(replica)]:
+            Validations.of(policy).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM5[Resource::{resource}]",
+                    reason="The replica's manifests are named by the time of each backup, and its key is in "
+                    "another stack, named by its alias (kms:ResourceAliases): the grant is read-only and "
+                    "stops at the manifests of the listed databases.",
+                )
+            )
+
     def acknowledge_key_patterns(self, role: iam.IRole, patterns: Sequence[str], reason: str) -> None:
         """Acknowledge cdk-nag's wildcard finding for exactly these object-key patterns, on the role's policy."""
         policy = role.node.try_find_child("DefaultPolicy")
@@ -579,60 +867,3 @@ class BackupVault(Construct):
                 },
             },
         )
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def _lifecycle_rules(self) -> list[s3.LifecycleRule]:
-        prefix = self._prefix
-        rules = [
-            s3.LifecycleRule(
-                id="backstop-housekeeping",
-                abort_incomplete_multipart_upload_after=Duration.days(1),
-                noncurrent_version_expiration=Duration.days(self._config.storage.noncurrent_days),
-                expired_object_delete_marker=True,
-            ),
-            # Every run writes and then deletes its lock: old lock versions hold nothing worth recovering.
-            s3.LifecycleRule(
-                id="backstop-locks",
-                prefix=f"{prefix}/_locks/",
-                noncurrent_version_expiration=Duration.days(1),
-                expired_object_delete_marker=True,
-            ),
-            # Failure records follow the daily tier (S3Store.record_failure); one rule serves every
-            # database, so it keeps them as long as the longest daily retention.
-            s3.LifecycleRule(
-                id="backstop-failures",
-                prefix=f"{prefix}/_failures/",
-                expiration=Duration.days(max(db.retention.daily for db in self._config.databases)),
-            ),
-        ]
-        # A restore's safety snapshot is not part of any tier: it is kept a fixed time, whatever its tag.
-        for name in safety_snapshot_prefixes(self._config):
-            rules.append(
-                s3.LifecycleRule(
-                    id=name,
-                    prefix=f"{prefix}/{name}/",
-                    expiration=Duration.days(self._config.restore.safety_snapshot_days),
-                )
-            )
-        for db in self._config.databases:
-            for tier, days in expiry_days(db.retention).items():
-                rules.append(
-                    s3.LifecycleRule(
-                        id=f"{db.name}-{tier}",
-                        prefix=f"{prefix}/{db.name}/",
-                        tag_filters={TIER_TAG: tier},
-                        expiration=Duration.days(days),
-                        transitions=self._transitions(tier, days),
-                    )
-                )
-        return rules
-
-    def _transitions(self, tier: str, expire_after: int) -> list[s3.Transition] | None:
-        storage_class = self._cold_classes.get(tier)
-        if storage_class is None:
-            return None
-        after = cold_transition_days(expire_after, self._config.storage.cold_after_days, storage_class)
-        if after is None:
-            return None
-        return [s3.Transition(storage_class=storage_class, transition_after=Duration.days(after))]

@@ -36,8 +36,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from backstop.config import Config, format_duration
-from infra.backup_vault import BackupVault
+from backstop.config import Config, Replica, format_duration
+from infra.backup_vault import REPLICATION_RULE, BackupVault, replica_reader_path
 from infra.runner import FAILURE_ALERT_HANDLER, FRESHNESS_HANDLER, FunctionSpec, RunnerImage
 from infra.schedules import ScheduledInvocation, freshness_input, rate_expression
 
@@ -149,17 +149,26 @@ class Monitoring(Construct):
         # queue on its own (and the dead-letter age alarm fires) instead of holding others back.
         self.failure_alert.add_event_source(event_sources.SqsEventSource(self.dead_letters, batch_size=1))
 
+        replica = config.storage.replica
         freshness_role = iam.Role(
             self,
             "FreshnessRole",
             description="Backstop freshness check: lists each database's backups, reads manifests, alerts",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            # The replica's bucket and key policies let the vault's roles on this path read its manifests.
+            path=replica_reader_path(Stack.of(self).stack_name) if replica is not None else None,
         )
         vault.grant_read_manifests(
             freshness_role,
             [db.name for db in config.databases],
             drilled=[db.name for db in config.databases if db.drill is not None],
         )
+        freshness_environment = dict(self.environment)
+        if replica is not None:
+            vault.grant_read_replica_manifests(freshness_role, replica, [db.name for db in config.databases])
+            freshness_environment["BACKSTOP_REPLICA"] = replica.model_dump_json(
+                include={"bucket", "region", "allowed_lag"}
+            )
         self.grant_publish(freshness_role)
         self.freshness = runner.function(
             self,
@@ -168,7 +177,7 @@ class Monitoring(Construct):
                 handler=FRESHNESS_HANDLER,
                 description="Backstop: alerts when a database's newest backup is older than its stale_after",
                 role=freshness_role,
-                environment=self.environment,
+                environment=freshness_environment,
                 timeout_seconds=300,
             ),
         )
@@ -251,6 +260,8 @@ class Monitoring(Construct):
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
+        if self._config.storage.replica is not None:
+            self._alarm_on_replica(self._config.storage.replica, window)
         for construct_id, name, function in (
             ("FailureAlertErrors", "failure-alert", self.failure_alert),
             ("FreshnessErrors", "freshness", self.freshness),
@@ -273,6 +284,41 @@ class Monitoring(Construct):
                 period=Duration.minutes(5), statistic="Maximum"
             ),
             threshold=3600,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _alarm_on_replica(self, replica: Replica, window: Duration) -> None:
+        for db in self._config.databases:
+            stale_after = db.stale_after + replica.allowed_lag
+            self.alarm(
+                f"{db.name}ReplicaStale",
+                name=f"{db.name}-replica-stale",
+                description=f"The replica s3://{replica.bucket} holds no backup of {db.name} newer than "
+                f"{format_duration(stale_after)} (stale_after + storage.replica.allowed_lag), or the freshness "
+                "check cannot read it: check the vault's replication rule and the replica (docs/storage.md).",
+                metric=self.metric("ReplicaBackupAgeSeconds", FRESHNESS_SERVICE, db.name, "Maximum", window),
+                threshold=stale_after.total_seconds(),
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+            )
+        self.alarm(
+            "ReplicationFailed",
+            name="replication-failed",
+            description=f"S3 could not replicate a version of s3://{self._config.bucket} into s3://{replica.bucket}: "
+            "read the replication failure events, then check the replication role, the replica's key and policy.",
+            metric=cloudwatch.Metric(
+                namespace="AWS/S3",
+                metric_name="OperationsFailedReplication",
+                dimensions_map={
+                    "SourceBucket": self._config.bucket,
+                    "DestinationBucket": replica.bucket,
+                    "RuleId": REPLICATION_RULE,
+                },
+                statistic="Sum",
+                period=Duration.minutes(15),
+            ),
+            threshold=1,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )

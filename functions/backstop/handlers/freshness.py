@@ -3,7 +3,8 @@
 Metrics (namespace ``Backstop``): ``NewestBackupAgeSeconds`` per database that has a backup not
 dated in the future (dimensions ``service=freshness``, ``database``), and ``StaleDatabases`` for the
 whole check (dimension ``service=freshness``; stale, missing, future-dated and unreadable databases
-all count), emitted on every run, so a missing data point means the check itself did not run.
+all count), emitted on every run, so a missing data point means the check itself did not run. With a
+replica (``BACKSTOP_REPLICA``), ``ReplicaBackupAgeSeconds`` per database that the replica holds a backup of.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store
+from backstop.aws import build_notifier, build_replica_store, build_store
 from backstop.events import FreshnessCheckEvent
-from backstop.services.freshness import FreshnessRule, FreshnessService
+from backstop.services.freshness import FreshnessRule, FreshnessService, ReplicaCheck
 from backstop.settings import FunctionSettings
 
 logger = Logger(service="backstop-freshness")
@@ -30,13 +31,25 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = FreshnessCheckEvent.model_validate(event)
     settings = FunctionSettings.from_env()
     checked_at = request.checked_at or datetime.now(UTC)
-    service = FreshnessService(build_store(settings), clock=lambda: checked_at, notifier=build_notifier(settings))
+    service = FreshnessService(
+        build_store(settings),
+        clock=lambda: checked_at,
+        notifier=build_notifier(settings),
+        replica=(
+            ReplicaCheck(build_replica_store(settings), settings.replica.allowed_lag)
+            if settings.replica is not None
+            else None
+        ),
+    )
     report = service.check([FreshnessRule(db.name, db.stale_after, db.drill_every) for db in request.databases])
     drilling = {db.name: db.drill_every for db in request.databases if db.drill_every is not None}
     for entry in report:
+        replica_age = entry.replica.age if entry.replica is not None else None
+        if replica_age is not None:
+            metrics.add_metric(
+                name="ReplicaBackupAgeSeconds", unit=MetricUnit.Seconds, value=replica_age.total_seconds()
+            )
         if entry.age is not None:
-            # One flush per database: an EMF document carries one set of dimension values.
-            metrics.add_dimension(name="database", value=entry.database)
             metrics.add_metric(name="NewestBackupAgeSeconds", unit=MetricUnit.Seconds, value=entry.age.total_seconds())
             if entry.database in drilling:
                 # Never drilled counts as overdue (the alarm compares with twice the cadence).
@@ -44,13 +57,18 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 overdue = 2 * drilling[entry.database].total_seconds() + 1
                 age = drill_age if drill_age is not None else (overdue if entry.drill_overdue else 0.0)
                 metrics.add_metric(name="LastSuccessfulDrillAgeSeconds", unit=MetricUnit.Seconds, value=age)
+        if entry.age is not None or replica_age is not None:
+            # One flush per database: an EMF document carries one set of dimension values.
+            metrics.add_dimension(name="database", value=entry.database)
             metrics.flush_metrics()
     stale = [entry.database for entry in report if entry.is_stale]
+    replica_stale = [entry.database for entry in report if entry.replica is not None and entry.replica.is_stale]
     metrics.add_metric(name="StaleDatabases", unit=MetricUnit.Count, value=len(stale))
-    logger.info("freshness checked", extra={"stale": stale, "databases": len(report)})
+    logger.info("freshness checked", extra={"stale": stale, "replica_stale": replica_stale, "databases": len(report)})
     return {
         "checked_at": checked_at.isoformat(),
         "stale": stale,
+        "replica_stale": replica_stale,
         "databases": [
             {
                 "database": entry.database,
@@ -62,6 +80,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 "drill_overdue": entry.drill_overdue,
                 "future_backup": entry.future_backup,
                 "ahead_seconds": int(entry.ahead.total_seconds()) if entry.ahead is not None else None,
+                **(
+                    {
+                        "replica_status": entry.replica.status,
+                        "replica_newest_backup": entry.replica.newest_backup,
+                        "replica_age_seconds": int(entry.replica.age.total_seconds())
+                        if entry.replica.age is not None
+                        else None,
+                    }
+                    if entry.replica is not None
+                    else {}
+                ),
             }
             for entry in report
         ],

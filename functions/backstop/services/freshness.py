@@ -36,6 +36,36 @@ class FreshnessRule:
 
 
 @dataclass(frozen=True)
+class ReplicaCheck:
+    """The vault's replica, and how far it may trail the vault (``storage.replica.allowed_lag``)."""
+
+    store: BackupStore
+    allowed_lag: timedelta
+
+
+@dataclass(frozen=True)
+class ReplicaFreshness:
+    """The newest backup the vault's replica holds of one database, against ``stale_after`` plus the allowed lag."""
+
+    newest_backup: str | None
+    age: timedelta | None
+    stale_after: timedelta
+    error: str | None = None
+
+    @property
+    def is_stale(self) -> bool:
+        return self.error is not None or self.age is None or self.age > self.stale_after
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "unknown"
+        if self.age is None:
+            return "missing"
+        return "stale" if self.is_stale else "fresh"
+
+
+@dataclass(frozen=True)
 class Freshness:
     """What the check found for one database; ``error`` is set when the bucket could not be read.
 
@@ -54,6 +84,8 @@ class Freshness:
     drill_overdue: bool = False
     future_backup: str | None = None
     ahead: timedelta | None = None
+    replica: ReplicaFreshness | None = None
+    """Set when the vault has a replica: what the replica holds of this database."""
 
     @property
     def is_stale(self) -> bool:
@@ -82,10 +114,13 @@ class FreshnessService:
         *,
         clock: Clock = lambda: datetime.now(UTC),
         notifier: Notifier | None = None,
+        replica: ReplicaCheck | None = None,
     ) -> None:
+        """``replica``: the vault's replica, checked too."""
         self._store = store
         self._clock = clock
         self._notifier = notifier or NoNotifier()
+        self._replica = replica
 
     def check(self, rules: Sequence[FreshnessRule]) -> list[Freshness]:
         """One entry per rule, in order; publishes one alert per stale, missing, future-dated or unknown database."""
@@ -95,9 +130,13 @@ class FreshnessService:
             entry = self._check_one(rule, now)
             if rule.drill_every is not None and entry.error is None:
                 entry = self._with_drill(entry, rule.drill_every, now)
+            if self._replica is not None:
+                entry = replace(entry, replica=self._check_replica(self._replica, rule, now))
             report.append(entry)
             if entry.is_stale:
                 self._alert(entry)
+            if entry.replica is not None and entry.replica.is_stale:
+                self._alert_replica(entry, entry.replica)
             if entry.drill_overdue:
                 self._alert_drill(entry, rule.drill_every)
         return report
@@ -134,19 +173,48 @@ class FreshnessService:
         )
 
     def _check_one(self, rule: FreshnessRule, now: datetime) -> Freshness:
-        future: str | None = None
         try:
-            newest = self._store.newest_backup_id(rule.database)
-            if newest is not None and is_future_dated(parse_backup_id(newest)[1], now):
-                future, newest = newest, newest_not_future_dated(self._store, rule.database, now)
+            newest, future = _newest(self._store, rule.database, now)
         except StorageError as exc:
             log.error("the newest backup of %s could not be looked up: %s", rule.database, exc)
             return Freshness(rule.database, None, None, None, rule.stale_after, error=str(exc))
         at = parse_backup_id(newest)[1] if newest else None
-        # Within the clock tolerance a backup may be a little ahead of the check: it is not younger than new.
-        age = max(now - at, timedelta(0)) if at else None
         ahead = parse_backup_id(future)[1] - now if future else None
+        age = _age(newest, now)
         return Freshness(rule.database, newest, at, age, rule.stale_after, future_backup=future, ahead=ahead)
+
+    def _check_replica(self, replica: ReplicaCheck, rule: FreshnessRule, now: datetime) -> ReplicaFreshness:
+        stale_after = rule.stale_after + replica.allowed_lag
+        try:
+            newest, _future = _newest(replica.store, rule.database, now)  # the vault's check alerts on a future date
+        except StorageError as exc:
+            log.error("the replica's newest backup of %s could not be looked up: %s", rule.database, exc)
+            return ReplicaFreshness(None, None, stale_after, error=str(exc))
+        return ReplicaFreshness(newest, _age(newest, now), stale_after)
+
+    def _alert_replica(self, entry: Freshness, replica: ReplicaFreshness) -> None:
+        message: dict[str, object] = {
+            "event": "replica_stale",
+            "database": entry.database,
+            "status": replica.status,
+            "newest_replicated_backup": replica.newest_backup,
+            "age_seconds": int(replica.age.total_seconds()) if replica.age is not None else None,
+            "stale_after_seconds": int(replica.stale_after.total_seconds()),
+            "newest_backup": entry.newest_backup,
+        }
+        if replica.error is not None:
+            message["message"] = replica.error
+        else:
+            message["message"] = (
+                "The replica has no backup of this database"
+                if replica.newest_backup is None
+                else f"The replica's newest backup of this database, {replica.newest_backup}, is "
+                f"{how_far(replica.age or timedelta(0))} old"
+            ) + (
+                ": check the vault's replication rule, its role and the replica's key and bucket policy "
+                "(docs/storage.md, Second copy)."
+            )
+        self._notifier.publish(f"Backstop: the replica of {entry.database} is {replica.status}", message)
 
     def _alert(self, entry: Freshness) -> None:
         if entry.future_backup is not None and entry.error is None:
@@ -190,3 +258,16 @@ class FreshnessService:
                 "date of whatever wrote it, then remove it.",
             },
         )
+
+
+def _newest(store: BackupStore, database: str, now: datetime) -> tuple[str | None, str | None]:
+    """The newest backup of ``database`` not dated in the future, and the future-dated one above it if any."""
+    newest = store.newest_backup_id(database)
+    if newest is not None and is_future_dated(parse_backup_id(newest)[1], now):
+        return newest_not_future_dated(store, database, now), newest
+    return newest, None
+
+
+def _age(backup_id: str | None, now: datetime) -> timedelta | None:
+    # Within the clock tolerance a backup may be a little ahead of the check: it is not younger than new.
+    return max(now - parse_backup_id(backup_id)[1], timedelta(0)) if backup_id else None
