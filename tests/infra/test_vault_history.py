@@ -3,8 +3,8 @@
 moto does not evaluate bucket policies, so each request below (who, what action, which key, which
 headers) is evaluated against the vault's synthesized bucket policy by a small evaluator of its
 Deny statements: IAM's wildcard matching on actions, resources and ``aws:PrincipalArn``, and the
-``Null``, ``Bool``, ``ArnLike``, ``ArnNotLike``, ``StringEquals`` and ``StringNotEquals`` condition
-operators the policy uses (an operator it does not know
+``Null``, ``Bool``, ``ArnLike``, ``ArnNotLike``, ``StringEquals``, ``StringNotEquals`` and
+``StringLikeIfExists`` condition operators the policies use (an operator it does not know
 fails the test rather than being ignored). The roles' identity policies, which only narrow further,
 are checked in test_scheduled_backups and test_restore_access.
 """
@@ -85,6 +85,9 @@ def _condition_holds(condition: dict[str, Any], request: Request) -> bool:
             elif operator == "ArnLike":
                 if not present or not any(like(e, str(context[name])) for e in _values(expected)):
                     return False
+            elif operator == "StringLikeIfExists":
+                if present and not any(like(e, str(context[name])) for e in _values(expected)):
+                    return False
             elif operator == "StringEquals":
                 if not present or str(context[name]) not in _values(expected):
                     return False
@@ -126,7 +129,7 @@ def denied_by(synthesized: Synthesized, request: Request) -> list[str]:
     return found
 
 
-KNOWN_OPERATORS = {"Null", "Bool", "ArnLike", "ArnNotLike", "StringEquals", "StringNotEquals"}
+KNOWN_OPERATORS = {"Null", "Bool", "ArnLike", "ArnNotLike", "StringEquals", "StringNotEquals", "StringLikeIfExists"}
 
 CREATE = {"s3:ObjectCreationOperation": "true"}
 WRITE_ONCE = {**CREATE, "s3:if-none-match": "*"}
