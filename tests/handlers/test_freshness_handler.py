@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pydantic
 import pytest
 
@@ -14,6 +15,7 @@ from backstop.handlers.freshness import handler
 from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.handlers import EVENTS, AlertInbox, FakeContext, commit_backup, load_event, metric_values
+from tests.replication import replicate
 
 SAMPLE = "freshness/scheduled.json"
 CHECKED_AT = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)  # the sample's checked_at
@@ -194,3 +196,33 @@ def test_a_malformed_event_is_rejected_before_any_aws_call(
 
     assert calls == []
     assert inbox.envelopes() == []
+
+
+def test_with_a_replica_each_database_reports_what_the_replica_holds(
+    store: S3Store, inbox: AlertInbox, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a replica in another region that holds orders' backup, and uploads' not yet
+    replica = boto3.client("s3", region_name="eu-west-1")
+    replica.create_bucket(Bucket="backstop-replica", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    replica.put_bucket_versioning(Bucket="backstop-replica", VersioningConfiguration={"Status": "Enabled"})
+    monkeypatch.setenv("BACKSTOP_REPLICA", '{"bucket": "backstop-replica", "region": "eu-west-1", "allowed_lag": "1h"}')
+    commit_backup(store, "orders", CHECKED_AT - timedelta(hours=6))
+    replicate(BUCKET, "backstop-replica")
+    commit_backup(store, "uploads", CHECKED_AT - timedelta(hours=5))
+
+    # when the scheduled check runs
+    result = check()
+
+    # then the vault is fresh, uploads' replica is missing and alerted, and orders' replica age is a metric
+    assert (result["stale"], result["replica_stale"]) == ([], ["uploads"])
+    assert [(e["database"], e["replica_status"]) for e in result["databases"]] == [
+        ("orders", "fresh"),
+        ("uploads", "missing"),
+    ]
+    [alert] = inbox.alerts()
+    assert (alert["event"], alert["database"]) == ("replica_stale", "uploads")
+    out = capsys.readouterr().out
+    assert metric_values(out, "ReplicaBackupAgeSeconds") == [
+        ({"service": "freshness", "database": "orders"}, 6 * 3600.0)
+    ]
+    assert len(metric_values(out, "NewestBackupAgeSeconds")) == 2
