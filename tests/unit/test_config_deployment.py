@@ -193,6 +193,32 @@ def test_efs_belongs_to_file_databases_only() -> None:
         ("storage", {"object_lock": {"mode": "governance", "days": 0}}, "storage.object_lock.days", ">= 1"),
         ("storage", {"writers": ["ops"]}, "storage.writers[0]", "'ops' is not an IAM role ARN"),
         ("storage", {"writers": ["arn:aws:iam::123456789012:user/ops"]}, "storage.writers[0]", "not an IAM role ARN"),
+        ("storage", {"replica": {"bucket": "r", "region": "eu-west-1"}}, "storage.replica.bucket", "not a valid S3"),
+        ("storage", {"replica": {"bucket": "rep", "region": "Europe"}}, "storage.replica.region", "not an AWS region"),
+        (
+            "storage",
+            {"replica": {"bucket": "rep", "region": "eu-west-1", "allowed_lag": "1m"}},
+            "storage.replica.allowed_lag",
+            "15m to 7d",
+        ),
+        (
+            "storage",
+            {"replica": {"bucket": "rep", "region": "eu-west-1", "account": "222222222222"}},
+            "storage.replica",
+            "set account and vault_account together",
+        ),
+        (
+            "storage",
+            {"replica": {"bucket": "rep", "region": "eu-west-1", "account": "2222", "vault_account": "111111111111"}},
+            "storage.replica.account",
+            "not a 12-digit AWS account id",
+        ),
+        (
+            "storage",
+            {"replica": {"bucket": "rep", "region": "eu-west-1", "administrators": ["admin"]}},
+            "storage.replica.administrators[0]",
+            "'admin' is not an IAM role ARN",
+        ),
         ("freshness", {"every": "3m"}, "freshness.every", "every 5m to 12h"),
         ("freshness", {"every": "13h"}, "freshness.every", "every 5m to 12h"),
         ("freshness", {"every": "5m30s"}, "freshness.every", "in whole minutes"),
@@ -207,6 +233,15 @@ def test_top_level_deployment_fields_are_checked_at_their_path(
 
     assert f"backstop.yaml:2: {path}: " in error
     assert message.replace(">= 1", "greater than or equal to 1") in error
+
+
+def test_a_replica_must_be_another_bucket_than_the_vault() -> None:
+    config = parse_config(top_level("storage", {"replica": {"bucket": "backstop-other", "region": "eu-west-1"}}))
+    assert config.storage.replica is not None and not config.storage.replica.cross_account
+
+    error = config_error(top_level("storage", {"replica": {"bucket": config.bucket, "region": "eu-west-1"}}))
+
+    assert "storage.replica.bucket must be another bucket than the vault's own bucket" in error
 
 
 # -- the schedule's input is the database, written back --------------------------------------------------
