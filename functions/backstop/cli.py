@@ -1,28 +1,30 @@
 """The `backstop` command: manual backups, listing, verification, download and local restores.
 
 Every command exits 0 on success and 1 with one sentence on stderr on failure; ``--json`` prints
-machine-readable output on stdout. Progress bars go to stderr, only on a terminal.
+machine-readable output on stdout. Progress bars go to stderr, only on a terminal. ``--bucket``
+points the reading commands at the vault's replica; the commands that write refuse it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.console import Console
 from rich.markup import escape
 
-from backstop.config import Config, load_config, resolve_config_path
-from backstop.errors import BackstopError, RestoreError
+from backstop.config import Config, Replica, load_config, resolve_config_path
+from backstop.errors import BackstopError, ConfigError, ReadOnlyReplicaError, RestoreError
 from backstop.manifest import Manifest, Trigger
 from backstop.names import check_database_name, parse_backup_id
 
@@ -81,12 +83,17 @@ class BarProgress:
             self._bar = None
 
 
+RESTORE_WORKFLOW = frozenset({"restore-request", "approve", "reject"})
+"""Commands that drive the deployed restore workflow, which restores from the vault only."""
+
+
 class Context:
     """What every command needs, built lazily so `--help` and bad arguments never touch AWS."""
 
-    def __init__(self, config_path: Path | None) -> None:
+    def __init__(self, config_path: Path | None, bucket: str | None = None) -> None:
         self._config_path = config_path
         self._config: Config | None = None
+        self._bucket = bucket
 
     @property
     def config(self) -> Config:
@@ -94,9 +101,47 @@ class Context:
             self._config = load_config(resolve_config_path(self._config_path))
         return self._config
 
-    def store(self) -> Any:
-        from backstop.aws import build_store
+    def replica(self) -> Replica | None:
+        """The replica ``--bucket`` names, or None for the vault; ConfigError for any other bucket.
 
+        Without ``--bucket`` the configuration is not read here (the restore workflow's commands need none).
+        """
+        if self._bucket is None:
+            return None
+        vault, replica = self.config.bucket, self.config.storage.replica
+        if self._bucket == vault:
+            return None
+        if replica is not None and self._bucket == replica.bucket:
+            return replica
+        if replica is None:
+            raise ConfigError(
+                f"s3://{self._bucket} is not the vault (s3://{vault}) and backstop.yaml configures no replica "
+                "(storage.replica)."
+            )
+        raise ConfigError(
+            f"s3://{self._bucket} is neither the vault (s3://{vault}) nor its replica (s3://{replica.bucket}) in "
+            "backstop.yaml."
+        )
+
+    def refuse_replica(self, command: str) -> None:
+        """ReadOnlyReplicaError when ``--bucket`` names the replica: ``command`` writes to the vault or works on it."""
+        replica = self.replica()
+        if replica is None:
+            return
+        where = f"s3://{replica.bucket} is the replica of s3://{self.config.bucket}"
+        if command in RESTORE_WORKFLOW:
+            raise ReadOnlyReplicaError(
+                f"{where}: the restore workflow restores from the vault only; restore from the replica with "
+                f"`backstop --bucket {replica.bucket} restore`."
+            )
+        raise ReadOnlyReplicaError(f"{where}: it is read-only; run `backstop {command}` against the vault.")
+
+    def store(self) -> Any:
+        """The store ``--bucket`` names: the vault's (the default), or its replica's, read in the replica's region."""
+        from backstop.aws import build_replica_store, build_store
+
+        if self.replica() is not None:
+            return build_replica_store(self.config)
         return build_store(self.config)
 
     def notifier(self) -> Any:
@@ -162,14 +207,54 @@ def _human_bytes(size: int) -> str:
     type=click.Path(path_type=Path, dir_okay=False),
     help="backstop.yaml to use (default: $BACKSTOP_CONFIG, else ./backstop.yaml).",
 )
+@click.option(
+    "--bucket",
+    metavar="NAME",
+    help="Read this bucket: the vault (bucket:, the default) or its replica (storage.replica.bucket), for when the "
+    "vault's region or account is lost; commands that write refuse the replica.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
 @click.version_option(package_name="backstop")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+def main(ctx: click.Context, config_path: Path | None, bucket: str | None, verbose: bool) -> None:
     """Backstop: verified backups of SQLite databases and directories into S3, and safe restores."""
     # Without -v the command speaks for itself (one sentence on failure); -v shows what happens underneath.
     logging.basicConfig(level=logging.INFO if verbose else logging.CRITICAL, format="%(levelname)s %(message)s")
-    ctx.obj = Context(config_path)
+    ctx.obj = Context(config_path, bucket.removeprefix("s3://").rstrip("/") if bucket else None)
+
+
+def _invoked() -> tuple[Context, str]:
+    """The Context ``main`` made, and the name of the command being run."""
+    ctx = click.get_current_context()
+    obj = ctx.find_object(Context)
+    assert obj is not None and ctx.info_name is not None  # main always runs first and click names every command
+    return obj, ctx.info_name
+
+
+def vault_only(command: F) -> F:
+    """Run ``command`` only against the vault: on the replica it is refused in one sentence before anything runs."""
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        obj, name = _invoked()
+        with _failures():
+            obj.refuse_replica(name)
+        return command(*args, **kwargs)
+
+    return cast(F, guarded)
+
+
+def vault_or_replica(command: F) -> F:
+    """Run ``command`` against the vault or its replica: ``--bucket`` naming any other bucket is refused first."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        obj, _ = _invoked()
+        with _failures():
+            obj.replica()
+        return command(*args, **kwargs)
+
+    return cast(F, checked)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -177,6 +262,7 @@ database_argument = click.argument("database", callback=_database)
 
 
 @main.command()
+@vault_only
 @database_argument
 @click.option("--type", "backup_type", type=click.Choice(["manual", "scheduled"]), default="manual", show_default=True)
 @click.option(
@@ -211,6 +297,7 @@ def backup(obj: Context, database: str, backup_type: str, at: datetime | None, a
 
 
 @main.command(name="list")
+@vault_or_replica
 @database_argument
 @json_option
 @click.pass_obj
@@ -253,6 +340,7 @@ def _drill_word(record: dict[str, Any] | None) -> str:
 
 
 @main.command()
+@vault_or_replica
 @database_argument
 @click.argument("backup_id")
 @json_option
@@ -310,6 +398,7 @@ def _print_manifest(m: Manifest, drill: dict[str, Any] | None = None) -> None:
 
 
 @main.command()
+@vault_only
 @database_argument
 @click.option("--backup", "backup_id", help="Drill this backup instead of the one the drill configuration picks.")
 @json_option
@@ -336,6 +425,7 @@ def drill(obj: Context, database: str, backup_id: str | None, as_json: bool) -> 
 
 
 @main.command()
+@vault_only
 @click.option(
     "--budget",
     type=click.IntRange(min=1),
@@ -368,6 +458,7 @@ def sweep(obj: Context, budget: int | None, as_json: bool) -> None:
 
 
 @main.command()
+@vault_or_replica
 @click.argument("database", required=False, callback=_database)
 @json_option
 @click.pass_obj
@@ -396,6 +487,7 @@ def stats(obj: Context, database: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@vault_or_replica
 @database_argument
 @click.argument("backup_id", default="latest")
 @json_option
@@ -415,6 +507,7 @@ def verify(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
 
 
 @main.command()
+@vault_only
 @database_argument
 @click.argument("backup_id")
 @json_option
@@ -437,6 +530,7 @@ def repair(obj: Context, database: str, backup_id: str, as_json: bool) -> None:
 
 
 @main.command()
+@vault_or_replica
 @database_argument
 @click.argument("backup_id")
 @click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), required=True)
@@ -456,6 +550,7 @@ def download(obj: Context, database: str, backup_id: str, out_path: Path, decomp
 
 
 @main.command()
+@vault_or_replica
 @database_argument
 @click.argument("backup_id", default="latest")
 @click.option(
@@ -594,17 +689,26 @@ FRESHNESS_TROUBLE = {
 
 
 @main.command()
+@vault_or_replica
 @json_option
 @click.pass_obj
 def freshness(obj: Context, as_json: bool) -> None:
     """Age of each database's newest backup against its stale_after; exit 1 if any is stale, missing,
-    dated in the future or not checkable."""
+    dated in the future or not checkable.
+
+    On the replica (--bucket): against stale_after plus the replica's allowed_lag, and nothing is published to the
+    alerts topic, whose alerts would not say they concern the replica.
+    """
     from rich.table import Table
 
+    from backstop.ports import NoNotifier
     from backstop.services.catalog import CatalogService
 
     with _failures():
-        report = CatalogService(obj.config, obj.store(), notifier=obj.notifier()).freshness()
+        replica = obj.replica()
+        notifier = obj.notifier() if replica is None else NoNotifier()
+        lag = timedelta(0) if replica is None else replica.allowed_lag
+        report = CatalogService(obj.config, obj.store(), notifier=notifier).freshness(lag=lag)
         if as_json:
             _print_json(
                 [
@@ -696,6 +800,7 @@ def _execution_name(execution: str) -> str:
 
 
 @main.command(name="restore-request")
+@vault_only
 @database_argument
 @click.option("--target", required=True, help="A restore target declared for DATABASE in backstop.yaml.")
 @click.option("--backup", "backup_ref", default="latest", show_default=True, help="Backup id, or latest.")
@@ -753,6 +858,7 @@ def restore_request(
 
 
 @main.command(name="restore-status")
+@vault_or_replica
 @click.argument("execution")
 @machine_option
 @table_option
@@ -815,6 +921,7 @@ def _who(record: Any) -> str | None:
 
 
 @main.command()
+@vault_only
 @click.argument("execution")
 @click.option("--confirm", "phrase", required=True, help='The phrase "RESTORE <backup_id>" from the plan.')
 @machine_option
@@ -838,6 +945,7 @@ def approve(execution: str, phrase: str, state_machine: str, approval_function: 
 
 
 @main.command()
+@vault_only
 @click.argument("execution")
 @click.option("--reason", required=True, help="Why (recorded in the audit trail).")
 @machine_option
@@ -861,6 +969,7 @@ def reject(execution: str, reason: str, state_machine: str, approval_function: s
 
 
 @main.command()
+@vault_or_replica
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @table_option
 @json_option

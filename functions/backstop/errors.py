@@ -64,6 +64,10 @@ class WorkDirError(BackstopError):
     """The work directory is missing, full or not writable: no run directory could be made in it."""
 
 
+class ReadOnlyReplicaError(BackstopError):
+    """A write was asked of the vault's replica, which Backstop only reads."""
+
+
 class UploadError(BackstopError):
     """S3 refused or lost the upload after retries; the multipart upload was aborted."""
 

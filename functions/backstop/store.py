@@ -35,6 +35,7 @@ from backstop.errors import (
     BackupNotFoundError,
     ChecksumMismatchError,
     ManifestError,
+    ReadOnlyReplicaError,
     StorageError,
     UploadError,
 )
@@ -239,7 +240,8 @@ class S3Store:
         replica_of: str | None = None,
     ) -> None:
         """``replica_of``: this bucket is the S3 replica of that vault, whose name its manifests carry (replication
-        keeps keys and version ids, so every pinned version is found here too); nothing writes to a replica."""
+        keeps keys and version ids, so every pinned version is found here too); every write to it raises
+        ReadOnlyReplicaError before reaching S3."""
         self.client = client
         self.bucket = bucket
         self.replica_of = replica_of
@@ -247,6 +249,14 @@ class S3Store:
         self.kms_key_id = kms_key_id
         self.part_size = part_size
         self.concurrency = concurrency
+
+    def _refuse_on_replica(self, what: str) -> None:
+        """ReadOnlyReplicaError before ``what`` (a write) when this store reads a replica."""
+        if self.replica_of is not None:
+            raise ReadOnlyReplicaError(
+                f"s3://{self.bucket} is the replica of s3://{self.replica_of}, which Backstop only reads: {what} "
+                "refused."
+            )
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -298,6 +308,7 @@ class S3Store:
 
     def upload(self, key: str, tags: dict[str, str], lock: LockUntil | None = None) -> _UploadContext:
         """Start a multipart upload of ``key`` (locked until ``lock``); the context aborts it if the block raises."""
+        self._refuse_on_replica(f"uploading {key}")
         return _UploadContext(self, key, tags, lock)
 
     @staticmethod
@@ -356,10 +367,12 @@ class S3Store:
 
     def delete_version(self, key: str, version_id: str | None) -> None:
         """Remove one object version we created but will not commit (best effort under Object Lock)."""
+        self._refuse_on_replica(f"deleting {key}")
         self.client.delete_object(**self._version_args(key, version_id))
 
     def put_manifest(self, manifest: Manifest, tags: dict[str, str], lock: LockUntil | None = None) -> bool:
         """Commit ``manifest``; False if one already exists for its backup id (never overwritten)."""
+        self._refuse_on_replica(f"writing the manifest of {manifest.backup_id}")
         written = _call(
             f"Writing the manifest of {manifest.backup_id}",
             lambda: self.client.put_object(
@@ -379,6 +392,7 @@ class S3Store:
 
     def put_sidecar(self, manifest: Manifest, kind: SidecarKind, document: dict[str, Any]) -> None:
         """Write (or replace) the ``kind`` record of a committed backup, tagged like it so it expires with it."""
+        self._refuse_on_replica(f"writing the {kind} record of {manifest.backup_id}")
         key = self.sidecar_key(manifest.backup_id, kind)
         tags = self.tags_for(manifest.database, manifest.engine, manifest.retention_tier)
         _call(
@@ -409,6 +423,7 @@ class S3Store:
 
     def put_last_drill_success(self, database: str, record: dict[str, Any]) -> None:
         """Remember ``database``'s last successful drill: one small object the freshness check reads."""
+        self._refuse_on_replica(f"recording the last successful drill of {database}")
         key = self.drill_success_key(database)
         _call(
             f"Recording the last successful drill of {database}",
@@ -647,6 +662,7 @@ class S3Store:
 
         BackupAlreadyRunningError when a live lock is held (or another run wins the takeover).
         """
+        self._refuse_on_replica(f"taking the backup lock of {database}")
         key = self._lock_key(database)
         body = json.dumps(
             {"owner": owner, "acquired_at": now.isoformat(), "expires_at": (now + ttl).isoformat()}
@@ -693,6 +709,7 @@ class S3Store:
 
         Nothing happens if it is gone already, or was taken over by another run after it expired.
         """
+        self._refuse_on_replica(f"releasing the backup lock of {lock.database}")
         key = self._lock_key(lock.database)
         _call(
             f"Releasing the lock {key}",
@@ -709,6 +726,7 @@ class S3Store:
         run fails again (Lambda retries a failed invocation twice). A record that cannot be read
         counts as none, so a doubt always ends in an alert rather than in silence.
         """
+        self._refuse_on_replica(f"recording the failed run {backup_id}")
         parse_backup_id(backup_id, database)
         key = f"{self._failure_prefix(database)}{backup_id}.json"
         previous = self._previous_failure(key)
@@ -801,6 +819,7 @@ class S3Store:
 
     def put_object_tags(self, key: str, version_id: str, tags: dict[str, str]) -> None:
         """Replace the tags of exactly ``version_id`` of ``key`` with ``tags``."""
+        self._refuse_on_replica(f"tagging {key}")
         tag_set = [{"Key": name, "Value": value} for name, value in sorted(tags.items())]
         _call(
             f"Tagging {key} (version {version_id})",
@@ -818,6 +837,7 @@ class S3Store:
 
     def copy_version(self, key: str, version_id: str, dest_key: str) -> None:
         """Copy exactly ``version_id`` of ``key`` to ``dest_key`` (a managed copy, any size), encrypted like backups."""
+        self._refuse_on_replica(f"copying {key} to {dest_key}")
         # The managed copy takes no BucketKeyEnabled; the bucket's own Bucket Key setting applies.
         extra = {name: value for name, value in self.sse_args().items() if name != "BucketKeyEnabled"}
         _call(
@@ -835,6 +855,7 @@ class S3Store:
         anyone before its retention ends, which is said rather than tried. A version already gone is
         not an error.
         """
+        self._refuse_on_replica(f"removing version {version.version_id} of {version.key}")
         key, version_id = version.key, version.version_id
         args = self._version_args(key, version_id)
         if not version.is_delete_marker:  # a delete marker carries no lock (and cannot be HEAD-ed by version)

@@ -92,14 +92,14 @@ def leftovers(path: Path) -> list[str]:
 # -- fault injection ---------------------------------------------------------------------------
 
 
-def rot_object(key: str, version_id: str | None, new_bytes: bytes) -> None:
+def rot_object(key: str, version_id: str | None, new_bytes: bytes, *, bucket: str = BUCKET) -> None:
     """Replace the bytes of one stored object version in place, the way bit rot on the medium would.
 
     Same key, same VersionId, same recorded ETag and S3 checksum: only the content changes. Nothing
     in the S3 API can do that (every put creates a new version, which a manifest pinning its
     VersionId would simply ignore), so this reaches into moto's backend, which is the storage medium.
     """
-    stored = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(BUCKET, key, version_id=version_id)
+    stored = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].get_object(bucket, key, version_id=version_id)
     assert stored is not None, f"no version {version_id} of {key} in moto"
     stored.value = new_bytes
 

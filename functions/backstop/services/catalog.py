@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from backstop.config import Config
 from backstop.manifest import Manifest
@@ -67,10 +67,11 @@ class CatalogService:
             )
         return result
 
-    def freshness(self) -> list[Freshness]:
+    def freshness(self, *, lag: timedelta = timedelta(0)) -> list[Freshness]:
         """Each configured database's newest committed backup against its ``stale_after``; alerts on stale or missing.
 
+        ``lag``: how far the store may trail the vault (a replica's ``allowed_lag``), added to every ``stale_after``.
         A few list requests per database, whatever the number of backups.
         """
-        rules = [FreshnessRule(db.name, db.stale_after) for db in self._config.databases]
+        rules = [FreshnessRule(db.name, db.stale_after + lag) for db in self._config.databases]
         return FreshnessService(self._store, clock=self._clock, notifier=self._notifier).check(rules)
