@@ -326,12 +326,13 @@ def test_a_swap_whose_undo_fails_keeps_every_table_and_asks_for_intervention(
     real_execute = mysql_restore.MysqlServer._execute
     renames = []
 
-    def failing_execute(self: mysql_restore.MysqlServer, statement: str, args: Any = None) -> None:
-        if statement.startswith("RENAME TABLE"):
-            renames.append(statement)
+    def failing_execute(self: mysql_restore.MysqlServer, statement: str | bytes, args: Any = None) -> None:
+        text = statement.decode("latin-1") if isinstance(statement, bytes) else statement  # definitions are bytes
+        if text.startswith("RENAME TABLE"):
+            renames.append(text)
             if len(renames) == 2:
                 raise pymysql.err.OperationalError(1105, "injected failure renaming back")
-        if statement.startswith("CREATE") and "VIEW `big_orders`" in statement:
+        if text.startswith("CREATE") and "VIEW `big_orders`" in text:
             raise pymysql.err.OperationalError(1105, "injected failure creating a view")
         real_execute(self, statement, args)
 

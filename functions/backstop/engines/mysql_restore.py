@@ -20,8 +20,11 @@ The kept ``_pre_restore_`` database receives the old tables, their triggers, vie
 and the old events disabled (a safety copy must not run scheduled jobs).
 
 Definitions are read with the database selected, so the server prints views without the database
-name and they can be created in another one. Triggers, routines and events keep their original
-text and are created again under their recorded ``sql_mode`` (and time zone for events).
+name and they can be created in another one. Every object is read as the bytes the server keeps
+(``character_set_results = binary``) and created again from them, DEFINER included, under its
+recorded ``character_set_client`` and ``collation_connection`` (and triggers, routines and events
+under their ``sql_mode``, events under their time zone): ``SHOW CREATE`` after a restore reports
+what it reported in the source.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ from backstop.manifest import IntegrityCheck, Manifest, TableStat
 log = logging.getLogger(__name__)
 
 CLIENT_TOOLS = ("mariadb", "mysql")
+CHARSET = "utf8mb4"  # of the restore's own connection
 MAX_IDENTIFIER = 64
 _EXCERPT_CHARS = 300
 _VIEW_PASSES = 20  # views on views are created in as many passes as their nesting needs
+_TEXT_COLUMN = {"VIEW": 1, "TRIGGER": 2, "PROCEDURE": 2, "FUNCTION": 2, "EVENT": 3}  # of SHOW CREATE's row
 
 
 def derived_name(dbname: str, suffix: str) -> str:
@@ -68,12 +73,19 @@ def _client_tool() -> str:
 
 @dataclass(frozen=True)
 class _Definition:
-    """One object to create again: its statement and the session settings it was created under."""
+    """One object to create again: its statement and the session settings it was created under.
+
+    ``statement`` is the bytes the server keeps, in the object's ``character_set_client``: sent back
+    as they are under that character set and ``collation_connection``, the object is recorded with
+    both again, and any character outside ASCII means what it meant.
+    """
 
     kind: str  # TRIGGER, VIEW, PROCEDURE, FUNCTION, EVENT
     name: str
-    statement: str
-    sql_mode: str | None = None
+    statement: bytes
+    character_set_client: str
+    collation_connection: str
+    sql_mode: str | None = None  # views keep none
     time_zone: str | None = None
     enabled: bool = True
 
@@ -126,7 +138,10 @@ class MysqlServer:
             cur.execute(statement, args)
             return list(cur.fetchall())
 
-    def _execute(self, statement: str, args: tuple[Any, ...] | None = None) -> None:
+    def _execute(self, statement: str | bytes, args: tuple[Any, ...] | None = None) -> None:
+        if isinstance(statement, bytes):  # a definition's own bytes (see _create), sent without re-encoding
+            self._conn.query(statement)
+            return
         with self._conn.cursor() as cur:
             cur.execute(statement, args)
 
@@ -177,31 +192,56 @@ class MysqlServer:
             "ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER",
             (dbname,),
         ):
-            _, mode, text, *_ = self._rows(f"SHOW CREATE TRIGGER {q(name)}")[0]
-            found.triggers.append(_Definition("TRIGGER", str(name), str(text), sql_mode=str(mode)))
+            _, mode, text, client, collation, *_ = self._show_create("TRIGGER", str(name))
+            found.triggers.append(_definition("TRIGGER", str(name), text, client, collation, sql_mode=mode))
         for (name,) in self._rows(
             "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME", (dbname,)
         ):
-            _, text, *_ = self._rows(f"SHOW CREATE VIEW {q(name)}")[0]
-            found.views.append(_Definition("VIEW", str(name), str(text)))
+            _, text, client, collation = self._show_create("VIEW", str(name))
+            found.views.append(_definition("VIEW", str(name), text, client, collation))
         for kind, name in self._rows(
             "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s "
             "AND ROUTINE_TYPE IN ('PROCEDURE', 'FUNCTION') ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
             (dbname,),
         ):
-            _, mode, text, *_ = self._rows(f"SHOW CREATE {kind} {q(name)}")[0]
-            found.routines.append(_Definition(str(kind), str(name), str(text), sql_mode=str(mode)))
+            _, mode, text, client, collation, *_ = self._show_create(str(kind), str(name))
+            found.routines.append(_definition(str(kind), str(name), text, client, collation, sql_mode=mode))
         for name, status in self._rows(
             "SELECT EVENT_NAME, STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s ORDER BY EVENT_NAME",
             (dbname,),
         ):
-            _, mode, zone, text, *_ = self._rows(f"SHOW CREATE EVENT {q(name)}")[0]
+            _, mode, zone, text, client, collation, *_ = self._show_create("EVENT", str(name))
             found.events.append(
-                _Definition(
-                    "EVENT", str(name), str(text), sql_mode=str(mode), time_zone=str(zone), enabled=status == "ENABLED"
+                _definition(
+                    "EVENT",
+                    str(name),
+                    text,
+                    client,
+                    collation,
+                    sql_mode=mode,
+                    time_zone=zone,
+                    enabled=status == "ENABLED",
                 )
             )
         return found
+
+    def _show_create(self, kind: str, name: str) -> tuple[Any, ...]:
+        """``SHOW CREATE <kind> <name>`` with its texts as the bytes the server keeps (``character_set_results``
+        binary, as the dump tools read them): converted to utf8mb4 they could not be sent back as they were."""
+        with self._conn.cursor() as cur:
+            cur.execute("SET SESSION character_set_results = binary")
+            try:
+                cur.execute(f"SHOW CREATE {kind} {q(name)}")
+                row = cur.fetchone()
+            finally:
+                cur.execute("SET SESSION character_set_results = %s", (CHARSET,))
+        if row is None or row[_TEXT_COLUMN[kind]] is None:
+            # The server hides a routine's body from a user that is neither its definer nor allowed to read it.
+            raise RestoreError(
+                f"The definition of {kind.lower()} {name} cannot be read by {self.db.user}: see the MySQL restore "
+                "privileges in docs/runbooks/restore.md."
+            )
+        return tuple(row)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -294,19 +334,33 @@ class MysqlServer:
         return Inspection(integrity=IntegrityCheck(check="restore", passed=True, detail=detail), tables=tables)
 
     def _create(self, dbname: str, definition: _Definition, *, enabled: bool | None = None) -> None:
-        """Create ``definition`` in ``dbname`` under its recorded sql_mode and time zone."""
+        """Create ``definition`` in ``dbname`` under its recorded sql_mode, time zone, character set and collation.
+
+        The server records the session's ``character_set_client`` and ``collation_connection`` with
+        the object (its DEFINER is in the statement): they are set to the recorded ones around it.
+        """
         self._conn.select_db(dbname)
-        saved = self._rows("SELECT @@SESSION.sql_mode, @@SESSION.time_zone")[0]
+        saved = self._rows(
+            "SELECT @@SESSION.sql_mode, @@SESSION.time_zone, @@SESSION.character_set_client, "
+            "@@SESSION.collation_connection"
+        )[0]
         try:
             if definition.sql_mode is not None:
                 self._execute("SET SESSION sql_mode = %s", (definition.sql_mode,))
             if definition.time_zone is not None:
                 self._execute("SET SESSION time_zone = %s", (definition.time_zone,))
+            self._execute(
+                "SET SESSION character_set_client = %s, collation_connection = %s",
+                (definition.character_set_client, definition.collation_connection),
+            )
             self._execute(definition.statement)
             if definition.kind == "EVENT" and enabled is not None and enabled != definition.enabled:
                 self._execute(f"ALTER EVENT {q(definition.name)} {'ENABLE' if enabled else 'DISABLE'}")
         finally:
-            self._execute("SET SESSION sql_mode = %s, time_zone = %s", (saved[0], saved[1]))
+            self._execute(
+                "SET SESSION sql_mode = %s, time_zone = %s, character_set_client = %s, collation_connection = %s",
+                tuple(saved),
+            )
 
     def _drop(self, dbname: str, definition: _Definition) -> None:
         self._conn.select_db(dbname)
@@ -460,6 +514,30 @@ class MysqlServer:
         return warnings
 
 
+def _definition(
+    kind: str,
+    name: str,
+    statement: bytes,
+    client: bytes,
+    collation: bytes,
+    *,
+    sql_mode: bytes | None = None,
+    time_zone: bytes | None = None,
+    enabled: bool = True,
+) -> _Definition:
+    """A ``_Definition`` from the columns of ``SHOW CREATE`` read as bytes (settings are ASCII names)."""
+    return _Definition(
+        kind,
+        name,
+        statement,
+        character_set_client=client.decode("ascii"),
+        collation_connection=collation.decode("ascii"),
+        sql_mode=None if sql_mode is None else sql_mode.decode("ascii"),
+        time_zone=None if time_zone is None else time_zone.decode("ascii"),
+        enabled=enabled,
+    )
+
+
 def _bind(method: Callable[[str, _Definition], object], dbname: str, definition: _Definition) -> Callable[[], None]:
     def step() -> None:
         method(dbname, definition)
@@ -482,7 +560,7 @@ def restore_server(db: MysqlDatabase, run_dir: Path) -> Iterator[MysqlServer]:
                 user=db.user,
                 password=password or "",
                 connect_timeout=max(1, int(db.connect_timeout.total_seconds())),
-                charset="utf8mb4",
+                charset=CHARSET,
                 autocommit=True,
             )
         except pymysql.MySQLError as exc:
