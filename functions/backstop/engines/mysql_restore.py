@@ -30,6 +30,7 @@ what it reported in the source.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -316,22 +317,36 @@ class MysqlServer:
                     f"The restored database {dbname} does not match the manifest's row counts ({'; '.join(diffs[:5])})."
                 )
             self._conn.select_db(dbname)
-            for number, text in enumerate(self.db.validation_queries, 1):
-                try:
-                    rows = self._rows(text)
-                except pymysql.MySQLError as exc:
-                    raise ValidationError(
-                        f"Validation query {number} failed on the restored database: {self._message(exc)}."
-                    ) from None
-                if not rows or not rows[0][0]:
-                    value = "no row" if not rows else repr(rows[0][0])
-                    raise ValidationError(
-                        f"Validation query {number} returned {value} on the restored database, not a true value."
-                    )
+            self._execute("START TRANSACTION READ ONLY")
+            try:
+                self._run_validation_queries()
+            finally:
+                with suppress(pymysql.MySQLError):  # a broken connection has already failed the validation
+                    self._execute("ROLLBACK")
         except pymysql.MySQLError as exc:
             raise ValidationError(f"The restored database {dbname} cannot be read: {self._message(exc)}.") from None
         detail = f"{len(tables)} exact row counts equal the manifest, {len(self.db.validation_queries)} queries passed"
         return Inspection(integrity=IntegrityCheck(check="restore", passed=True, detail=detail), tables=tables)
+
+    def _run_validation_queries(self) -> None:
+        """Each configured query, in the read-only transaction ``validate`` opened: its first value must be true.
+
+        Every query starts with SELECT, WITH, VALUES, TABLE or SHOW (``restore_server`` refuses
+        others), so none can end the transaction (no DDL, no CALL of a procedure that commits), and
+        the transaction refuses any write, a function's included.
+        """
+        for number, text in enumerate(self.db.validation_queries, 1):
+            try:
+                rows = self._rows(text)
+            except pymysql.MySQLError as exc:
+                raise ValidationError(
+                    f"Validation query {number} failed on the restored database: {self._message(exc)}."
+                ) from None
+            if not rows or not rows[0][0]:
+                value = "no row" if not rows else repr(rows[0][0])
+                raise ValidationError(
+                    f"Validation query {number} returned {value} on the restored database, not a true value."
+                )
 
     def _create(self, dbname: str, definition: _Definition, *, enabled: bool | None = None) -> None:
         """Create ``definition`` in ``dbname`` under its recorded sql_mode, time zone, character set and collation.
@@ -545,9 +560,38 @@ def _bind(method: Callable[[str, _Definition], object], dbname: str, definition:
     return step
 
 
+_QUERY_START = re.compile(
+    r"(?:\s+|/\*(?![!]|M!).*?\*/|(?:--(?=\s)|#)[^\n]*(?:\n|$))*(?P<word>[A-Za-z]+|\(|/\*[!M]|\S)", re.DOTALL
+)
+_READING_STARTS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW", "("})
+
+
+def refuse_writing_queries(db: MysqlDatabase) -> None:
+    """ValidationError naming the first validation query that is not a read-only query (before anything runs).
+
+    A query must start (after comments) with SELECT, WITH, VALUES, TABLE, SHOW or a parenthesis:
+    DDL commits implicitly and a called procedure can COMMIT, either of which would end the
+    read-only transaction the queries run in; everything that can start this way is refused any
+    write by that transaction.
+    """
+    for number, text in enumerate(db.validation_queries, 1):
+        match = _QUERY_START.match(text)
+        word = match.group("word").upper() if match else ""
+        if word not in _READING_STARTS:
+            shown = "nothing" if not word else "an executable comment" if word.startswith("/*") else word
+            raise ValidationError(
+                f"Validation query {number} is not a read-only query (it starts with {shown}): validation queries "
+                "must start with SELECT, WITH, VALUES, TABLE or SHOW."
+            )
+
+
 @contextmanager
 def restore_server(db: MysqlDatabase, run_dir: Path) -> Iterator[MysqlServer]:
-    """The server of ``db`` (the restore target), with its password in a 0600 option file in ``run_dir``."""
+    """The server of ``db`` (the restore target), with its password in a 0600 option file in ``run_dir``.
+
+    Validation queries that could write are refused first, before the server is reached.
+    """
+    refuse_writing_queries(db)
     password = resolve_password(db)
     with ExitStack() as stack:
         options = None
