@@ -528,6 +528,14 @@ class MysqlServer:
             log.warning("%s", warning)
         return warnings
 
+    def databases(self, prefix: str) -> list[str]:
+        """The names of the server's databases that begin with ``prefix``, sorted (how pre-restore copies are found)."""
+        rows = self._rows(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE LEFT(SCHEMA_NAME, %s) = %s",
+            (len(prefix), prefix),
+        )
+        return sorted(name for name in (str(row[0]) for row in rows) if name.startswith(prefix))  # exact case
+
 
 def _definition(
     kind: str,

@@ -841,6 +841,12 @@ class PostgresServer:
                 raise RestoreError(f"The target {target} cannot be swapped: {self._message(exc)}.") from None
         raise AssertionError("unreachable")
 
+    def databases(self, prefix: str) -> list[str]:
+        """The names of the server's databases that begin with ``prefix``, sorted (how pre-restore copies are found)."""
+        query = "SELECT datname FROM pg_database WHERE starts_with(datname, %s)"
+        rows = self._conn.execute(query, (prefix,)).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
 
 @contextmanager
 def restore_server(db: PostgresDatabase, run_dir: Path) -> Iterator[PostgresServer]:
