@@ -3,27 +3,43 @@
 The tar is produced by a thread writing into a pipe, so a directory of any size streams through
 the pipeline without a temporary archive. A failure while producing (a file vanishing, permission
 denied) is raised by the reader before it reports end of stream, so a partial archive is never
-completed as an upload. Extraction refuses any member that would land outside the target.
+completed as an upload. Sockets, FIFOs and devices, and links that lead out of the tree, are left
+out with a warning in the manifest.
+
+An archive is untrusted input: extraction (``_Extraction``, for restore and verify alike) resolves
+every member and link against the tree as it really is, and refuses the whole archive on the first
+one that could reach outside its directory.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import fnmatch
 import os
 import platform
 import shutil
+import stat
 import tarfile
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
 from backstop.config import FilesDatabase
 from backstop.engines.base import Inspection
-from backstop.errors import IntegrityError, RestoreError, SourceError, UnsafeArchiveError, ValidationError
+from backstop.errors import (
+    BackstopError,
+    IntegrityError,
+    ManualInterventionError,
+    RestoreError,
+    SourceError,
+    UnsafeArchiveError,
+    ValidationError,
+)
 from backstop.manifest import IntegrityCheck, Manifest
 
 _CHECK = "tar-members"
@@ -61,6 +77,7 @@ class _TarProducer(threading.Thread):
         self._fd = fd
         self.error: BaseException | None = None
         self.skipped: list[str] = []
+        self.special: list[tuple[str, str]] = []  # (relative path, what it is)
         self.files = 0
         self.dirs = 0
         self.bytes = 0
@@ -74,12 +91,17 @@ class _TarProducer(threading.Thread):
                 os.fdopen(self._fd, "wb") as pipe,
                 tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as tar,
             ):
-                for path in sorted(self._walk()):
+                paths = sorted(self._walk())
+                escaping = self._escaping_links([path for path in paths if path.is_symlink()])
+                for path in paths:
                     relative = path.relative_to(self._root).as_posix()
                     info = tar.gettarinfo(str(path), arcname=relative)
+                    if info is None or info.type in _SPECIAL:  # gettarinfo has no type for a socket
+                        self.special.append((relative, _SPECIAL[info.type] if info else "a socket"))
+                        continue
                     if info.islnk():  # a second name of a hard-linked file: archive its content again
                         info.type, info.linkname, info.size = tarfile.REGTYPE, "", path.stat().st_size
-                    if info.issym() and _link_escapes(self._root, path.parent, info.linkname):
+                    if path in escaping:
                         self.skipped.append(f"{relative} -> {info.linkname}")
                         continue
                     if info.isfile():
@@ -98,6 +120,18 @@ class _TarProducer(threading.Thread):
             )
         except Exception as exc:  # noqa: BLE001  # any producer failure must reach the reader, not vanish with the thread
             self.error = SourceError(f"Directory {str(self._root)!r} cannot be archived: {exc}.")
+
+    def _escaping_links(self, links: list[Path]) -> set[Path]:
+        """The symlinks a restore would refuse: those that lead out of the tree, resolved as a restore resolves them.
+
+        Excluded paths are taken as absent, as they will be in the restored tree. Leaving out the links found
+        here changes nothing for the others: a link that passes through one of them passes outside the tree.
+        """
+
+        def absent(parts: Parts) -> bool:
+            return any(self._excluded("/".join(parts[:n])) for n in range(1, len(parts) + 1))
+
+        return {path for path in links if _leaves(self._root, path.relative_to(self._root).parts, absent)}
 
     def _walk(self) -> Iterator[Path]:
         for current, dirs, files in os.walk(self._root, onerror=self._raise):
@@ -156,8 +190,12 @@ class DirectorySnapshot:
             return Inspection(integrity=IntegrityCheck(check=_CHECK, passed=False, detail=str(producer.error)))
         stats = {"files": producer.files, "directories": producer.dirs, "bytes": producer.bytes}
         self.source.update(stats)
-        # Links out of the tree are not archived: a restore could never follow them safely.
+        # Links out of the tree are not archived: a restore could never follow them safely. Nor are
+        # sockets, FIFOs and devices: they hold no data, and a restore refuses them.
         self.warnings.extend(f"symlink {link} points outside the directory; not archived" for link in producer.skipped)
+        self.warnings.extend(
+            f"{path} is {kind}, not a file or directory; not archived" for path, kind in producer.special
+        )
         return Inspection(
             integrity=IntegrityCheck(
                 check=_CHECK, passed=True, detail=f"{producer.files} files, {producer.bytes} bytes"
@@ -166,43 +204,279 @@ class DirectorySnapshot:
         )
 
 
-def _link_escapes(root: Path, directory: Path, linkname: str) -> bool:
-    """Whether a symlink in ``directory`` to ``linkname`` is absolute or leads (lexically) out of ``root``."""
-    if linkname.startswith("/"):
+Parts = tuple[str, ...]
+
+# Bounds of what a restored tree may hold, Linux's own: a path (with its NUL) and the links one lookup follows.
+_PATH_MAX = 4096
+_MAX_LINK_HOPS = 40
+_SPECIAL = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO"}
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _TooManyLinks(Exception):
+    """A link whose resolution follows more than _MAX_LINK_HOPS links (a loop, or a chain built to exhaust)."""
+
+
+def _link_destination(root: Path, link: Parts, absent: Callable[[Parts], bool]) -> Parts | None:
+    """Where the symlink ``link`` (a path under ``root``) really leads, relative to ``root``; None if outside it.
+
+    The target is walked as the kernel walks it, one component at a time against the tree as it is
+    (lstat, never os.path.realpath, which silently stops resolving a path that grew too long), following
+    at most _MAX_LINK_HOPS links. Every component kept is a real directory, so ``..`` is exact. From a
+    component that does not exist (or that ``absent`` says will not), the rest is taken lexically: that
+    is where the link leads if it is ever created. OSError (a path too long to look up) and
+    _TooManyLinks mean the destination cannot be proven.
+    """
+    here = list(link[:-1])
+    pending = deque(str(root.joinpath(*link).readlink()).split("/"))
+    if pending[0] == "":
+        return None
+    hops, walking = 0, True
+    while pending:
+        name = pending.popleft()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if not here:
+                return None
+            here.pop()
+            continue
+        here.append(name)
+        if not walking:
+            continue
+        if absent(tuple(here)):
+            walking = False
+            continue
+        path = root.joinpath(*here)
+        try:
+            mode = path.lstat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            walking = False
+            continue
+        if stat.S_ISLNK(mode):
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                raise _TooManyLinks
+            content = str(path.readlink())
+            if content.startswith("/"):
+                return None
+            here.pop()
+            pending.extendleft(reversed(content.split("/")))
+        elif not stat.S_ISDIR(mode):
+            walking = False  # a file named as a directory: nothing can be below it
+    return tuple(here)
+
+
+def _leaves(root: Path, link: Parts, absent: Callable[[Parts], bool]) -> bool:
+    """Whether a source link leads out of ``root``, or cannot be shown not to."""
+    try:
+        return _link_destination(root, link, absent) is None
+    except (OSError, _TooManyLinks):
         return True
-    return not Path(os.path.normpath(directory / linkname)).is_relative_to(os.path.normpath(root))
 
 
-def _safe_members(tar: tarfile.TarFile, dest: Path) -> Iterator[tarfile.TarInfo]:
-    """Members that stay inside ``dest``; UnsafeArchiveError on the first that would not."""
-    root = dest.resolve()
-    for member in tar:
+def _check_link_target(name: str, target: str) -> None:
+    if target.startswith("/"):
+        raise _refused(name, f"links to the absolute path {target!r}")
+    if not target or "\0" in target or len(os.fsencode(target)) >= _PATH_MAX:
+        raise _refused(name, "has an empty, NUL-holding or over-long link target")
+
+
+def _refused(name: str, why: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"Archive member {name!r} {why}; refused.")
+
+
+@contextmanager
+def _named(name: str) -> Iterator[None]:
+    """OSError while extracting a member, as one sentence naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise IntegrityError(f"Archive member {name!r} cannot be extracted: {exc.strerror}.") from None
+
+
+class _Extraction:
+    """One archive extracted, member by member, into an empty directory it can never leave.
+
+    Every member is written through directory descriptors opened with O_NOFOLLOW from the root, so no
+    write passes through a link. Symlinks are made last, once every file and directory exists, and each
+    is then resolved against the finished tree (``_link_destination``), so a link that another link,
+    made before or after it, would bend out of the tree is caught. Hard links may only name a file
+    already extracted. Devices, FIFOs and anything else are refused, and tarfile's ``data`` filter
+    checks every member again as a second guard.
+    """
+
+    def __init__(self, tar: tarfile.TarFile, dest: Path) -> None:
+        self._tar = tar
+        self._root = dest.resolve(strict=True)
+        self._links: dict[Parts, tuple[str, str]] = {}  # symlinks to make last: (member name, target)
+        self.counts = {"files": 0, "directories": 0, "bytes": 0}
+
+    def run(self) -> dict[str, int]:
+        for member in self._tar:
+            self._extract(member)
+        for parts, (name, target) in self._links.items():
+            with _named(name):
+                self._make_link(parts, name, target)
+        for parts, (name, target) in self._links.items():
+            self._check_link(parts, name, target)
+        return self.counts
+
+    def _extract(self, member: tarfile.TarInfo) -> None:
         name = member.name
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise UnsafeArchiveError(f"Archive member {name!r} would be written outside the target; refused.")
-        if not (member.isfile() or member.isdir() or member.issym()):
-            raise UnsafeArchiveError(f"Archive member {name!r} is a device, fifo or hard link; refused.")
-        if member.issym() and _link_escapes(root, (root / name).parent, member.linkname):
-            raise UnsafeArchiveError(
-                f"Archive member {name!r} links outside the target ({member.linkname!r}); refused."
+        if member.type in _SPECIAL or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise _refused(name, f"is {_SPECIAL.get(member.type, 'of a type a directory never holds')}")
+        parts = self._parts(name)
+        if not parts and not member.isdir():
+            raise _refused(name, "names the target directory itself")
+        for depth in range(1, len(parts) + 1):
+            if parts[:depth] in self._links:
+                where = "would replace" if depth == len(parts) else "lies under"
+                raise _refused(name, f"{where} the symlink {'/'.join(parts[:depth])!r}")
+        if member.issym():
+            _check_link_target(name, member.linkname)
+        source, size = self._hard_link_source(name, member.linkname) if member.islnk() else ((), 0)
+        try:
+            filtered = tarfile.data_filter(member, str(self._root))
+        except tarfile.FilterError as exc:
+            raise _refused(name, f"fails tarfile's data filter ({exc})") from None
+        with _named(name):
+            if member.isdir():
+                os.close(self._directory(parts, name))
+                self.counts["directories"] += 1
+            elif member.issym():
+                self._links[parts] = (name, member.linkname)
+            elif member.islnk():
+                self._hard_link(parts, source, size, name)
+            else:
+                self._file(parts, member, filtered)
+
+    def _parts(self, name: str) -> Parts:
+        """The components of a member name; refused if absolute, climbing, or too long for the system."""
+        if name.startswith("/"):
+            raise _refused(name, "is an absolute path")
+        parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        if ".." in parts:
+            raise _refused(name, "climbs out of the target with '..'")
+        if "\0" in name or len(os.fsencode(self._root.joinpath(*parts))) >= _PATH_MAX:
+            raise _refused(name, f"holds a NUL byte or would make a path longer than {_PATH_MAX - 1} bytes")
+        return parts
+
+    def _directory(self, parts: Parts, name: str, *, make: bool = True) -> int:
+        """A descriptor of the directory ``parts`` under the root, made if missing, never reached through a link."""
+        fd = os.open(self._root, _DIRECTORY)
+        try:
+            for depth, part in enumerate(parts, start=1):
+                if make:
+                    with suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=fd)
+                try:
+                    child = os.open(part, _DIRECTORY, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    raise _refused(
+                        name, f"needs {'/'.join(parts[:depth])!r} to be a directory, which it is not"
+                    ) from None
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _file(self, parts: Parts, member: tarfile.TarInfo, filtered: tarfile.TarInfo) -> None:
+        source = self._tar.extractfile(member)
+        if source is None:
+            raise _refused(member.name, "has no content")
+        parent = self._directory(parts[:-1], member.name)
+        try:
+            fd = os.open(
+                parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent
             )
-        yield member
+        except FileExistsError:
+            raise _refused(member.name, "would replace an entry extracted before it") from None
+        finally:
+            os.close(parent)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+            if filtered.mode is not None:
+                os.fchmod(fd, filtered.mode)
+            with suppress(OSError, OverflowError, ValueError):  # as tarfile: a time it cannot set is not an error
+                os.utime(fd, (filtered.mtime, filtered.mtime))
+        self.counts["files"] += 1
+        self.counts["bytes"] += member.size
+
+    def _hard_link_source(self, name: str, to: str) -> tuple[Parts, int]:
+        """The file a hard link names, and its size: a regular file already extracted, or refused.
+
+        Regular files are the only entries made so far that are not directories (links come last), and
+        the root was empty, so a regular file found there through real directories is one extracted.
+        """
+        source = tuple(p for p in to.split("/") if p not in ("", "."))
+        refusal = _refused(name, f"hard-links to {to!r}, which is not a file extracted before it inside the target")
+        if to.startswith("/") or not source or ".." in source:
+            raise refusal
+        try:
+            parent = self._directory(source[:-1], name, make=False)
+        except (OSError, UnsafeArchiveError):
+            raise refusal from None
+        try:
+            found = os.stat(source[-1], dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            raise refusal from None
+        finally:
+            os.close(parent)
+        if not stat.S_ISREG(found.st_mode):
+            raise refusal
+        return source, found.st_size
+
+    def _hard_link(self, parts: Parts, source: Parts, size: int, name: str) -> None:
+        from_dir = self._directory(source[:-1], name, make=False)
+        try:
+            to_dir = self._directory(parts[:-1], name)
+            try:
+                os.link(source[-1], parts[-1], src_dir_fd=from_dir, dst_dir_fd=to_dir, follow_symlinks=False)
+            finally:
+                os.close(to_dir)
+        except FileExistsError:
+            raise _refused(name, "would replace an entry extracted before it") from None
+        finally:
+            os.close(from_dir)
+        self.counts["files"] += 1
+        self.counts["bytes"] += size
+
+    def _make_link(self, parts: Parts, name: str, target: str) -> None:
+        parent = self._directory(parts[:-1], name)
+        try:
+            os.symlink(target, parts[-1], dir_fd=parent)
+        except FileExistsError:
+            raise _refused(name, "would replace an entry extracted before it") from None
+        finally:
+            os.close(parent)
+
+    def _check_link(self, parts: Parts, name: str, target: str) -> None:
+        try:
+            inside = _link_destination(self._root, parts, lambda _: False) is not None
+        except _TooManyLinks:
+            raise _refused(name, f"links to {target!r} through more than {_MAX_LINK_HOPS} links") from None
+        except OSError as exc:
+            raise _refused(name, f"links to {target!r}, which cannot be resolved ({exc.strerror})") from None
+        if not inside:
+            raise _refused(name, f"links to {target!r}, which resolves outside the target")
 
 
 def extract(archive: Path, dest: Path) -> dict[str, int]:
-    """Extract ``archive`` into the empty directory ``dest``, refusing unsafe members; return counts."""
-    files = dirs = size = 0
+    """Extract ``archive`` into the empty directory ``dest``, refusing unsafe members; return counts.
+
+    UnsafeArchiveError names the first member that could reach outside ``dest`` (``_Extraction``);
+    whatever was extracted before it stays in ``dest`` for the caller to remove.
+    """
     try:
         with tarfile.open(archive, mode="r:") as tar:
-            for member in _safe_members(tar, dest):
-                # The "data" filter is a second guard (absolute paths, links out, special files).
-                tar.extract(member, dest, filter="data")
-                files += int(member.isfile())
-                dirs += int(member.isdir())
-                size += member.size if member.isfile() else 0
+            return _Extraction(tar, dest).run()
     except tarfile.TarError as exc:
         raise IntegrityError(f"The archive cannot be read: {exc}.") from None
-    return {"files": files, "directories": dirs, "bytes": size}
 
 
 def _compare(found: dict[str, int], manifest: Manifest, what: str) -> None:
@@ -226,6 +500,35 @@ def _exchange(a: Path, b: Path) -> bool:
     at_fdcwd = -100
     result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
     return bool(result == 0)
+
+
+def _put_back(target: Path, aside: Path, pre_restore: Path | None, failure: Exception) -> RestoreError:
+    """Undo a swap whose result failed validation; the error to raise says what was done.
+
+    The previous directory (at ``pre_restore``; None if there was none) becomes ``target`` again and the
+    restored tree is removed; if a rename fails, ManualInterventionError says where each tree is.
+    """
+    reason = (
+        str(failure).rstrip(".") if isinstance(failure, BackstopError) else f"{target} could not be checked ({failure})"
+    )
+    restored = target
+    try:
+        if pre_restore is not None and _exchange(pre_restore, target):
+            restored = pre_restore
+        else:
+            target.rename(aside)
+            restored = aside
+            if pre_restore is not None:
+                pre_restore.rename(target)
+    except OSError as exc:
+        where = f"the previous directory is at {pre_restore} and " if pre_restore is not None else ""
+        return ManualInterventionError(
+            f"{reason}; undoing the swap failed ({exc.strerror}): {where}the restored one is at {restored}."
+        )
+    shutil.rmtree(restored, ignore_errors=True)
+    if pre_restore is None:
+        return ValidationError(f"{reason}; {target} did not exist before, and the restored copy was removed.")
+    return ValidationError(f"{reason}; the previous directory was put back at {target} and the restored copy removed.")
 
 
 class FilesEngine:
@@ -265,6 +568,12 @@ class FilesEngine:
         files = sum(len(f) for _, _, f in os.walk(target))
         return {"files": files}
 
+    def check_restored(self, target: Path, found: dict[str, int]) -> None:
+        """ValidationError unless ``target``, swapped in, holds the files extracted into it."""
+        present = sum(1 for path in target.rglob("*") if path.is_file() and not path.is_symlink())
+        if present != found["files"]:
+            raise ValidationError(f"Restored {target} holds {present} files, expected {found['files']}.")
+
     def install(self, raw: Path, target: Path, manifest: Manifest, pre_restore: Path) -> Inspection:
         staged = target.parent / f".{target.name}.restore.tmp"
         shutil.rmtree(staged, ignore_errors=True)
@@ -275,7 +584,8 @@ class FilesEngine:
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-        if target.exists():
+        existed = target.exists()
+        if existed:
             if _exchange(staged, target):
                 staged.rename(pre_restore)
             else:  # two renames; the old directory goes back if the second fails
@@ -289,9 +599,10 @@ class FilesEngine:
                     ) from None
         else:
             staged.rename(target)
-        present = sum(1 for path in target.rglob("*") if path.is_file() and not path.is_symlink())
-        if present != found["files"]:
-            raise ValidationError(f"Restored {target} holds {present} files, expected {found['files']}.")
+        try:
+            self.check_restored(target, found)
+        except Exception as exc:  # noqa: BLE001  # whatever fails the check, the old directory goes back first
+            raise _put_back(target, staged, pre_restore if existed else None, exc) from None
         return Inspection(
             integrity=IntegrityCheck(check=_CHECK, passed=True, detail=f"{found['files']} files"), stats=found
         )
