@@ -282,7 +282,7 @@ def access_log_bucket(scope: Construct, construct_id: str, *, days: int) -> s3.B
         object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         enforce_ssl=True,
         minimum_tls_version=1.2,
-        removal_policy=RemovalPolicy.RETAIN,
+        removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         lifecycle_rules=[
             s3.LifecycleRule(
                 id="expire-access-logs",
@@ -370,7 +370,7 @@ class BackupVault(Construct):
             "Key",
             description=f"Backstop: encrypts the backups in s3://{config.bucket}",
             enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
 
         self.access_logs = access_log_bucket(self, "AccessLogs", days=storage.access_log_days)
@@ -390,7 +390,7 @@ class BackupVault(Construct):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             enforce_ssl=True,
             minimum_tls_version=1.2,
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="vault/",
             transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,

@@ -123,6 +123,7 @@ class DatabaseDrill(Construct):
                 vpc=database.vpc,
                 file_system=mount,
             ),
+            label=f"{database.name}-drill",
         )
         self.schedule = ScheduledInvocation(
             self,
@@ -135,6 +136,10 @@ class DatabaseDrill(Construct):
             dead_letters=monitoring.dead_letters,
             dead_letter_key=monitoring.key,
         )
+
+
+MAX_ALARM_WINDOW = timedelta(days=7)
+"""The longest window a CloudWatch alarm can evaluate (period x evaluation periods)."""
 
 
 class Verification(Construct):
@@ -191,6 +196,7 @@ class Verification(Construct):
                 memory_mb=1024,
                 timeout_seconds=900,
             ),
+            label="sweep",
         )
         if config.sweep.repair:
             Annotations.of(self.sweep).add_warning_v2(
@@ -235,6 +241,8 @@ class Verification(Construct):
                 ),
                 threshold=2 * db.drill.every.total_seconds(),
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                # measured at every freshness check: no value means the check did not run
+                missing=cloudwatch.TreatMissingData.BREACHING,
             )
             if db.drill.rto is not None:
                 self._monitored(
@@ -259,6 +267,24 @@ class Verification(Construct):
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             missing=cloudwatch.TreatMissingData.BREACHING,
         )
+        if 2 * config.sweep.every <= MAX_ALARM_WINDOW:
+            # Every sweep run counts what it checked, even nothing: two intervals without a count is an alarm.
+            self._monitored(
+                "SweepNotRunning",
+                name="sweep-not-running",
+                description="The verification sweep has not completed a run in twice its interval: stored "
+                "backups are not being re-read (docs/runbooks/drills.md).",
+                metric=self._monitoring.metric(
+                    "SweepBackupsChecked",
+                    SWEEP_SERVICE,
+                    None,
+                    "SampleCount",
+                    Duration.seconds(int(2 * config.sweep.every.total_seconds())),
+                ),
+                threshold=1,
+                comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                missing=cloudwatch.TreatMissingData.BREACHING,
+            )
         for metric_name, name, finding in (
             ("SweepMismatches", "sweep-mismatch", "whose bytes differ from its manifest"),
             ("SweepUnreadable", "sweep-unreadable", "that could not be read twice in a row"),
@@ -301,6 +327,7 @@ class Verification(Construct):
                 memory_mb=512,
                 timeout_seconds=900,
             ),
+            label="guard",
         )
         schedule = ScheduledInvocation(
             self,

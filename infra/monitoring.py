@@ -72,7 +72,7 @@ class Monitoring(Construct):
             "Key",
             description="Backstop: encrypts the alerts topic and the dead-letter queue",
             enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
@@ -144,6 +144,7 @@ class Monitoring(Construct):
                 environment={"BACKSTOP_ALERTS_TOPIC_ARN": self.topic.topic_arn},
                 timeout_seconds=60,
             ),
+            label="failure-alert",
         )
         # One message per invocation: a message that cannot be turned into an alert stays in the
         # queue on its own (and the dead-letter age alarm fires) instead of holding others back.
@@ -180,6 +181,7 @@ class Monitoring(Construct):
                 environment=freshness_environment,
                 timeout_seconds=300,
             ),
+            label="freshness",
         )
         self.freshness_schedule = ScheduledInvocation(
             self,
@@ -287,6 +289,24 @@ class Monitoring(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+
+    def alarm_on_errors(self, functions: Sequence[tuple[str, lambda_.IFunction]]) -> None:
+        """A ``<name>-errors`` alarm for every function that has none yet: a crash or a timeout is never silent."""
+        watched = {id(self.failure_alert), id(self.freshness)}
+        for name, function in functions:
+            if id(function) in watched:
+                continue
+            watched.add(id(function))
+            self.alarm(
+                f"{''.join(word.capitalize() for word in name.split('-'))}Errors",
+                name=f"{name}-errors",
+                description=f"The {name} function failed or timed out: read its logs (its own alert, if any, "
+                "says why; a timeout or a crash sends none).",
+                metric=function.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+                threshold=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
 
     def _alarm_on_replica(self, replica: Replica, window: Duration) -> None:
         for db in self._config.databases:

@@ -74,7 +74,7 @@ class ReplicaStack(Stack):
             alias=replica_key_alias(vault_stack),
             description=f"Backstop: encrypts the replica of s3://{config.bucket} in s3://{replica.bucket}",
             enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         self._key_policy(replica)
         self.access_logs = access_log_bucket(self, "AccessLogs", days=config.storage.access_log_days)
@@ -92,7 +92,7 @@ class ReplicaStack(Stack):
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             enforce_ssl=True,
             minimum_tls_version=1.2,
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="replica/",
             transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,

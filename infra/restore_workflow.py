@@ -144,7 +144,7 @@ class RestoreWorkflow(Construct):
                 point_in_time_recovery_enabled=True
             ),
             time_to_live_attribute="ttl",
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         self.table.add_global_secondary_index(
             index_name=KIND_INDEX,
@@ -257,6 +257,7 @@ class RestoreWorkflow(Construct):
                 vpc=vpc,
                 file_system=grant_network(self.role, vpc, efs, writable=True),
             ),
+            label="restore",
         )
         self.approval_function = runner.function(
             self,
@@ -277,6 +278,7 @@ class RestoreWorkflow(Construct):
                 memory_mb=256,
                 timeout_seconds=30,
             ),
+            label="approval",
         )
         self.state_machine = self._state_machine()
         self.requester_policy, self.approver_policy = self._operator_policies()
@@ -630,8 +632,14 @@ class RestoreWorkflow(Construct):
                 )
             )
         )
+        # Under /aws/vendedlogs/states/: CloudWatch Logs then needs no resource policy entry for the machine,
+        # which fails CreateStateMachine in accounts whose resource policy is near its 5,120-character limit.
         log_group = logs.LogGroup(
-            self, "Logs", retention=LOG_RETENTION[self._log_retention_days], removal_policy=RemovalPolicy.RETAIN
+            self,
+            "Logs",
+            log_group_name=f"/aws/vendedlogs/states/{self.state_machine_name}",
+            retention=LOG_RETENTION[self._log_retention_days],
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         machine = sfn.StateMachine(
             self,

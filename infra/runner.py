@@ -91,6 +91,8 @@ class RunnerImage(Construct):
         super().__init__(scope, construct_id)
         self._architecture, platform = _ARCHITECTURES[runner.architecture]
         self._log_retention = LOG_RETENTION[runner.log_retention_days]
+        self.functions: list[tuple[str, lambda_.IFunction]] = []
+        """Every function made by ``function``, with its label."""
         self.asset = ecr_assets.DockerImageAsset(
             self,
             "Image",
@@ -99,8 +101,9 @@ class RunnerImage(Construct):
             ignore_mode=IgnoreMode.DOCKER,
         )
 
-    def function(self, scope: Construct, construct_id: str, spec: FunctionSpec) -> lambda_.IFunction:
-        """A function of the runner image with ``spec``'s handler command, its own log group, and nothing more.
+    def function(self, scope: Construct, construct_id: str, spec: FunctionSpec, *, label: str) -> lambda_.IFunction:
+        """A function of the runner image with ``spec``'s handler command, its own log group, and nothing more;
+        ``label`` names it in its alarms (``orders-backup`` -> ``<stack>-orders-backup-errors``).
 
         The role is the caller's: it gets write access to the function's log group here, and every
         other permission from the construct that knows why the function needs it. The function is
@@ -114,7 +117,7 @@ class RunnerImage(Construct):
             scope,
             f"{construct_id}Logs",
             retention=self._log_retention,
-            removal_policy=RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         log_group.grant_write(spec.role)
         resource = lambda_.CfnFunction(
@@ -149,6 +152,8 @@ class RunnerImage(Construct):
             raise RuntimeError(f"{spec.role.node.path} has no default policy")
         resource.node.add_dependency(policy)
         # The same function as a construct, for its ARN, metrics, grants and event sources.
-        return lambda_.Function.from_function_attributes(
+        function = lambda_.Function.from_function_attributes(
             scope, f"{construct_id}Handle", function_arn=resource.attr_arn, role=spec.role, same_environment=True
         )
+        self.functions.append((label, function))
+        return function

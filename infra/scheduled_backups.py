@@ -138,6 +138,7 @@ class DatabaseBackup(Construct):
                 vpc=database.vpc,
                 file_system=file_system,
             ),
+            label=f"{database.name}-backup",
         )
 
         # Written as the L1 resource so the role's grant is exactly this function, not also its versions.

@@ -60,6 +60,7 @@ class BackstopStack(Stack):
             monitoring=self.monitoring,
             restore_table=self.restore.table if self.restore is not None else None,
         )
+        self.monitoring.alarm_on_errors(self.runner.functions)
         self.dashboard = self.monitoring.add_dashboard(self.backups.watched)
         self.verification.add_to(self.dashboard, config)
 

@@ -144,12 +144,30 @@ def test_log_bucket_is_encrypted_and_expires_its_logs(example: Synthesized) -> N
     ]
 
 
+STATEFUL = ("AWS::S3::Bucket", "AWS::KMS::Key", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup")
+
+
 @pytest.mark.parametrize("logical_id", [VAULT_BUCKET, VAULT_KEY, ACCESS_LOGS])
-def test_buckets_and_key_outlive_the_stack(example: Synthesized, logical_id: str) -> None:
+def test_buckets_and_key_outlive_the_stack_but_not_a_failed_first_create(example: Synthesized, logical_id: str) -> None:
     resource = example.resources[logical_id]
 
-    assert resource["DeletionPolicy"] == "Retain"
+    # A first create that rolls back deletes the (empty) bucket, so the retry does not fail on its fixed name.
+    assert resource["DeletionPolicy"] == "RetainExceptOnCreate"
     assert resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_every_stateful_resource_is_kept_on_update_and_delete_and_dropped_on_a_failed_create(
+    example: Synthesized,
+) -> None:
+    # The approval key signs grants that live hours; it protects no stored data and has a deletion window.
+    stateful = {
+        k: r for k, r in example.resources.items() if r["Type"] in STATEFUL and not k.startswith("RestoreApprovalKey")
+    }
+
+    assert {r["Type"] for r in stateful.values()} == set(STATEFUL)
+    assert {k: (r.get("DeletionPolicy"), r.get("UpdateReplacePolicy")) for k, r in stateful.items()} == dict.fromkeys(
+        stateful, ("RetainExceptOnCreate", "Retain")
+    )
 
 
 def test_outputs_name_the_bucket_and_the_key(example: Synthesized) -> None:

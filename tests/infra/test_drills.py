@@ -129,16 +129,45 @@ def test_alarms_watch_failed_slow_and_overdue_drills_and_sweep_findings(example:
     }
 
     assert sorted(n.removeprefix("Backstop-") for n in names) == [
+        "orders-drill-errors",
         "orders-drill-failed",
         "orders-drill-overdue",
+        "sweep-errors",
         "sweep-mismatch",
+        "sweep-not-running",
         "sweep-overwritten",
         "sweep-unreadable",
+        "uploads-drill-errors",
         "uploads-drill-failed",
         "uploads-drill-overdue",
     ]
     overdue = names["Backstop-orders-drill-overdue"]
     assert (overdue["MetricName"], overdue["Threshold"]) == ("LastSuccessfulDrillAgeSeconds", 2 * 7 * 86400)
+    assert overdue["TreatMissingData"] == "breaching"  # measured at every freshness check: silence is a failure
+    silent = names["Backstop-sweep-not-running"]
+    assert (silent["MetricName"], silent["Statistic"], silent["Period"]) == (
+        "SweepBackupsChecked",
+        "SampleCount",
+        2 * 86400,
+    )
+    assert (silent["ComparisonOperator"], silent["Threshold"], silent["TreatMissingData"]) == (
+        "LessThanThreshold",
+        1,
+        "breaching",
+    )
+
+
+def test_a_sweep_too_rare_for_an_alarm_window_gets_no_not_running_alarm(tmp_path: Path) -> None:
+    # CloudWatch evaluates at most seven days: a sweep every 4 days cannot be watched by its silence
+    config = tmp_path / "backstop.yaml"
+    config.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8") + "sweep:\n  every: 4d\n", encoding="utf-8")
+    names = [
+        r["Properties"]["AlarmName"]
+        for r in synthesize(config, tmp_path / "cdk.out").of_type("AWS::CloudWatch::Alarm").values()
+    ]
+
+    assert "Backstop-sweep-errors" in names
+    assert "Backstop-sweep-not-running" not in names
 
 
 def test_the_dashboard_shows_drills_their_age_and_the_sweep(example: Synthesized) -> None:

@@ -66,7 +66,7 @@ def dimensions(alarm: dict[str, Any]) -> dict[str, Any]:
 def test_alerts_topic_is_encrypted_with_its_own_rotating_customer_key(example: Synthesized) -> None:
     assert properties(example, TOPIC)["KmsMasterKeyId"] == {"Fn::GetAtt": [KEY, "Arn"]}
     assert properties(example, KEY)["EnableKeyRotation"] is True
-    assert example.resources[KEY]["DeletionPolicy"] == "Retain"
+    assert example.resources[KEY]["DeletionPolicy"] == "RetainExceptOnCreate"
 
 
 def test_key_policy_lets_cloudwatch_and_eventbridge_use_the_key_to_publish(example: Synthesized) -> None:
@@ -232,22 +232,45 @@ def test_every_alarm_publishes_to_the_alerts_topic(example: Synthesized) -> None
 
 def test_alarms_cover_staleness_size_anomalies_and_the_alerting_path(example: Synthesized) -> None:
     assert sorted(alarms(example)) == [
+        "approval-errors",
         "dead-letters-unprocessed",
         "failure-alert-errors",
         "freshness-errors",
+        "guard-errors",
         "guard-not-running",
+        "orders-backup-errors",
         "orders-backup-size-anomaly",
         "orders-backup-stale",
+        "orders-drill-errors",
         "orders-drill-failed",
         "orders-drill-overdue",
+        "restore-errors",
+        "sweep-errors",
         "sweep-mismatch",
+        "sweep-not-running",
         "sweep-overwritten",
         "sweep-unreadable",
+        "uploads-backup-errors",
         "uploads-backup-size-anomaly",
         "uploads-backup-stale",
+        "uploads-drill-errors",
         "uploads-drill-failed",
         "uploads-drill-overdue",
     ]
+
+
+def test_every_function_has_an_errors_alarm_on_its_own_errors(example: Synthesized) -> None:
+    functions = set(example.of_type("AWS::Lambda::Function"))
+    watched = {
+        dimensions(alarm)["FunctionName"]["Fn::Select"][1]["Fn::Split"][1]["Fn::GetAtt"][0]
+        for name, alarm in alarms(example).items()
+        if name.endswith("-errors") and alarm["MetricName"] == "Errors"
+    }
+
+    assert watched == functions
+    for name, alarm in alarms(example).items():
+        if name.endswith("-errors"):
+            assert (alarm["Namespace"], alarm["Statistic"], alarm["Threshold"]) == ("AWS/Lambda", "Sum", 1), name
 
 
 @pytest.mark.parametrize("database", ["orders", "uploads"])
@@ -324,6 +347,7 @@ def test_every_backstop_metric_an_alarm_watches_is_emitted_by_the_handler_of_its
         ("SweepMismatches", "sweep"),
         ("SweepUnreadable", "sweep"),
         ("SweepOverwritten", "sweep"),
+        ("SweepBackupsChecked", "sweep"),
         ("HeldBackups", "guard"),
     }
     for metric, service in watched:

@@ -120,8 +120,8 @@ def test_the_replica_bucket_is_versioned_and_encrypted_with_its_own_rotating_key
         "KMSMasterKeyID": {"Fn::GetAtt": [key_id, "Arn"]},
     }
     assert replica[key_id]["Properties"]["EnableKeyRotation"] is True
-    assert replica[key_id]["DeletionPolicy"] == "Retain"
-    assert replica_bucket(replica)["DeletionPolicy"] == "Retain"
+    assert replica[key_id]["DeletionPolicy"] == "RetainExceptOnCreate"
+    assert replica_bucket(replica)["DeletionPolicy"] == "RetainExceptOnCreate"
     alias = one(replica, "AWS::KMS::Alias")["Properties"]
     assert alias == {"AliasName": "alias/backstop/Backstop-replica", "TargetKeyId": {"Fn::GetAtt": [key_id, "Arn"]}}
 

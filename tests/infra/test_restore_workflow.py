@@ -136,6 +136,13 @@ def test_the_state_machine_logs_without_execution_data_and_is_traced(example: Sy
     assert props["LoggingConfiguration"]["Level"] == "ALL"
     assert props["LoggingConfiguration"]["IncludeExecutionData"] is False  # the approval token stays out
     assert props["TracingConfiguration"] == {"Enabled": True}
+    (destination,) = props["LoggingConfiguration"]["Destinations"]
+    (group_id,) = [k for k, r in example.of_type("AWS::Logs::LogGroup").items() if k.startswith("RestoreLogs")]
+    assert destination["CloudWatchLogsLogGroup"]["LogGroupArn"] == {"Fn::GetAtt": [group_id, "Arn"]}
+    # a vended-logs name: no CloudWatch Logs resource policy entry, which has a size limit per account
+    assert flatten(example.resources[group_id]["Properties"]["LogGroupName"]) == (
+        "/aws/vendedlogs/states/<AWS::StackName>-restore"
+    )
 
 
 def test_the_restore_function_gets_the_targets_but_never_a_secret(servers: Synthesized) -> None:
