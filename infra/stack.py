@@ -8,6 +8,7 @@ from constructs import Construct
 from backstop.config import Config
 from infra.backup_vault import BackupVault
 from infra.drills import Verification
+from infra.limits import check_limits
 from infra.monitoring import Monitoring
 from infra.restore_workflow import RestoreWorkflow
 from infra.runner import RunnerImage
@@ -61,6 +62,7 @@ class BackstopStack(Stack):
             restore_table=self.restore.table if self.restore is not None else None,
         )
         self.monitoring.alarm_on_errors(self.runner.functions)
+        check_limits(self)
         self.dashboard = self.monitoring.add_dashboard(self.backups.watched)
         self.verification.add_to(self.dashboard, config)
 

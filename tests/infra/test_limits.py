@@ -1,0 +1,70 @@
+"""Limits AWS enforces at deploy time, refused at synth in one sentence: a stack's resources, a function's
+environment. Synthesized as `cdk synth` would, with many server databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_lambda as lambda_
+
+from infra.limits import LAMBDA_ENVIRONMENT_BYTES, TOKEN_BYTES, DeploymentLimitError, environment_bytes
+from tests.infra import synthesize
+
+pytestmark = pytest.mark.xdist_group("infra")
+
+SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/{name}-AbCdEf"
+
+
+def config(databases: int, *, targets: bool) -> str:
+    entries = []
+    for index in range(databases):
+        name = f"db{index:03d}"
+        entry = (
+            f"  - name: {name}\n    engine: postgres\n    host: {name}.example.internal\n    dbname: {name}\n"
+            f"    user: backstop\n    password_secret: {SECRET.format(name=name)}\n    schedule: rate(1 day)\n"
+        )
+        if targets:
+            entry += (
+                f"    restore_targets:\n      staging:\n        host: {name}-staging.example.internal\n"
+                f"        password_secret: {SECRET.format(name=name + '-staging')}\n"
+            )
+        entries.append(entry)
+    return "bucket: backstop-many\ndatabases:\n" + "".join(entries)
+
+
+def synth(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "backstop.yaml"
+    path.write_text(text, encoding="utf-8")
+    synthesize(path, tmp_path / "cdk.out")
+
+
+def test_a_hundred_databases_are_refused_before_deploy_naming_the_resource_limit(tmp_path: Path) -> None:
+    with pytest.raises(DeploymentLimitError, match=r"CloudFormation resources in one stack, over the limit of 500"):
+        synth(tmp_path, config(100, targets=False))
+
+
+def test_a_restore_environment_over_lambdas_limit_is_refused_naming_the_function(tmp_path: Path) -> None:
+    with pytest.raises(DeploymentLimitError, match=r"Restore/Function would take about \d+ bytes, over Lambda's"):
+        synth(tmp_path, config(30, targets=True))
+
+
+def test_a_configuration_within_the_limits_synthesizes(tmp_path: Path) -> None:
+    synth(tmp_path, config(5, targets=True))
+
+
+def test_an_environment_counts_names_text_and_each_deploy_time_value_pessimistically() -> None:
+    stack = Stack(App(), "Sizes")
+    function = lambda_.CfnFunction(
+        stack,
+        "F",
+        code=lambda_.CfnFunction.CodeProperty(image_uri="x"),
+        role="arn:aws:iam::123456789012:role/r",
+        environment=lambda_.CfnFunction.EnvironmentProperty(
+            variables={"A": "xyz", "B": stack.stack_id, "C": f"prefix-{stack.account}"}
+        ),
+    )
+
+    assert environment_bytes(stack, function) == 1 + 3 + 1 + TOKEN_BYTES + 1 + len("prefix-") + TOKEN_BYTES
+    assert LAMBDA_ENVIRONMENT_BYTES == 4096
