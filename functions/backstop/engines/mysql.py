@@ -16,7 +16,12 @@ start of a line inside a table's ``-- Dumping data for table `t``` section (so t
 routine bodies, which come elsewhere, are never counted), and inside a statement it skips string
 literals with their backslash escapes and doubled quotes, so a value holding ``),(``, ``;``, quotes
 or newlines counts as one value. ``--hex-blob`` keeps binary data out of string literals. The same
-scanner recounts a downloaded artifact for ``verify``.
+scanner recounts a downloaded artifact for ``verify`` and before a restore.
+
+A downloaded artifact is untrusted: the mariadb/mysql client runs some lines of its input itself
+(``\\!`` and ``system`` run a shell). ``ClientCommandScanner`` reads it as the client would and
+``inspect_artifact`` refuses one holding any such command before anything runs; the restore's
+client also runs sandboxed (``engines/mysql_restore.py``).
 
 The password reaches the tool only through a 0600 option file in the run directory, named by
 ``--defaults-extra-file`` (the first argument, as the tool requires); the child's environment
@@ -26,6 +31,7 @@ read through PyMySQL, with the password passed in process.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -43,7 +49,7 @@ import pymysql
 from backstop.config import MysqlDatabase
 from backstop.credentials import mysql_option_file, private_file, resolve_password
 from backstop.engines.base import Inspection, compare_with_manifest
-from backstop.errors import IntegrityError, SourceError
+from backstop.errors import IntegrityError, SourceError, UnsafeArchiveError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
 log = logging.getLogger(__name__)
@@ -196,14 +202,365 @@ class DumpScanner:
         return None
 
 
-def scan_file(path: Path) -> DumpScanner:
-    """Scan a whole dump file in bounded memory."""
-    scanner = DumpScanner()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            scanner.feed(chunk)
-    scanner.finish()
-    return scanner
+# -- what the client would run itself -----------------------------------------------------------
+
+# Every command of the mariadb and mysql clients, by name. The client runs one itself, on the host it
+# runs on, when a statement (or, for most, a line) starts with its name, or as \<letter> anywhere
+# outside a string: `system` and `\!` run a shell, `source` reads a file, `tee` writes one, `connect`
+# sends the password to another host, `use` switches to another database. Only DELIMITER on its own
+# line and the `\-` (sandbox mode on) that mariadb-dump writes first are let through.
+CLIENT_COMMANDS = frozenset(
+    b"? charset clear connect delimiter edit ego exit go help nopager notee nowarning pager print prompt quit "
+    b"rehash resetconnection query_attributes sandbox source ssl_session_data_print status system tee use "
+    b"warnings".split()
+)
+_SERVER_SIDE = frozenset({b"USE", b"LOAD"})  # SQL no dump of one database holds: another database, a client file
+_HEAD = 4096  # bytes of a statement kept to classify it (a longer one by its start)
+_LINE_PEEK = 256  # how far a line's start is read for a command (a DELIMITER line must fit)
+_SPACE = b" \t\n\r\x0b\x0c"
+_DELIMITER = re.compile(rb"[;/$|!%&+,.:<=>?^~]{1,16}")
+_MARKED = re.compile(rb"/\*(M?)!(\d*)(.*?)\*/", re.DOTALL)
+_ALWAYS_RUN = 50700  # every supported server (MySQL 5.7+, MariaDB 10+) runs /*!NNNNN ... */ up to this version
+_NEVER_RUN = 999999  # and none runs one from this version on (mariadb-dump's sandbox line)
+_ANSI_MODES = frozenset({b"ANSI_QUOTES", b"ANSI", b"DB2", b"MAXDB", b"MSSQL", b"ORACLE", b"POSTGRESQL"})
+_QUOTED = rb"`[^`]*`|'[^']*'|\"[^\"]*\""
+_INERT = re.compile(  # statements that run no code in the session (no function, trigger or prepared statement)
+    rb"\s*(?:DROP\s|LOCK\s|UNLOCK\s|ALTER\s+TABLE\s+\S+\s+(?:DISABLE|ENABLE)\s+KEYS\s*$|CREATE\s+(?:OR\s+REPLACE\s+)?"
+    rb"(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*(?:CURRENT_USER(?:\s*\(\s*\))?|(?:" + _QUOTED + rb"|[\w.%-]+)"
+    rb"(?:\s*@\s*(?:" + _QUOTED + rb"|[\w.%:-]+))?)\s+)?(?:SQL\s+SECURITY\s+\w+\s+)?(?:AGGREGATE\s+)?"
+    rb"(?:TRIGGER|PROCEDURE|FUNCTION|EVENT|VIEW)\s)",
+    re.IGNORECASE,
+)
+_MODE_KEEPING = frozenset(  # statements that leave the session's sql_mode as it was (routines restore their own),
+    # unless they name it or EXECUTE a prepared statement
+    b"SET INSERT REPLACE UPDATE DELETE CREATE DROP ALTER LOCK UNLOCK SELECT DO CALL TRUNCATE RENAME ANALYZE "
+    b"OPTIMIZE COMMIT ROLLBACK START SHOW FLUSH".split()
+)
+_MODE_CHANGING = re.compile(rb"SQL_MODE|EXECUTE", re.IGNORECASE)
+_ASSIGNMENT = re.compile(  # one assignment of a plain SET: to a variable, from a literal or a variable
+    rb"\s*(?P<lhs>@@(?:(?:session|local|global)\.)?\w+|@(?:\w+|" + _QUOTED + rb")|(?:(?:session|local|global)\s+)?\w+)"
+    rb"\s*:?=\s*(?P<rhs>'[^'\\]*'|\"[^\"\\]*\"|@@(?:(?:session|local|global)\.)?\w+|@(?:\w+|`[^`]*`)|[\w.+-]+)\s*(?:,|$)",
+    re.IGNORECASE,
+)
+_SESSION_MODE = re.compile(rb"(?:@@(?:session\.|local\.)?|(?:session|local)\s+)?sql_mode", re.IGNORECASE)
+_MODE_NAME = re.compile(rb"[A-Z_0-9]*[A-Z_][A-Z_0-9]*")
+_STRING_BODIES = {
+    quote: re.compile(rb"[^" + bytes([quote]) + rb"\\]*+(?:\\.[^" + bytes([quote]) + rb"\\]*+)*+", re.DOTALL)
+    for quote in b"'\"`"
+}
+
+
+@dataclass(frozen=True)
+class _SqlMode:
+    """The two parts of a session's sql_mode that change how the client reads a backslash in a string."""
+
+    ansi_quotes: bool
+    no_backslash_escapes: bool
+
+
+def _parse_mode(value: bytes) -> _SqlMode | None:
+    """The sql_mode a value sets, or None when it cannot be known here (a number is a bitmask, DEFAULT the global)."""
+    names = {name.strip().upper() for name in value.split(b",") if name.strip()}
+    if any(not _MODE_NAME.fullmatch(name) or name == b"DEFAULT" for name in names):
+        return None
+    return _SqlMode(bool(names & _ANSI_MODES), b"NO_BACKSLASH_ESCAPES" in names)
+
+
+def _executed(head: bytes) -> tuple[bytes, bool]:
+    """The statement as the server runs it: executable comments opened, those no server runs dropped.
+
+    The flag says whether what is left is certain: a comment that only some servers run leaves it not.
+    """
+    certain = True
+
+    def opened(match: re.Match[bytes]) -> bytes:
+        nonlocal certain
+        digits = match.group(2)
+        if digits and int(digits) >= _NEVER_RUN:
+            return b" "
+        if match.group(1) or len(digits) not in (0, 5, 6) or (digits and int(digits) > _ALWAYS_RUN):
+            certain = False
+        return b" " + match.group(3) + b" "
+
+    return _MARKED.sub(opened, head), certain
+
+
+def _shown(command: bytes) -> str:
+    """A command's name for a message, in printable ASCII only."""
+    return "`" + "".join(chr(c) if 32 < c < 127 else "?" for c in command[:24]) + "`"
+
+
+class ClientCommandScanner:
+    """Finds, before anything runs, what the mariadb/mysql client would do itself instead of sending it to the server.
+
+    It reads the dump the way the client's own parser does (``read_and_execute`` and ``add_line``
+    in client/mysql.cc): while no statement is under way, a line's first word is checked against
+    the commands; then byte by byte through ``'``, ``"`` and backtick strings, ``/* */``, ``#`` and
+    ``-- `` comments (``/*!`` and ``/*M!`` comments are code to the client), backslashes and the
+    current DELIMITER; and at each delimiter the statement's first word is checked again. How the
+    client reads a backslash inside a string depends on the session's sql_mode (ANSI_QUOTES,
+    NO_BACKSLASH_ESCAPES, which the server reports after each statement): the scanner follows the
+    ``SET sql_mode`` statements a dump holds, and a mode saved in a user variable as long as
+    nothing that can run code came between; wherever the mode is not known (at first, the server's
+    default), a backslash in a string is refused. A NUL byte, a DELIMITER line it does not read
+    exactly as the client would, and USE or LOAD statements are refused too.
+
+    Feed it the dump in chunks of any size; memory stays bounded (a few hundred bytes held between
+    chunks and the first 4 KiB of the current statement). ``problem`` is the first thing found.
+    """
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self._line = 1
+        self._delimiter = b";"
+        self._token = self._tokens(self._delimiter)
+        self._quote = 0  # the quote byte of the string we are in, or 0
+        self._comment = False  # inside /* */
+        self._line_comment = False  # inside # or --, until the end of the line
+        self._started = False  # the client's statement buffer holds something
+        self._head = bytearray()  # the statement's start, as the client buffers it
+        self._at_line_start = True
+        self._mode: _SqlMode | None = None  # the server's default is not known
+        self._saved: dict[bytes, _SqlMode | None] = {}  # user variables holding a known sql_mode
+        self._carry = b""
+
+    @staticmethod
+    def _tokens(delimiter: bytes) -> re.Pattern[bytes]:
+        return re.compile(re.escape(delimiter) + rb"|\n|\\|'|\"|`|#|--|/\*|[-/]\Z")
+
+    @staticmethod
+    @functools.cache
+    def _plain_run(delimiter: bytes, escapes: bool) -> re.Pattern[bytes]:
+        """Inside a statement, bytes that change nothing: code without tokens and whole '-strings (the rows of data)."""
+        string = rb"'[^'\\]*+(?:\\.[^'\\]*+)*+'" if escapes else rb"'[^']*+'"
+        plain = rb"[^\\'\"`#/\-" + re.escape(delimiter[:1]) + rb"]*+"
+        return re.compile(plain + rb"(?:(?:" + string + rb"|-(?=[^-])|/(?=[^*]))" + plain + rb")*+", re.DOTALL)
+
+    def _refuse(self, what: str) -> None:
+        if self.problem is None:
+            self.problem = f"line {self._line} holds {what}"
+
+    def _refuse_command(self, command: bytes) -> None:
+        self._refuse(f"the client command {_shown(command)}, which the client would run itself on the restoring host")
+
+    def feed(self, data: bytes) -> None:
+        if self.problem is None:
+            self._scan(self._carry + data, final=False)
+
+    def finish(self) -> None:
+        """The dump ended: read what was held back, then the statement the client sends without a delimiter."""
+        if self.problem is None:
+            self._scan(self._carry, final=True)
+        if self.problem is None and self._started:
+            self._end_statement()
+
+    def _scan(self, buf: bytes, *, final: bool) -> None:
+        self._carry = b""
+        if b"\x00" in buf:
+            self._line += buf.count(b"\n", 0, buf.index(b"\x00"))
+            self._refuse("a NUL byte, which the client reads differently in binary mode")
+            return
+        pos, end = 0, len(buf)
+        while pos < end and self.problem is None:
+            if self._line_comment:
+                newline = buf.find(b"\n", pos)
+                if newline < 0:
+                    return
+                self._line_comment, pos = False, newline  # the newline ends the line as in code
+            elif self._comment:
+                pos = self._scan_comment(buf, pos, final)
+            elif self._quote:
+                pos = self._scan_string(buf, pos, final)
+            elif self._at_line_start and not self._started:
+                pos = self._scan_line_start(buf, pos, final)
+            else:
+                pos = self._scan_code(buf, pos, final)
+
+    def _hold(self, buf: bytes, pos: int, final: bool) -> int:
+        """Keep ``buf[pos:]`` for the next chunk, where the token it starts goes on; at the end, drop it."""
+        if not final:
+            self._carry = buf[pos:]
+        return len(buf)
+
+    def _keep(self, code: bytes) -> None:
+        if len(self._head) < _HEAD:
+            self._head += code[: _HEAD - len(self._head)]
+
+    def _scan_comment(self, buf: bytes, pos: int, final: bool) -> int:
+        close = buf.find(b"*/", pos)
+        if close < 0:
+            self._line += buf.count(b"\n", pos, len(buf) - 1)
+            return self._hold(buf, len(buf) - 1, final)  # maybe the '*' of '*/'
+        self._line += buf.count(b"\n", pos, close)
+        self._comment = False
+        return close + 2
+
+    def _scan_line_start(self, buf: bytes, pos: int, final: bool) -> int:
+        """A line starts while no statement is under way: the client checks its first word for a command."""
+        newline = buf.find(b"\n", pos, pos + _LINE_PEEK)
+        if newline < 0 and len(buf) - pos < _LINE_PEEK and not final:
+            return self._hold(buf, pos, final)
+        whole = newline >= 0 or (final and len(buf) - pos < _LINE_PEEK)
+        line = buf[pos : newline if newline >= 0 else pos + _LINE_PEEK]
+        words = line.split(None, 1)
+        word = words[0].lower().split(self._delimiter)[0] if words else b""
+        self._at_line_start = False
+        if word.startswith(b"delimiter"):  # in binary mode, any word starting so is DELIMITER
+            argument = words[1].strip() if len(words) > 1 else b""
+            if word != words[0].lower() or word != b"delimiter" or not whole or not _DELIMITER.fullmatch(argument):
+                self._refuse("a DELIMITER line the scanner does not read as the client would")
+                return pos
+            self._delimiter, self._token = argument, self._tokens(argument)
+            self._at_line_start = True
+            if newline < 0:
+                return len(buf)
+            self._line += 1
+            return newline + 1
+        if word in CLIENT_COMMANDS:
+            self._refuse_command(word)
+        return pos
+
+    def _scan_code(self, buf: bytes, pos: int, final: bool) -> int:
+        self._at_line_start = False  # until the next newline
+        if self._started and self._mode is not None:  # fast through the data: no line starts a command here
+            run = self._plain_run(self._delimiter, not self._mode.no_backslash_escapes).match(buf, pos)
+            if run is not None and run.end() > pos:
+                self._line += buf.count(b"\n", pos, run.end())
+                self._keep(buf[pos : min(run.end(), pos + max(0, _HEAD - len(self._head)))])
+                return run.end()
+        match = self._token.search(buf, pos)
+        stop = match.start() if match else max(pos, len(buf) - len(self._delimiter) + 1)
+        code = buf[pos:stop]
+        if not self._started:
+            code = code.lstrip(_SPACE)
+            self._started = bool(code)
+        self._keep(code)
+        if match is None:  # the delimiter may go on in the next chunk
+            return self._hold(buf, stop, final)
+        token, after = match.group(), match.end()
+        if token in (b"-", b"/", b"\\", b"--", b"/*") and after + 2 > len(buf) and not final:
+            return self._hold(buf, stop, final)  # what follows decides what it is
+        if token == self._delimiter:
+            self._end_statement()
+            return after
+        if token == b"\n":
+            self._line += 1
+            self._at_line_start = True
+            if self._started:
+                self._keep(token)
+            return after
+        following = buf[after : after + 2]
+        if token == b"\\":
+            return self._backslash(following, after)
+        if token == b"#" or (token == b"--" and (not following[:1].strip() or not self._started)):
+            self._line_comment = True
+            return after
+        if token == b"/*" and not following.startswith((b"!", b"M!")):
+            self._comment = True
+            return after
+        if token[:1] in (b"-", b"/"):  # a minus, a division, or an executable comment the client reads as code
+            self._started = True
+            self._keep(token[:1])
+            return stop + 1
+        self._quote, self._started = token[0], True
+        self._keep(token)
+        return after
+
+    def _backslash(self, following: bytes, after: int) -> int:
+        command = following[:1]
+        if command in (b"", b"\n"):  # a backslash ending the line: the client drops it
+            return after
+        if command == b"N":  # \N is NULL, not a command
+            self._started = True
+            self._keep(b"\\N")
+            return after + 1
+        if command == b"-":  # sandbox mode on, as mariadb-dump's first line asks
+            return after + 1
+        self._refuse_command(b"\\" + command)
+        return after
+
+    def _escapes(self) -> bool | None:
+        """Whether a backslash escapes the next byte in the current string; None where the sql_mode is not known."""
+        if self._quote == ord("`"):
+            return False
+        if self._mode is None:
+            return None
+        if self._mode.no_backslash_escapes:
+            return False
+        return not (self._quote == ord('"') and self._mode.ansi_quotes)
+
+    def _scan_string(self, buf: bytes, pos: int, final: bool) -> int:
+        escapes = self._escapes()
+        if escapes:
+            body = _STRING_BODIES[self._quote].match(buf, pos)
+            close = body.end() if body else pos
+        else:
+            found = buf.find(bytes([self._quote]), pos)
+            close = len(buf) if found < 0 else found
+            backslash = buf.find(b"\\", pos, close)
+            if escapes is None and backslash >= 0:
+                self._line += buf.count(b"\n", pos, backslash)
+                self._refuse("a backslash in a string where the session's sql_mode is not known")
+                return len(buf)
+        self._line += buf.count(b"\n", pos, close)
+        self._keep(buf[pos:close])
+        if close >= len(buf):
+            return close
+        if buf[close] == ord("\\"):  # an escape whose second byte is in the next chunk
+            return self._hold(buf, close, final)
+        self._keep(buf[close : close + 1])
+        self._quote = 0
+        return close + 1
+
+    def _end_statement(self) -> None:
+        """A statement is complete: the client checks its first word for a command, else sends it."""
+        head = bytes(self._head)
+        self._head.clear()
+        self._started = False
+        words = head.split(None, 1)
+        if words and words[0].lower() in CLIENT_COMMANDS:
+            self._refuse_command(words[0].lower())
+            return
+        text, certain = _executed(head)
+        words = text.split(None, 1)
+        first = words[0].upper() if words else b""
+        if first in _SERVER_SIDE:
+            self._refuse(f"a {first.decode()} statement, which a dump of one database never holds")
+            return
+        if first == b"SET" and len(head) < _HEAD and self._plain_set(words[1] if len(words) > 1 else b"", certain):
+            return
+        if not _INERT.match(text):
+            self._saved.clear()  # a function, trigger or procedure may have set any user variable
+        if first not in _MODE_KEEPING or _MODE_CHANGING.search(text):
+            self._mode = None
+
+    def _plain_set(self, body: bytes, certain: bool) -> bool:
+        """Follow a SET that only assigns literals and variables; False if it is not one (nothing followed)."""
+        if re.match(rb"\s*(?:NAMES|CHARACTER\s+SET|CHARSET)\s", body, re.IGNORECASE):
+            return True
+        assignments, pos, body = [], 0, body.rstrip()
+        while pos < len(body):
+            assignment = _ASSIGNMENT.match(body, pos)
+            if assignment is None or assignment.end() == pos:
+                return False
+            assignments.append(assignment)
+            pos = assignment.end()
+        for assignment in assignments:
+            value = self._value(assignment.group("rhs")) if certain else None
+            target = assignment.group("lhs").lower()
+            if target.startswith(b"@") and not target.startswith(b"@@"):
+                self._saved[target[1:].strip(b"`'\"")] = value
+            elif _SESSION_MODE.fullmatch(target):
+                self._mode = value
+        return bool(assignments)
+
+    def _value(self, rhs: bytes) -> _SqlMode | None:
+        lower = rhs.lower()
+        if lower.startswith(b"@@"):
+            return self._mode if _SESSION_MODE.fullmatch(lower) else None
+        if lower.startswith(b"@"):
+            return self._saved.get(lower[1:].strip(b"`"))
+        return _parse_mode(rhs[1:-1] if rhs[:1] in (b"'", b'"') else rhs)
 
 
 @dataclass
@@ -478,11 +835,25 @@ class MysqlEngine:
             yield snapshot
 
     def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:
-        """Require the trailer, then recount every table's tuples and compare them with the manifest."""
-        scanner = scan_file(raw)
+        """Require the trailer and no client command, then recount every table's tuples against the manifest.
+
+        UnsafeArchiveError when the dump holds anything the client would run itself (a shell command,
+        a file read or written, another host or database): a restore reads the artifact here first.
+        """
+        scanner, commands = DumpScanner(), ClientCommandScanner()
+        with raw.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                scanner.feed(chunk)
+                commands.feed(chunk)
+        scanner.finish()
+        commands.finish()
         problem = scanner.problem()
         if problem is not None:
             raise IntegrityError(f"Backup {manifest.backup_id} is not a complete dump: {problem} (truncated?).")
+        if commands.problem is not None:
+            raise UnsafeArchiveError(
+                f"Backup {manifest.backup_id} is refused before anything runs: {commands.problem}."
+            )
         found = Inspection(
             integrity=IntegrityCheck(check=CHECK, passed=True, detail=f"trailer present, {len(scanner.tables)} tables"),
             tables={name: TableStat(rows=rows) for name, rows in scanner.tables.items()},

@@ -64,12 +64,30 @@ def derived_name(dbname: str, suffix: str) -> str:
     return dbname[: MAX_IDENTIFIER - len(suffix)] + suffix
 
 
-def _client_tool() -> str:
+def sandboxed_client(env: dict[str, str]) -> str:
+    """The client's path (mariadb preferred), if it has ``--sandbox``; RestoreError in one sentence if not.
+
+    A dump is loaded through the client, which would run some of its lines itself (``\\!``,
+    ``system``, ``source``...). Sandbox mode refuses those that touch the host's files or shell;
+    MariaDB clients have it since 10.5.25, 10.6.18, 10.11.8 and 11.4.2, Oracle's mysql not at all.
+    """
     for name in CLIENT_TOOLS:
         path = shutil.which(name)
-        if path is not None:
-            return path
-    raise RestoreError("Neither mariadb nor mysql (the client) is installed; install the MariaDB or MySQL client.")
+        if path is None:
+            continue
+        try:
+            usage = subprocess.run(
+                [path, "--help"], stdin=subprocess.DEVNULL, capture_output=True, env=env, check=False, timeout=30
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            usage = b""
+        if b"--sandbox" not in usage:
+            raise RestoreError(
+                f"The MySQL client {path} has no --sandbox option, so a dump could run commands on this host through "
+                "it; install a MariaDB client of version 10.5.25, 10.6.18, 10.11.8, 11.4.2 or later."
+            )
+        return path
+    raise RestoreError("Neither mariadb nor mysql (the client) is installed; install the MariaDB client.")
 
 
 @dataclass(frozen=True)
@@ -118,12 +136,18 @@ class MysqlServer:
     """The server a restore writes into: one autocommit connection, and the client's option file."""
 
     def __init__(
-        self, db: MysqlDatabase, conn: pymysql.connections.Connection[Any], options: Path | None, password: str | None
+        self,
+        db: MysqlDatabase,
+        conn: pymysql.connections.Connection[Any],
+        options: Path | None,
+        password: str | None,
+        client: str,
     ) -> None:
         self.db = db
         self._conn = conn
         self._options = options
         self._password = password
+        self._client = client
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -266,9 +290,16 @@ class MysqlServer:
         self._execute(f"DROP DATABASE IF EXISTS {q(dbname)}")
 
     def load(self, raw: Path, dbname: str, run_dir: Path) -> None:
-        """Run the dump through the ``mariadb`` client into ``dbname``; it stops at the first error (RestoreError)."""
+        """Run the dump through the ``mariadb`` client into ``dbname``; it stops at the first error (RestoreError).
+
+        The dump was checked for client commands already (``MysqlEngine.inspect_artifact``); the
+        client still runs as if it had not been: ``--sandbox`` refuses commands that touch files or
+        run a shell, ``--binary-mode`` turns off every command but DELIMITER (and ``\\C``), so
+        neither ``connect`` (the password to another host) nor ``use`` works, and
+        ``--local-infile=0`` refuses ``LOAD DATA LOCAL`` (a file of this host into a table).
+        """
         db = self.db
-        command = [_client_tool()]
+        command = [self._client]
         if self._options is not None:
             command.append(f"--defaults-extra-file={self._options}")  # must be the first option
         command += [
@@ -278,6 +309,9 @@ class MysqlServer:
             "--protocol=TCP",
             "--default-character-set=utf8mb4",
             "--batch",
+            "--sandbox",
+            "--binary-mode",
+            "--local-infile=0",
             f"--connect-timeout={max(1, int(db.connect_timeout.total_seconds()))}",
             f"--database={dbname}",
         ]
@@ -597,10 +631,12 @@ def refuse_writing_queries(db: MysqlDatabase) -> None:
 def restore_server(db: MysqlDatabase, run_dir: Path) -> Iterator[MysqlServer]:
     """The server of ``db`` (the restore target), with its password in a 0600 option file in ``run_dir``.
 
-    Validation queries that could write are refused first, before the server is reached.
+    Validation queries that could write, and a client without sandbox mode, are refused first,
+    before the server is reached.
     """
     refuse_writing_queries(db)
     password = resolve_password(db)
+    client = sandboxed_client(child_env(db, password))
     with ExitStack() as stack:
         options = None
         if password is not None:
@@ -623,4 +659,4 @@ def restore_server(db: MysqlDatabase, run_dir: Path) -> Iterator[MysqlServer]:
                 f"Cannot connect to the MySQL server {db.host}:{db.port} as {db.user}: {reason[:_EXCERPT_CHARS]}."
             ) from None
         stack.callback(conn.close)
-        yield MysqlServer(db, conn, options, password)
+        yield MysqlServer(db, conn, options, password, client)
