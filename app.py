@@ -47,7 +47,12 @@ def main() -> None:
         build(app)
     except ConfigError as exc:  # includes what only the stack can check (lifecycle rules, Object Lock, EFS)
         sys.exit(f"error: {exc}")
-    app.synth()
+    try:
+        app.synth()
+    except RuntimeError as exc:  # CDK's own count, after IAM split oversized policies at synthesis
+        if "TooManyResourcesInStack" not in str(exc):
+            raise
+        sys.exit(f"error: {str(exc).split(':', 1)[1].split(':')[0].strip()}: split the databases over several stacks.")
 
 
 if __name__ == "__main__":

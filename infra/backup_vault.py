@@ -837,8 +837,9 @@ class BackupVault(Construct):
         if not isinstance(bucket, s3.CfnBucket):  # always true; this keeps mypy honest
             raise TypeError("the vault has no CfnBucket")
         logical_id = Stack.of(self).resolve(Stack.of(self).get_logical_id(bucket))
+        # On the role: when its statements outgrow one policy, IAM's overflow policies are its children too.
         for pattern in patterns:
-            Validations.of(policy).acknowledge(
+            Validations.of(role).acknowledge(
                 Acknowledgment(id=f"AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/{pattern}]", reason=reason)
             )
 

@@ -431,6 +431,16 @@ class PostgresDatabase(_ServerDatabase):
 
     engine: Literal["postgres"]
     port: int = Field(default=5432, ge=1, le=65535)
+    app_role: str | None = None
+    """The role the application connects as. A restore runs its validation queries as this role (``SET ROLE``,
+    in a read-only transaction), so a restore that lost the application's access fails before the swap."""
+
+    @field_validator("app_role")
+    @classmethod
+    def _role_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SQL_NAME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a plain role name (letters, digits, _, $, -)")
+        return value
 
 
 class MysqlDatabase(_ServerDatabase):

@@ -19,8 +19,7 @@ from backstop.engines.postgres import PostgresEngine
 from backstop.errors import ChecksumMismatchError, IntegrityError, RestoreError, ValidationError
 from backstop.manifest import Manifest
 from backstop.services.artifacts import fetch_artifact
-from backstop.services.download import download
-from backstop.services.server_restore import ServerRestoreService
+from backstop.services.server_restore import ServerRestoreService, _PostgresTarget
 from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.engines.test_postgres_engine import (
@@ -449,20 +448,21 @@ def test_a_local_copy_altered_after_its_check_fails_the_load_and_leaves_the_targ
     work_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # given an existing target, and a disk that alters the downloaded copy once its SHA-256 was checked
+    # given an existing target, and a disk that alters the downloaded copy once it was checked (its SHA-256,
+    # and the table of contents the restore reads before it creates anything), just before the load
     source, _manifest, make_config = backed_up
     target = new_database()
     other_data(target)
     before = table_checksums(target)
+    load = _PostgresTarget.load
 
-    def download_then_rot(*args: Any, **kwargs: Any) -> Manifest:
-        manifest = download(*args, **kwargs)
-        stored = bytearray(args[3].read_bytes())
+    def rot_then_load(self: _PostgresTarget, artifact: Path, dbname: str, run_dir: Path) -> None:
+        stored = bytearray(artifact.read_bytes())
         stored[len(stored) // 2] ^= 0xFF
-        args[3].write_bytes(bytes(stored))
-        return manifest
+        artifact.write_bytes(bytes(stored))
+        load(self, artifact, dbname, run_dir)
 
-    monkeypatch.setattr("backstop.services.server_restore.download", download_then_rot)
+    monkeypatch.setattr(_PostgresTarget, "load", rot_then_load)
 
     # when it is restored (the mismatch can only be found while the fresh database is loaded)
     with pytest.raises(ChecksumMismatchError) as failure:

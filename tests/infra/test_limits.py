@@ -54,6 +54,16 @@ def test_a_configuration_within_the_limits_synthesizes(tmp_path: Path) -> None:
     synth(tmp_path, config(5, targets=True))
 
 
+def test_forty_databases_synthesize_with_the_overflow_policies_acknowledged_too(tmp_path: Path) -> None:
+    # IAM splits the guard's and the sweep's grants over overflow policies; cdk-nag must see them acknowledged
+    path = tmp_path / "backstop.yaml"
+    path.write_text(config(40, targets=False), encoding="utf-8")
+    synthesized = synthesize(path, tmp_path / "cdk.out")
+
+    assert any("OverflowPolicy" in logical_id for logical_id in synthesized.of_type("AWS::IAM::ManagedPolicy"))
+    assert len(synthesized.resources) <= 500
+
+
 def test_an_environment_counts_names_text_and_each_deploy_time_value_pessimistically() -> None:
     stack = Stack(App(), "Sizes")
     function = lambda_.CfnFunction(

@@ -8,8 +8,16 @@ Backstop's pipeline compresses it. Its stdout is streamed as the raw snapshot an
 it) and ``--list`` counts the table of contents. A pg_dump that dies or exits non-zero is raised by
 the reader before it reports end of stream, so a partial archive is never committed.
 
-The password reaches psycopg in-process and pg_dump through a 0600 ``.pgpass`` in the run directory
-(``PGPASSFILE``); it is never in argv or in a child's environment.
+The password reaches psycopg in-process and the tools that connect (pg_dump, pg_restore into a
+server) through a 0600 ``.pgpass`` in the run directory (``PGPASSFILE``); it is never in argv or in a
+child's environment: those tools get ours without ``PGPASSWORD``, the database's ``password_env`` and
+any variable holding the password, and the tools that only read an archive get nothing but ``PATH``,
+the locale and the time zone.
+
+A restore into a server keeps owners: the fresh database is created owned by the archive's database
+owner and pg_restore sets every object's recorded owner, so the restore role needs no superuser, only
+CREATEDB and membership in the owning roles (docs/runbooks/restore.md); a role that does not exist,
+or that it cannot act as, is refused before anything is created.
 """
 
 from __future__ import annotations
@@ -83,7 +91,7 @@ def tool_version(tool: str) -> tuple[int, str]:
     path = tool_path(tool)
     try:
         output = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=30, check=True, env=child_env(None)
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=True, env=reader_env()
         ).stdout
     except (OSError, subprocess.SubprocessError):
         raise SourceError(f"{tool} --version failed; check the PostgreSQL client installation.") from None
@@ -94,12 +102,28 @@ def tool_version(tool: str) -> tuple[int, str]:
     return int(match.group(1)), text
 
 
-def child_env(pgpass: Path | None) -> dict[str, str]:
-    """The environment of a PostgreSQL tool: ours without PGPASSWORD, and our ``.pgpass`` when there is one."""
-    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+def child_env(db: PostgresDatabase, pgpass: Path | None, password: str | None) -> dict[str, str]:
+    """The environment of a PostgreSQL tool that connects to ``db``: ours without the password under any name
+    (PGPASSWORD, the database's ``password_env``, any variable equal to it), with our ``.pgpass`` when there is one.
+
+    The rest is kept on purpose: libpq reads its TLS and service settings (``PGSSLMODE``, ``PGSSLROOTCERT`` ...)
+    from the environment.
+    """
+    hidden = {"PGPASSWORD", db.password_env}
+    # Equality, not containment: a short password would otherwise strip PATH or HOME by accident.
+    env = {k: v for k, v in os.environ.items() if k not in hidden and not (password and v == password)}
     if pgpass is not None:
         env["PGPASSFILE"] = str(pgpass)
     return env
+
+
+_READER_ENV = re.compile(r"PATH|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR")
+
+
+def reader_env() -> dict[str, str]:
+    """The environment of a PostgreSQL tool that connects to nothing (``--version``, ``pg_restore`` reading an
+    archive): ``PATH``, the locale and the time zone, and no secret of any kind."""
+    return {k: v for k, v in os.environ.items() if _READER_ENV.fullmatch(k)}
 
 
 def _excerpt(path: Path, secret: str | None) -> str:
@@ -286,8 +310,8 @@ class PostgresSnapshot:
 
     @contextmanager
     def _stream(self) -> Iterator[BinaryIO]:
-        env = child_env(self._pgpass)
-        check = _RestoreCheck(self._run_dir, env)
+        env = child_env(self._db, self._pgpass, self._password)
+        check = _RestoreCheck(self._run_dir, reader_env())
         self._check = check
         with self._dump_stderr.open("wb") as err:
             try:
@@ -372,9 +396,10 @@ def _is_lock_error(exc: psycopg.Error) -> bool:
 
 
 def _psycopg_message(exc: psycopg.Error, secret: str | None) -> str:
-    """libpq's own explanation (its last line, e.g. 'FATAL: password authentication failed ...'), password masked."""
+    """The server's primary message, else libpq's own explanation (its last line, e.g. 'FATAL: password
+    authentication failed ...'), password masked. (A server error's last line can be the caret under its query.)"""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
+    text = exc.diag.message_primary or (lines[-1] if lines else type(exc).__name__)
     text = " ".join(text.split()).rstrip(".")
     if secret:
         text = text.replace(secret, "***")
@@ -522,7 +547,7 @@ class PostgresEngine:
     def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:
         """``pg_restore --list`` and a full read of the archive file, side by side; IntegrityError naming a failure."""
         what = f"Backup {manifest.backup_id}"
-        env = child_env(None)
+        env = reader_env()
         paths = _CheckFiles(
             work_dir / "pg_restore.list", work_dir / "pg_restore-list.stderr", work_dir / "pg_restore-read.stderr"
         )
@@ -561,7 +586,7 @@ class PostgresEngine:
         second read of the whole archive.
         """
         try:
-            stream = _RestoreCheck(run_dir, child_env(None))
+            stream = _RestoreCheck(run_dir, reader_env())
         except OSError as exc:
             raise IntegrityError(
                 f"Backup {manifest.backup_id} cannot be checked: pg_restore cannot run ({exc.strerror})."
@@ -617,6 +642,304 @@ def _artifact_verdict(what: str, manifest: Manifest, listed: int, full: int, fil
         integrity=IntegrityCheck(check=_CHECK, passed=True, detail=f"{entries} TOC entries, every data block read"),
         stats={"toc_entries": entries},
     )
+
+
+# -- what a restore reads of an archive before it creates anything --------------------------------
+
+_DATABASE_ENTRIES = (
+    "DATABASE - ",
+    "DATABASE PROPERTIES - ",
+    "COMMENT - DATABASE ",
+    "ACL - DATABASE ",
+    "SECURITY LABEL - DATABASE ",
+)
+_LISTED = re.compile(r"(\d+); \d+ \d+ (.*)")
+_LISTED_DBNAME = re.compile(r";\s+dbname: (.*)")
+_IMPLICIT_OWNERS = frozenset({"", "pg_database_owner"})  # no entry, or whoever owns the database
+
+
+@dataclass(frozen=True)
+class ArchiveToc:
+    """What a restore learns from an archive's table of contents before it creates anything.
+
+    ``owners``: every role that owns an entry (the database included); ``database_owner``: the owner of the
+    database itself; ``database_sql``: what pg_restore would run for the database's own entries (its settings,
+    comment and grants), which it runs only when it creates the database itself (``--create``).
+    """
+
+    dbname: str
+    database_owner: str | None
+    owners: frozenset[str]
+    database_sql: str
+
+
+def _parse_listing(text: str) -> tuple[str, str | None, frozenset[str], list[str]]:
+    """The dbname, the database's owner, every entry's owner and the lines of the database's own entries, from a
+    ``pg_restore --create --list``. An entry's owner is its line's last word (role names with spaces are not told
+    apart: pg_restore still refuses what the check let through)."""
+    dbname = ""
+    database_owner: str | None = None
+    owners: set[str] = set()
+    database_lines: list[str] = []
+    for line in text.splitlines():
+        header = _LISTED_DBNAME.fullmatch(line)
+        if header:
+            dbname = header.group(1)
+            continue
+        listed = _LISTED.fullmatch(line)
+        if listed is None:
+            continue
+        entry = listed.group(2)
+        owner = entry.rsplit(" ", 1)[-1] if " " in entry else ""
+        owners.add(owner)
+        if entry.startswith(_DATABASE_ENTRIES):
+            database_lines.append(line)
+            if entry.startswith("DATABASE - "):
+                database_owner = owner
+    return dbname, database_owner, frozenset(owners - _IMPLICIT_OWNERS), database_lines
+
+
+class _ArchiveBeginning:
+    """A ``pg_restore`` that connects to nothing, reading the beginning of an archive fed to it.
+
+    The table of contents (every entry's definition and owner) comes first in a custom-format archive:
+    what it asks of it, pg_restore prints without reading the data, and quits. ``feed`` then answers
+    False, so the caller stops decompressing a long time before the end of a large archive.
+    """
+
+    def __init__(self, args: list[str], out: Path, err: Path) -> None:
+        self._err = err
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            self._process = subprocess.Popen(
+                [tool_path("pg_restore"), "--format=custom", *args],
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=stderr,
+                env=reader_env(),
+                pipesize=PIPE_SIZE,
+            )
+        assert self._process.stdin is not None
+        self._stdin = self._process.stdin
+
+    def feed(self, data: bytes) -> bool:
+        if self._process.poll() is not None:
+            return False
+        try:
+            self._stdin.write(data)
+        except (OSError, ValueError):  # it read what it needed and quit
+            return False
+        return True
+
+    def finish(self, what: str, damage: IntegrityError | None) -> None:
+        """Wait for it; unless it exited 0, ``damage`` (what the stream's checks found) or an IntegrityError."""
+        with suppress(OSError):
+            self._stdin.close()
+        code = _wait(self._process)
+        if code != 0:
+            if damage is not None:
+                raise damage
+            raise IntegrityError(
+                f"{what} cannot be read by pg_restore ({_exit_text(code)}): {_excerpt(self._err, None)}."
+            )
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+        with suppress(OSError):
+            self._stdin.close()
+        self._process.wait()
+
+
+ArchiveFeeder = Callable[[Callable[[bytes], bool]], None]
+"""Decompresses an archive into a reader until the reader answers False (or the archive ends)."""
+
+
+def _read_beginning(feed_archive: ArchiveFeeder, args: list[str], out: Path, what: str) -> str:
+    """What ``pg_restore <args>`` prints of the beginning of the archive.
+
+    The archive's checksums are the load's to judge, whatever its size: a small archive is read to its
+    end here, and a failed check of it counts here only if pg_restore could not read what it needed.
+    """
+    reader = _ArchiveBeginning(args, out, out.with_suffix(".stderr"))
+    damage: IntegrityError | None = None
+    try:
+        feed_archive(reader.feed)
+    except IntegrityError as exc:
+        damage = exc
+    except BaseException:
+        reader.kill()
+        raise
+    reader.finish(what, damage)
+    return out.read_text(encoding="utf-8", errors="replace")
+
+
+def read_archive_toc(feed_archive: ArchiveFeeder, run_dir: Path, what: str) -> ArchiveToc:
+    """The table of contents of the archive ``feed_archive`` decompresses, and the SQL of the database's own
+    entries, from two reads of its beginning; IntegrityError if pg_restore cannot read it."""
+    listing = _read_beginning(feed_archive, ["--create", "--list"], run_dir / "archive-toc.list", what)
+    dbname, database_owner, owners, database_lines = _parse_listing(listing)
+    database_sql = ""
+    if database_lines:
+        selection = run_dir / "archive-database.list"
+        selection.write_text("\n".join(database_lines) + "\n", encoding="utf-8")
+        database_sql = _read_beginning(
+            feed_archive,
+            ["--create", f"--use-list={selection}", "--file=-"],
+            run_dir / "archive-database.sql",
+            what,
+        )
+    return ArchiveToc(dbname=dbname, database_owner=database_owner, owners=owners, database_sql=database_sql)
+
+
+# -- the database's own settings, comment and grants ------------------------------------------------
+
+_SQL_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+      |(?P<comment>--[^\n]*)
+      |(?P<meta>^\\[^\n]*)
+      |(?P<string>[Ee]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*')
+      |(?P<ident>"(?:[^"]|"")+")
+      |(?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+      |(?P<end>;)
+      |(?P<other>.)""",
+    re.VERBOSE | re.DOTALL | re.MULTILINE,
+)
+_ALTER_DATABASE_ACTIONS = frozenset({"SET", "RESET", "CONNECTION", "IS_TEMPLATE", "ALLOW_CONNECTIONS", "WITH"})
+_SHOWN_STATEMENT = 160
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    text: str
+
+    @property
+    def word(self) -> str:
+        return self.text.upper() if self.kind == "word" else ""
+
+    def names(self, name: str) -> bool:
+        """Whether this token is the identifier ``name`` (unquoted names fold to lower case)."""
+        if self.kind == "word":
+            return self.text.lower() == name
+        return self.kind == "ident" and self.text[1:-1].replace('""', '"') == name
+
+
+def _statements(text: str) -> Iterator[list[_Token]]:
+    """The SQL statements of ``text`` as tokens (spaces kept, comments and psql meta-commands dropped)."""
+    statement: list[_Token] = []
+    for match in _SQL_TOKEN.finditer(text):
+        kind = str(match.lastgroup)
+        if kind in ("comment", "meta"):
+            continue
+        if kind == "end":
+            if any(t.kind != "space" for t in statement):
+                yield statement
+            statement = []
+            continue
+        statement.append(_Token(kind, match.group()))
+    if any(t.kind != "space" for t in statement):
+        yield statement  # unterminated: never recognised
+
+
+@dataclass(frozen=True)
+class DatabaseStatement:
+    """A statement of the archive about its database, rewritten for the fresh one (``sql``), or why it is not run."""
+
+    original: str
+    sql: str | None
+    note: str | None = None
+
+
+def _database_position(tokens: list[_Token], dbname: str) -> int | None:
+    """Index (in ``tokens``, spaces included) of the database name in a statement Backstop applies, else None.
+
+    Recognised: ``ALTER DATABASE d <SET|RESET|CONNECTION|IS_TEMPLATE|ALLOW_CONNECTIONS|WITH> ...`` (not
+    ``SET TABLESPACE``), ``COMMENT ON DATABASE d IS '...'``, ``SECURITY LABEL [FOR p] ON DATABASE d IS '...'``,
+    ``ALTER ROLE r IN DATABASE d <SET|RESET> ...``, and ``GRANT|REVOKE <privileges> ON DATABASE d TO|FROM ...``
+    where d is the archive's own database: each acts on that database alone.
+    """
+    solid = [(i, t) for i, t in enumerate(tokens) if t.kind != "space"]
+    words = [t.word for _, t in solid]
+
+    def named(at: int) -> bool:
+        return at < len(solid) and solid[at][1].names(dbname)
+
+    def followed_by(at: int, *expected: str) -> bool:
+        return at + 1 < len(solid) and words[at + 1] in expected
+
+    if words[:2] == ["ALTER", "DATABASE"] and named(2):
+        action = words[3:5]
+        if action[:1] and action[0] in _ALTER_DATABASE_ACTIONS and action != ["SET", "TABLESPACE"]:
+            return solid[2][0]
+        return None
+    if words[:3] == ["COMMENT", "ON", "DATABASE"] and named(3):
+        return solid[3][0] if words[4:5] == ["IS"] and len(solid) == 6 and solid[5][1].kind == "string" else None
+    if words[:2] == ["SECURITY", "LABEL"] and "ON" in words:
+        at = words.index("ON")
+        if words[at + 1 : at + 2] == ["DATABASE"] and named(at + 2) and words[at + 3 : at + 4] == ["IS"]:
+            return solid[at + 2][0] if len(solid) == at + 5 and solid[at + 4][1].kind == "string" else None
+        return None
+    if (
+        words[:2] == ["ALTER", "ROLE"]
+        and words[3:5] == ["IN", "DATABASE"]
+        and named(5)
+        and followed_by(5, "SET", "RESET")
+    ):
+        return solid[5][0]
+    if words[:1] in (["GRANT"], ["REVOKE"]) and "ON" in words:
+        at = words.index("ON")
+        privileges = solid[1:at]
+        if not all(t.kind == "word" or t.text == "," for _, t in privileges):
+            return None
+        if words[at + 1 : at + 2] == ["DATABASE"] and named(at + 2) and followed_by(at + 2, "TO", "FROM"):
+            return solid[at + 2][0]
+    return None
+
+
+def database_statements(toc: ArchiveToc, fresh: str) -> list[DatabaseStatement]:
+    """The archive's statements about its own database, each rewritten to act on ``fresh`` or noted as not run.
+
+    Left out silently: pg_restore's session settings, and the database's creation and owner (the fresh
+    database is created with that owner). Anything else Backstop does not recognise is not run and says so.
+    """
+    result: list[DatabaseStatement] = []
+    grantor: str | None = None
+    for tokens in _statements(toc.database_sql):
+        text = " ".join("".join(t.text for t in tokens).split())
+        solid = [t for t in tokens if t.kind != "space"]
+        words = [t.word for t in solid]
+        if words[:3] == ["SET", "SESSION", "AUTHORIZATION"]:  # the grants that follow were made by another role
+            grantor = "".join(t.text for t in solid[3:]) or None
+            continue
+        if words[:3] == ["RESET", "SESSION", "AUTHORIZATION"]:
+            grantor = None
+            continue
+        session_setting = (words[:1] == ["SET"] and words[1:2] != ["ROLE"]) or (
+            words[:1] == ["SELECT"] and "SET_CONFIG" in words[:4]
+        )
+        created = words[:2] == ["CREATE", "DATABASE"] or (
+            words[:2] == ["ALTER", "DATABASE"] and words[3:5] == ["OWNER", "TO"]
+        )
+        if session_setting or created:
+            continue
+        at = _database_position(tokens, toc.dbname)
+        if at is None:
+            result.append(DatabaseStatement(text, None, "not a statement Backstop applies to a database"))
+            continue
+        rewritten = [*tokens[:at], _Token("ident", _quoted(fresh)), *tokens[at + 1 :]]
+        note = (
+            f"granted by the database owner, not by {grantor}" if grantor and words[0] in ("GRANT", "REVOKE") else None
+        )
+        result.append(DatabaseStatement(text, "".join(t.text for t in rewritten).strip(), note))
+    return result
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _shown(statement: str) -> str:
+    return statement if len(statement) <= _SHOWN_STATEMENT else statement[: _SHOWN_STATEMENT - 3] + "..."
 
 
 # -- restores into a server ----------------------------------------------------------------------
@@ -683,14 +1006,80 @@ class PostgresServer:
             autocommit=True,
         )
 
-    def create_fresh(self, fresh: str, like: str) -> None:
-        """An empty database ``fresh`` from template0, with the encoding and locale of ``like`` if it exists."""
+    def check_owners(self, toc: ArchiveToc, target: str) -> None:
+        """RestoreError in one sentence unless the restore can keep every owner the archive records.
+
+        Each owning role must exist here, and the restore role must be able to act as it (``SET ROLE``:
+        be a member, or a superuser), and as the owner of an existing ``target``, which the swap renames,
+        and as ``app_role``, which validation becomes. A superuser's objects can only be given to it by a
+        superuser: a non-superuser restore role is refused rather than asked to become one.
+        """
+        user = self.db.user
+        app_role = self.db.app_role
+        privilege = "SET" if server_version_num(self._conn) >= 160000 else "MEMBER"
+        try:
+            rows = self._conn.execute(
+                "SELECT rolname, rolsuper, pg_has_role(current_user, oid, %s) FROM pg_roles WHERE rolname = ANY(%s)",
+                (privilege, sorted(toc.owners | {app_role} if app_role else toc.owners)),
+            ).fetchall()
+            target_owner = self._conn.execute(
+                "SELECT r.rolname, r.rolsuper, pg_has_role(current_user, r.oid, %s) "
+                "FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s",
+                (privilege, target),
+            ).fetchone()
+        except psycopg.Error as exc:
+            raise RestoreError(f"The owners of the backup's objects cannot be checked: {self._message(exc)}.") from None
+        roles = {str(name): (bool(superuser), bool(can)) for name, superuser, can in rows}
+        missing = sorted(toc.owners - roles.keys())
+        if missing:
+            which = "role " + missing[0] if len(missing) == 1 else "roles " + ", ".join(missing)
+            raise RestoreError(
+                f"The backup's objects are owned by {which}, which {'does' if len(missing) == 1 else 'do'} not exist "
+                f"on {self.db.host}:{self.db.port}: create {'it' if len(missing) == 1 else 'them'} there first "
+                "(a restore keeps owners)."
+            )
+        for owner in sorted(toc.owners):
+            superuser, can = roles[owner]
+            if can:
+                continue
+            if superuser:
+                raise RestoreError(
+                    f"The backup's objects are owned by the superuser {owner}, which only a superuser restore role "
+                    f"can keep: restore as a superuser, or give those objects a non-superuser owner in the source."
+                )
+            raise RestoreError(
+                f"The restore role {user} cannot act as {owner}, which owns objects of the backup: "
+                f"GRANT {owner} TO {user} (a restore keeps owners)."
+            )
+        if app_role is not None and app_role not in roles:
+            raise RestoreError(
+                f"Validation runs as the application's role {app_role}, which does not exist on "
+                f"{self.db.host}:{self.db.port}: create it there, or correct app_role."
+            )
+        if app_role is not None and not roles[app_role][1]:
+            raise RestoreError(
+                f"Validation runs as the application's role {app_role}, which the restore role {user} cannot "
+                f"become: GRANT {app_role} TO {user}."
+            )
+        if target_owner is not None and not target_owner[2]:
+            owner = str(target_owner[0])
+            remedy = "restore as a superuser" if target_owner[1] else f"GRANT {owner} TO {user}"
+            raise RestoreError(
+                f"The restore role {user} cannot rename the existing {target}, owned by {owner}, out of the way: "
+                f"{remedy}."
+            )
+
+    def create_fresh(self, fresh: str, like: str, owner: str | None = None) -> None:
+        """An empty database ``fresh`` from template0 owned by ``owner`` (the restore role if None), with the
+        encoding and locale of ``like`` if it exists."""
         try:
             row = self._conn.execute(
                 "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
                 (like,),
             ).fetchone()
             query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(fresh))
+            if owner is not None:
+                query = query + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
             if row is not None:
                 query = query + sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
                     sql.Literal(str(row[0])), sql.Literal(str(row[1])), sql.Literal(str(row[2]))
@@ -704,7 +1093,9 @@ class PostgresServer:
 
     @contextmanager
     def pg_restore(self, dbname: str, run_dir: Path) -> Iterator[Callable[[bytes], None]]:
-        """``pg_restore --exit-on-error --no-owner`` into ``dbname``, reading the archive fed to it inside the block.
+        """``pg_restore --exit-on-error`` into ``dbname``, reading the archive fed to it inside the block.
+
+        Owners are kept: every object is given the owner the archive records (see ``check_owners``).
 
         Yields the function that feeds it (the archive needs no file: nothing is written to disk).
         Leaving the block cleanly closes its input and waits for it, RestoreError on any error; if
@@ -725,7 +1116,6 @@ class PostgresServer:
             tool_path("pg_restore"),
             "--format=custom",
             "--exit-on-error",
-            "--no-owner",
             "--no-password",
             f"--dbname={conninfo}",
         ]
@@ -736,7 +1126,7 @@ class PostgresServer:
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
-                    env=child_env(self._pgpass),
+                    env=child_env(self.db, self._pgpass, self._password),
                     pipesize=PIPE_SIZE,
                 )
             except OSError as exc:
@@ -757,6 +1147,28 @@ class PostgresServer:
             raise RestoreError(
                 f"pg_restore into the fresh database {dbname} {_exit_text(code)}: {_excerpt(errors, self._password)}."
             )
+
+    def restore_database(self, fresh: str, toc: ArchiveToc) -> list[str]:
+        """The archive's settings, comment and grants of its database, applied to ``fresh``; what was not, named.
+
+        pg_restore runs them only when it creates the database under the archive's own name (``--create``),
+        which a restore into a fresh database cannot: Backstop runs them itself, each statement on its own
+        and only if it acts on the archive's database alone (rewritten to act on ``fresh``). A statement
+        the restore role may not run (a setting for another role needs CREATEROLE) is skipped, not fatal.
+        """
+        warnings: list[str] = []
+        for statement in database_statements(toc, fresh):
+            if statement.sql is None:
+                warnings.append(f"Not restored: {_shown(statement.original)} ({statement.note}).")
+                continue
+            try:
+                self._conn.execute(statement.sql.encode())
+            except psycopg.Error as exc:
+                warnings.append(f"Not restored: {_shown(statement.original)} ({self._message(exc)}).")
+                continue
+            if statement.note:
+                warnings.append(f"Restored {_shown(statement.original)}, {statement.note}.")
+        return warnings
 
     def validate(self, dbname: str, manifest: Manifest) -> Inspection:
         """Exact row counts of ``dbname`` equal to the manifest's exact ones, and every validation query truthy.
@@ -790,22 +1202,53 @@ class PostgresServer:
                         f"The restored database {dbname} does not match the manifest's row counts "
                         f"({'; '.join(sorted(diffs)[:5])})."
                     )
-                for number, text in enumerate(self.db.validation_queries, 1):
-                    try:
-                        answer = conn.execute(text.encode()).fetchone()
-                    except psycopg.Error as exc:
-                        raise ValidationError(
-                            f"Validation query {number} failed on the restored database: {self._message(exc)}."
-                        ) from None
-                    if answer is None or not answer[0]:
-                        value = "no row" if answer is None else repr(answer[0])
-                        raise ValidationError(
-                            f"Validation query {number} returned {value} on the restored database, not a true value."
-                        )
+                if self.db.validation_queries:
+                    self._run_validation_queries(conn)
         except psycopg.Error as exc:
             raise ValidationError(f"The restored database {dbname} cannot be read: {self._message(exc)}.") from None
         detail = f"{len(tables)} exact row counts equal the manifest, {len(self.db.validation_queries)} queries passed"
         return Inspection(integrity=IntegrityCheck(check="restore", passed=True, detail=detail), tables=tables)
+
+    def _run_validation_queries(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Each validation query, as the application's role if one is configured, in one read-only transaction
+        that is rolled back: a query that writes fails, and changes nothing either way.
+
+        Each query is sent alone as a prepared statement, so it cannot be several (``...; COMMIT; DELETE``).
+        """
+        role = self.db.app_role
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            # A query taken now fixes the mode: no later query can turn the transaction read-write.
+            conn.execute("SELECT 1")
+            for number, text in enumerate(self.db.validation_queries, 1):
+                if role is not None:
+                    self._become(conn, role)  # again each time: a query may have changed the role
+                try:
+                    answer = conn.execute(text.encode(), prepare=True).fetchone()
+                except psycopg.Error as exc:
+                    raise ValidationError(
+                        f"Validation query {number} failed on the restored database"
+                        f"{f' as {role}' if role else ''}: {self._message(exc)}."
+                    ) from None
+                if answer is None or not answer[0]:
+                    value = "no row" if answer is None else repr(answer[0])
+                    raise ValidationError(
+                        f"Validation query {number} returned {value} on the restored database, not a true value."
+                    )
+            raise psycopg.Rollback()
+
+    def _become(self, conn: psycopg.Connection[TupleRow], role: str) -> None:
+        try:
+            conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise ValidationError(
+                f"Validation queries run as the application's role {role}, which the restore role {self.db.user} "
+                f"cannot become: GRANT {role} TO {self.db.user}."
+            ) from None
+        except psycopg.Error as exc:
+            raise ValidationError(
+                f"Validation queries cannot run as the application's role {role}: {self._message(exc)}."
+            ) from None
 
     def swap(self, fresh: str, target: str, pre_restore: str) -> bool:
         """In one transaction: ``target`` renamed to ``pre_restore`` (if it exists), ``fresh`` to ``target``.

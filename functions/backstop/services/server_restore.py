@@ -11,9 +11,14 @@ server is touched:
   counts only if every one of them passed. No raw archive is written, and the checks cost no pass
   of their own. A dry run, which loads nothing, runs the checks alone.
 
+A PostgreSQL restore keeps owners: before the server is touched, the beginning of the archive (its
+table of contents) says who owns what, and a role missing on the server, or one the restore role
+cannot act as, is refused then (``engines/postgres.py``).
+
 The plan (backup, target, current row counts, sessions that will be disconnected) goes to
 ``confirm``. The backup is loaded into ``<target>_restore_<stamp>``, whose exact row counts must
-equal the manifest's and whose configured validation queries must all return a true value. Only
+equal the manifest's and whose configured validation queries must all return a true value (in a
+read-only transaction, rolled back; on PostgreSQL as ``app_role`` when one is configured). Only
 then is it swapped in, keeping the old target as ``<target>_pre_restore_<stamp>``:
 
 - PostgreSQL: in one transaction the target is renamed aside and the fresh database takes its name;
@@ -29,7 +34,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +51,7 @@ from backstop.services.artifacts import expected_digest, fetch_artifact, resolve
 from backstop.services.download import download
 
 if TYPE_CHECKING:
-    from backstop.engines.postgres import PostgresServer
+    from backstop.engines.postgres import ArchiveFeeder, ArchiveToc, PostgresServer
 
 
 @dataclass(frozen=True)
@@ -154,18 +159,41 @@ def _check_archive(db: PostgresDatabase, stored: Path, manifest: Manifest, run_d
         _unpack(stored, manifest, check.feed)
 
 
-class _PostgresTarget:
-    """PostgresServer seen through ``_Server``: it loads the stored copy, checking it as it goes."""
+class _EnoughRead(Exception):
+    """The reader of an archive's beginning has what it needs."""
 
-    def __init__(self, server: PostgresServer, manifest: Manifest) -> None:
+
+def _beginning_of(stored: Path, manifest: Manifest) -> ArchiveFeeder:
+    """Decompresses the stored copy into a reader until it has what it needs (the load checks every byte later)."""
+
+    def feed(read: Callable[[bytes], bool]) -> None:
+        def sink(chunk: bytes) -> None:
+            if not read(chunk):
+                raise _EnoughRead
+
+        with suppress(_EnoughRead):
+            _unpack(stored, manifest, sink)
+
+    return feed
+
+
+class _PostgresTarget:
+    """PostgresServer seen through ``_Server``: it loads the stored copy, checking it as it goes, and keeps owners."""
+
+    def __init__(self, server: PostgresServer, manifest: Manifest, toc: ArchiveToc) -> None:
         self._server = server
         self._manifest = manifest
+        self._toc = toc
+        self._warnings: list[str] = []
         self.exists = server.exists
         self.sessions = server.sessions
         self.describe = server.describe
-        self.create_fresh = server.create_fresh
         self.drop = server.drop
         self.validate = server.validate
+
+    def create_fresh(self, fresh: str, like: str) -> None:
+        """The fresh database, owned by the owner of the backed-up database."""
+        self._server.create_fresh(fresh, like, owner=self._toc.database_owner)
 
     def load(self, artifact: Path, dbname: str, run_dir: Path) -> None:
         """Decompress the stored copy ``artifact`` once, into ``pg_restore`` into ``dbname`` and its checks together.
@@ -185,25 +213,31 @@ class _PostgresTarget:
                 check.feed(chunk)
 
             _unpack(artifact, manifest, both)
+        # The database's own settings, comment and grants: what could not be restored is said, not fatal.
+        self._warnings = self._server.restore_database(dbname, self._toc)
 
     def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]:
-        return self._server.swap(fresh, target, pre_restore), []
+        return self._server.swap(fresh, target, pre_restore), list(self._warnings)
 
 
 @contextmanager
-def _postgres_server(db: PostgresDatabase, manifest: Manifest, run_dir: Path) -> Iterator[_Server]:
-    from backstop.engines.postgres import restore_server
+def _postgres_server(db: PostgresDatabase, manifest: Manifest, artifact: Path, run_dir: Path) -> Iterator[_Server]:
+    from backstop.engines.postgres import read_archive_toc, restore_server
 
+    toc = read_archive_toc(_beginning_of(artifact, manifest), run_dir, f"Backup {manifest.backup_id}")
     with restore_server(db, run_dir) as server:
-        yield _PostgresTarget(server, manifest)
+        server.check_owners(toc, db.dbname)
+        yield _PostgresTarget(server, manifest, toc)
 
 
-def _open_server(db: ServerDatabase, manifest: Manifest, run_dir: Path) -> AbstractContextManager[_Server]:
+def _open_server(
+    db: ServerDatabase, manifest: Manifest, artifact: Path, run_dir: Path
+) -> AbstractContextManager[_Server]:
     if isinstance(db, MysqlDatabase):
         from backstop.engines import mysql_restore
 
         return mysql_restore.restore_server(db, run_dir)
-    return _postgres_server(db, manifest, run_dir)
+    return _postgres_server(db, manifest, artifact, run_dir)
 
 
 def _derived_name(db: ServerDatabase, dbname: str, suffix: str) -> str:
@@ -313,7 +347,7 @@ class ServerRestoreService:
                 manifest = download(self._store, database, ref, artifact, decompress=False, progress=self._progress)
                 if dry_run:
                     _check_archive(target_db, artifact, manifest, run_dir)
-            with _open_server(target_db, manifest, run_dir) as server:
+            with _open_server(target_db, manifest, artifact, run_dir) as server:
                 exists = server.exists(target.dbname)
                 plan = ServerRestorePlan(
                     manifest=manifest,
