@@ -108,7 +108,10 @@ class DatabaseDrill(Construct):
         # the default scratch space is the function's /tmp.
         scratch_on_efs = isinstance(drill, FileDrill) and drill.path is not None
         efs = database.efs if scratch_on_efs and isinstance(database, SqliteDatabase | FilesDatabase) else None
-        mount = grant_network(self.role, database.vpc, efs, writable=True)
+        # A server drill reaches its drill server; a file drill needs the VPC only to mount its scratch on EFS:
+        # one that restores into /tmp reads S3 alone and runs outside any VPC (no endpoints, no NAT needed).
+        vpc = database.vpc if isinstance(drill, ServerDrill) or efs is not None else None
+        mount = grant_network(self.role, vpc, efs, writable=True)
         self.function = runner.function(
             self,
             "Function",
@@ -120,7 +123,7 @@ class DatabaseDrill(Construct):
                 memory_mb=database.function.memory_mb,
                 timeout_seconds=900,
                 ephemeral_storage_mb=10240,  # SQLite and directory drills restore into /tmp by default
-                vpc=database.vpc,
+                vpc=vpc,
                 file_system=mount,
             ),
             label=f"{database.name}-drill",

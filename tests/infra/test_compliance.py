@@ -128,7 +128,6 @@ def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synth
         ),
         **{
             policy: [
-                "AwsSolutions-IAM5[Resource::*]",  # the VPC's network interfaces
                 f"AwsSolutions-IAM5[Resource::{bucket}/backups/{db}/*.drill.json]",
                 f"AwsSolutions-IAM5[Resource::{bucket}/backups/{db}/*]",
             ]

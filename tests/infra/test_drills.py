@@ -116,9 +116,28 @@ def test_drill_functions_run_where_their_database_is(example: Synthesized) -> No
     ]
 
     assert props["ImageConfig"]["Command"] == ["backstop.handlers.drill.handler"]
-    assert props["VpcConfig"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"]
+    # restoring into /tmp it reads S3 only: outside any VPC, it needs no endpoint or NAT there
+    assert "VpcConfig" not in props and "FileSystemConfigs" not in props
     assert props["EphemeralStorage"] == {"Size": 10240}  # the default scratch space is /tmp
     assert props["Timeout"] == 900
+
+
+def test_a_drill_whose_scratch_is_on_efs_runs_in_the_databases_vpc(tmp_path: Path) -> None:
+    config = tmp_path / "backstop.yaml"
+    config.write_text(
+        EXAMPLE_CONFIG.read_text(encoding="utf-8").replace(
+            "    compression: zstd\n", "    compression: zstd\n    drill: {path: /mnt/data/drills}\n", 1
+        ),
+        encoding="utf-8",
+    )
+    (props,) = [
+        r["Properties"]
+        for k, r in synthesize(config, tmp_path / "cdk.out").of_type("AWS::Lambda::Function").items()
+        if k.startswith("VerificationDrillordersFunction")
+    ]
+
+    assert props["VpcConfig"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"]
+    assert props["FileSystemConfigs"][0]["LocalMountPath"] == "/mnt/data"
 
 
 def test_alarms_watch_failed_slow_and_overdue_drills_and_sweep_findings(example: Synthesized) -> None:
