@@ -17,8 +17,6 @@ from backstop.errors import ConfigError
 from infra.replica import ReplicaStack, replica_stack_name
 from infra.stack import BackstopStack
 
-STACK_NAME = "Backstop"
-
 
 def build(app: App) -> BackstopStack:
     """Add the Backstop stack for the configured backstop.yaml to ``app`` (and its replica's stack, when
@@ -31,11 +29,11 @@ def build(app: App) -> BackstopStack:
     if not config_path.is_file():
         raise ConfigError(f"Configuration file {str(config_path)!r} not found: pass `-c config=FILE` to cdk.")
     config = load_config(config_path)
-    stack = BackstopStack(app, STACK_NAME, config=config)
+    stack = BackstopStack(app, config.stack_name, config=config)
     if config.storage.replica is not None:
         # Deployed first (`cdk deploy --all`): the vault's replication rule needs the replica bucket to exist.
         stack.add_stack_dependency(
-            ReplicaStack(app, replica_stack_name(STACK_NAME), config=config, vault_stack=STACK_NAME)
+            ReplicaStack(app, replica_stack_name(config.stack_name), config=config, vault_stack=config.stack_name)
         )
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True, write_suppressions_to_cloud_formation=True))
     return stack

@@ -35,7 +35,6 @@ from local.emulator import Emulator, running
 from local.lambdas import InvocationLog, in_process_lambdas
 from local.stack import Deployed, stand_up
 
-STACK_NAME = "Backstop"
 ALERTS_INBOX = "backstop-alerts-inbox"
 
 
@@ -137,7 +136,7 @@ def synthesize(config: Config) -> dict[str, Any]:
 
     from infra.stack import BackstopStack
 
-    stack = BackstopStack(App(), STACK_NAME, config=config, emulated=True)
+    stack = BackstopStack(App(), config.stack_name, config=config, emulated=True)
     return dict(Template.from_stack(stack).to_json())
 
 

@@ -78,3 +78,13 @@ def test_an_environment_counts_names_text_and_each_deploy_time_value_pessimistic
 
     assert environment_bytes(stack, function) == 1 + 3 + 1 + TOKEN_BYTES + 1 + len("prefix-") + TOKEN_BYTES
     assert LAMBDA_ENVIRONMENT_BYTES == 4096
+
+
+def test_the_stack_is_named_by_the_configuration_and_its_names_follow(tmp_path: Path) -> None:
+    path = tmp_path / "backstop.yaml"
+    path.write_text("stack_name: BackstopBilling\n" + config(1, targets=True), encoding="utf-8")
+    synthesized = synthesize(path, tmp_path / "cdk.out")
+
+    assert synthesized.stack.stack_name == "BackstopBilling"
+    (role,) = [r for k, r in synthesized.of_type("AWS::IAM::Role").items() if k.startswith("Backupsdb000Role")]
+    assert role["Properties"]["Path"] == "/backstop/BackstopBilling/"
