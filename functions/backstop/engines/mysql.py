@@ -74,6 +74,7 @@ _SPECIAL = re.compile(rb"[();']")
 _STRING_BODY = re.compile(rb"[^'\\]*+(?:\\.[^'\\]*+)*+", re.DOTALL)
 _QUOTE, _BACKSLASH, _OPEN, _CLOSE = ord("'"), ord("\\"), ord("("), ord(")")
 _ACCESS_DENIED = 1045
+_TABLE_ACCESS_DENIED = 1142
 
 
 def quote_identifier(name: str) -> str:
@@ -622,6 +623,7 @@ def _read_server(db: MysqlDatabase, password: str | None) -> _Server:
                 (db.dbname,),
             )
             tables = [(str(name), str(engine)) for name, engine in cur.fetchall()]
+            hidden_routines = source["flavor"] == "mariadb" and not _reads_routines(cur)
     except pymysql.MySQLError as exc:
         raise SourceError(
             f"MySQL database {db.name} cannot be described: {_scrub(str(exc), password)[:200]}."
@@ -629,6 +631,13 @@ def _read_server(db: MysqlDatabase, password: str | None) -> _Server:
     finally:
         conn.close()
     server = _Server(source=source, base_tables=[name for name, _ in tables])
+    if hidden_routines:
+        message = (
+            f"{db.user} cannot read mysql.proc: the dump leaves out every stored procedure and function it does not "
+            "own, without an error (grant SELECT ON mysql.proc, see docs/runbooks/restore.md)"
+        )
+        log.warning("%s: %s", db.name, message)
+        server.warnings.append(message)
     for name, engine in tables:
         if engine.lower() != "innodb":
             message = (
@@ -638,6 +647,20 @@ def _read_server(db: MysqlDatabase, password: str | None) -> _Server:
             log.warning("%s: %s", db.name, message)
             server.warnings.append(message)
     return server
+
+
+def _reads_routines(cur: pymysql.cursors.Cursor) -> bool:
+    """Whether the user can read every routine's definition (MariaDB keeps them in mysql.proc).
+
+    The dump tool prints a routine only if it can read its body, and says nothing of those it cannot.
+    """
+    try:
+        cur.execute("SELECT 1 FROM mysql.proc LIMIT 0")
+    except pymysql.MySQLError as exc:
+        if exc.args and exc.args[0] == _TABLE_ACCESS_DENIED:
+            return False
+        raise
+    return True
 
 
 def _dump_tool() -> tuple[str, str]:

@@ -467,9 +467,15 @@ class MysqlServer:
         the swap cannot be made, with the target as it was; if even that fails, the error says where
         every table is.
         """
-        new = self.objects(fresh)
-        existed = self.exists(target)
-        old = self.objects(target) if existed else Objects()
+        try:
+            new = self.objects(fresh)
+            existed = self.exists(target)
+            old = self.objects(target) if existed else Objects()
+        except pymysql.MySQLError as exc:
+            raise RestoreError(
+                f"The tables, views, triggers, routines and events of {fresh} and {target} cannot be read by "
+                f"{self.db.user}: {self._message(exc)}."
+            ) from None
         undo: list[tuple[str, Callable[[], None]]] = []
         try:
             if existed:
