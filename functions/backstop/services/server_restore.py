@@ -4,7 +4,7 @@ The artifact is downloaded into a per-run directory and checked against its mani
 server is touched:
 
 - MySQL/MariaDB: fully (size, SHA-256 of both sides, decompression, the dump's trailer and row
-  counts), decompressed into a file;
+  counts, and no line the client would run itself: ``UnsafeArchiveError``), decompressed into a file;
 - PostgreSQL: the stored bytes (size and SHA-256), kept compressed. They are decompressed once,
   during the load: the same stream feeds the restore and its checks (raw size and SHA-256,
   ``pg_restore --list`` against the manifest's table of contents, a full read), and the load
