@@ -32,9 +32,13 @@ MODE = "ANSI_QUOTES,NO_AUTO_VALUE_ON_ZERO,NO_BACKSLASH_ESCAPES"  # in the order 
 
 @pytest.fixture
 def definer() -> Iterator[str]:
-    """An account that owns the objects (not the restoring user), dropped afterwards."""
+    """An account that owns the objects (not the restoring user), dropped afterwards; nobody logs in as it."""
     name = f"bs_owner_{uuid.uuid4().hex[:8]}"
-    execute("mysql", f"CREATE USER '{name}'@'%'", f"GRANT ALL ON *.* TO '{name}'@'%'")
+    execute(
+        "mysql",
+        f"CREATE USER '{name}'@'%' IDENTIFIED BY '{uuid.uuid4().hex}'",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON *.* TO '{name}'@'%'",  # what its views and routines do
+    )
     yield f"`{name}`@`%`"
     execute("mysql", f"DROP USER IF EXISTS '{name}'@'%'")
 

@@ -108,7 +108,7 @@ def scene(
 ) -> Iterator[Scene]:
     """A source whose objects an application account owns, and an existing target with objects of its own."""
     source, target = new_database(), new_database()
-    owner = accounts(("GRANT ALL ON *.* TO {user}",), {})
+    owner = accounts(("GRANT SELECT, INSERT, UPDATE, DELETE ON *.* TO {user}",), {})  # what its objects do
     build_shop(source, orders=500)
     create_objects(source, f"`{owner.name}`@`%`", "utf8mb3", MODE, "app")
     old_application(target)
