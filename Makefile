@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: setup test lint typecheck unit demo local bench synth clean
+.PHONY: setup test lint typecheck unit image demo local bench synth clean
 
 setup: $(STAMP) node_modules/.installed
 
@@ -16,7 +16,7 @@ setup: $(STAMP) node_modules/.installed
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,lambda]"
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -33,7 +33,16 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -n 2 --dist loadgroup
 
-test: lint typecheck unit
+# The runner image (functions/Dockerfile, unchanged) built with podman from a locally bootstrapped base.
+IMAGE := localhost/backstop-runner:local
+export BACKSTOP_IMAGE := $(IMAGE)
+
+image:
+	bash image/build.sh $(IMAGE)
+
+# `make test` (and so CI) builds the image and runs its test: there, a machine that cannot is a failure, not a skip.
+test: export BACKSTOP_IMAGE_TEST := required
+test: lint typecheck image unit
 
 demo: setup
 	$(BIN)/python -m local.demo

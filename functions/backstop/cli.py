@@ -200,6 +200,19 @@ def _human_bytes(size: int) -> str:
     return f"{size} B"
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the package and the client tools it would run (the image's, when run there)."""
+    if not value:
+        return
+    import platform
+
+    import backstop
+    from backstop.client_tools import version_report
+
+    click.echo(version_report(backstop.__version__, platform.python_version()))
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -214,7 +227,14 @@ def _human_bytes(size: int) -> str:
     "vault's region or account is lost; commands that write refuse the replica.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens to stderr.")
-@click.version_option(package_name="backstop")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the database client tools on PATH (pg_dump, mariadb-dump ...) with theirs, and exit.",
+)
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, bucket: str | None, verbose: bool) -> None:
     """Backstop: verified backups of SQLite databases and directories into S3, and safe restores."""
