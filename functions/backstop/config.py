@@ -6,21 +6,25 @@ infra/ imports these models to build the stack; nothing here imports the CDK.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import zoneinfo
 from datetime import timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ByteSize,
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,24 +39,106 @@ DEFAULT_CONFIG = Path("backstop.yaml")
 
 _DURATION_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+LONGEST_DURATION = timedelta(days=3650)
+"""No duration in backstop.yaml is longer (each field has its own, narrower range too)."""
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse ``26h``, ``90m``, ``1d12h``, ``30s``, ``2w`` (or a number of seconds) into a timedelta."""
+    """Parse ``26h``, ``90m``, ``1d12h``, ``30s``, ``2w`` (or a number of seconds) into a timedelta.
+
+    ValueError, never OverflowError, for anything not longer than zero and at most ``LONGEST_DURATION``.
+    """
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if not isinstance(value, str):
+        total = value
+    elif isinstance(value, str):
+        text = value.strip()
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(
+                f"{_shown(value)} is not a duration: use a number and a unit (s, m, h, d, w), e.g. 26h or 1d12h"
+            )
+        if any(len(number) > 12 for number, _ in parts):  # int() of thousands of digits is itself an error
+            raise ValueError(f"{_shown(value)} is longer than {LONGEST_DURATION.days}d, the longest duration allowed")
+        total = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
         raise ValueError("expected a duration such as 26h, 90m or 1d12h")
-    text = value.strip()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"{value!r} is not a duration: use a number and a unit (s, m, h, d, w), e.g. 26h or 1d12h")
-    total = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
     if total <= 0:
         raise ValueError("a duration must be longer than zero")
+    if total > LONGEST_DURATION.total_seconds():
+        raise ValueError(f"{_shown(value)} is longer than {LONGEST_DURATION.days}d, the longest duration allowed")
     return timedelta(seconds=total)
+
+
+def _shown(value: object) -> str:
+    """A bounded rendering of a refused value (it may be 5000 digits long)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _within(low: timedelta, high: timedelta, what: str) -> AfterValidator:
+    """A duration field's own range, refused in one sentence naming it."""
+
+    def check(value: timedelta) -> timedelta:
+        if not low <= value <= high:
+            raise ValueError(f"{what} {format_duration(low)} to {format_duration(high)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _whole_number(value: object) -> object:
+    """Refuse what pydantic's lax mode would turn into a number: ``true`` (1), ``4.0``, ``"12"``."""
+    if isinstance(value, bool | float | str):
+        raise ValueError(f"expected a whole number, not {_yaml_scalar(value)}")
+    return value
+
+
+def _yaml_scalar(value: object) -> str:
+    """How a refused scalar was written in the file: ``true``, ``4.0``, ``'12'``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _shown(value)
+
+
+def _absolute_path(value: object) -> object:
+    """A path written from ``/``, without ``..``: what a relative path means depends on where backstop runs."""
+    if not isinstance(value, str | PurePath):
+        return value  # the Path type reports it
+    text = str(value)
+    if "\x00" in text or len(text) > 4096:
+        raise ValueError(f"{_shown(text)} is not a usable path (a NUL byte, or longer than 4096 characters)")
+    path = PurePosixPath(text)
+    if not path.is_absolute():
+        raise ValueError(
+            f"{_shown(text)} is not an absolute path: write it from / (a relative one depends on where backstop runs)"
+        )
+    if ".." in path.parts:
+        raise ValueError(f"{_shown(text)} contains '..': write the path without it")
+    return value
+
+
+AbsolutePath = Annotated[Path, BeforeValidator(_absolute_path)]
+LARGEST_BUDGET = 1024**5
+
+
+def _size(value: object) -> object:
+    """Refuse what ByteSize would read as a number of bytes without being one (``true`` is 1 byte, ``1.5`` ...)."""
+    if isinstance(value, bool | float):
+        raise ValueError(f"expected a size such as 10GiB or a number of bytes, not {_yaml_scalar(value)}")
+    return value
+
+
+def _flag(value: object) -> object:
+    """Refuse what pydantic's lax mode would turn into a boolean: ``1``, ``"yes"``, ``"true"``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {_yaml_scalar(value)}")
+    return value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole_number)]
+Flag = Annotated[StrictBool, BeforeValidator(_flag)]
 
 
 def format_duration(value: timedelta) -> str:
@@ -90,19 +176,25 @@ class _LocatedError(ValueError):
 class Retention(_Model):
     """How many of each tier to keep, in the tier's own unit (7 daily = 7 days, 4 weekly = 4 weeks ...)."""
 
-    daily: int = Field(default=7, ge=1, le=3650)
-    weekly: int = Field(default=4, ge=0, le=520)
-    monthly: int = Field(default=12, ge=0, le=1200)
-    yearly: int = Field(default=3, ge=0, le=100)
-    keep_last: int = Field(default=3, ge=1, le=1000)
+    daily: WholeNumber = Field(default=7, ge=1, le=3650)
+    weekly: WholeNumber = Field(default=4, ge=0, le=520)
+    monthly: WholeNumber = Field(default=12, ge=0, le=1200)
+    yearly: WholeNumber = Field(default=3, ge=0, le=100)
+    keep_last: WholeNumber = Field(default=3, ge=1, le=1000)
     """The newest good backups kept whatever their age (an outage of any length leaves them in place)."""
 
 
 class Upload(_Model):
     """Multipart upload tuning: memory in flight is about part_size_mb x (concurrency + 1)."""
 
-    part_size_mb: int = Field(default=16, ge=5, le=512)
-    concurrency: int = Field(default=4, ge=1, le=32)
+    part_size_mb: WholeNumber = Field(default=16, ge=5, le=512)
+    concurrency: WholeNumber = Field(default=4, ge=1, le=32)
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The installed zone database's names, read once: scanning it costs ~40 ms, and every target revalidates one."""
+    return frozenset(zoneinfo.available_timezones())
 
 
 def _known_timezone(value: object) -> object:
@@ -111,7 +203,7 @@ def _known_timezone(value: object) -> object:
         return value  # the str type reports it
     if not _TIMEZONE.fullmatch(value):
         raise ValueError(f"{value!r} is not a time zone name: use an IANA name such as UTC or Europe/Paris")
-    known = zoneinfo.available_timezones()
+    known = _zone_names()
     if known and value not in known:
         raise ValueError(f"{value!r} is not a known time zone: use an IANA name such as UTC or Europe/Paris")
     return value
@@ -127,9 +219,9 @@ class FunctionLimits(_Model):
     directory archives are staged in /tmp, so ``ephemeral_storage_mb`` bounds the database size.
     """
 
-    memory_mb: int = Field(default=2048, ge=128, le=10240)
+    memory_mb: WholeNumber = Field(default=2048, ge=128, le=10240)
     timeout: Duration = timedelta(minutes=15)
-    ephemeral_storage_mb: int = Field(default=2048, ge=512, le=10240)
+    ephemeral_storage_mb: WholeNumber = Field(default=2048, ge=512, le=10240)
 
     @field_validator("timeout")
     @classmethod
@@ -194,10 +286,12 @@ class _DatabaseBase(_Model):
     name: DatabaseName
     schedule: str = "cron(0 2 * * ? *)"
     timezone: TimeZone = "UTC"
-    stale_after: Duration = timedelta(hours=26)
+    stale_after: Annotated[Duration, _within(timedelta(minutes=5), timedelta(days=400), "a backup is stale after")] = (
+        timedelta(hours=26)
+    )
     retention: Retention = Retention()
     compression: Literal["zstd", "gzip"] = "zstd"
-    compression_level: int | None = Field(default=None, ge=1, le=19)
+    compression_level: WholeNumber | None = Field(default=None, ge=1, le=19)
     function: FunctionLimits = FunctionLimits()
     vpc: Vpc | None = None
     restore_targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -246,9 +340,9 @@ class _Drill(_Model):
 
     every: Duration = timedelta(days=7)
     pick: Literal["newest", "random"] = "newest"
-    among: int = Field(default=5, ge=1, le=100)
+    among: WholeNumber = Field(default=5, ge=1, le=100)
     """With ``pick: random``, the drill restores one of the newest ``among`` backups."""
-    rto: Duration | None = None
+    rto: Annotated[Duration, _within(timedelta(minutes=1), timedelta(days=7), "a drill's rto is")] | None = None
     """The restore-time objective: a drill that takes longer is reported (and alarmed) as too slow."""
 
     @field_validator("every")
@@ -262,14 +356,14 @@ class _Drill(_Model):
 class FileDrill(_Drill):
     """SQLite and directories: restored into a scratch directory (default: the function's own work space)."""
 
-    path: Path | None = None
+    path: AbsolutePath | None = None
 
 
 class DrillServer(_Model):
     """The scratch server a PostgreSQL or MySQL drill restores into (a uniquely named database, always dropped)."""
 
     host: str
-    port: int | None = Field(default=None, ge=1, le=65535)
+    port: WholeNumber | None = Field(default=None, ge=1, le=65535)
     user: str
     password_secret: str | None = None
     password_env: str | None = None
@@ -286,7 +380,7 @@ def _overlaps(a: Path, b: Path) -> bool:
 class _FileDatabase(_DatabaseBase):
     """A database read from a file system: in AWS, from EFS through an access point."""
 
-    path: Path
+    path: AbsolutePath
     efs: Efs | None = None
     drill: FileDrill | None = FileDrill()
 
@@ -331,8 +425,10 @@ class SqliteDatabase(_FileDatabase):
 
     engine: Literal["sqlite"]
     integrity_check: Literal["full", "quick"] = "full"
-    busy_timeout: Duration = timedelta(seconds=5)
-    lock_retries: int = Field(default=3, ge=1, le=20)
+    busy_timeout: Annotated[Duration, _within(timedelta(seconds=1), timedelta(minutes=10), "wait for a lock")] = (
+        timedelta(seconds=5)
+    )
+    lock_retries: WholeNumber = Field(default=3, ge=1, le=20)
     migrations_table: str | None = None
     validation_queries: tuple[str, ...] = ()
 
@@ -346,6 +442,7 @@ class FilesDatabase(_FileDatabase):
 
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 _SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
+_DERIVED_NAME = re.compile(r".*_(pre_)?restore_\d{8}t\d{6}z")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
 
@@ -366,9 +463,13 @@ class _ServerDatabase(_DatabaseBase):
     password_env: str | None = None
     if TYPE_CHECKING:  # each engine declares it with its own default port
         port: int
-    connect_timeout: Duration = timedelta(seconds=10)
-    lock_wait_timeout: Duration = timedelta(seconds=30)
-    exact_count_limit: int = Field(default=1_000_000, ge=0)
+    connect_timeout: Annotated[Duration, _within(timedelta(seconds=1), timedelta(minutes=5), "wait to connect")] = (
+        timedelta(seconds=10)
+    )
+    lock_wait_timeout: Annotated[Duration, _within(timedelta(seconds=1), timedelta(hours=1), "wait for a lock")] = (
+        timedelta(seconds=30)
+    )
+    exact_count_limit: WholeNumber = Field(default=1_000_000, ge=0, le=10**12)
     validation_queries: tuple[str, ...] = ()
     drill: ServerDrill | None = None
     """Drills of a server database need a scratch server: none unless one is configured."""
@@ -405,6 +506,17 @@ class _ServerDatabase(_DatabaseBase):
             raise ValueError(f"{value!r} is not a plain database or user name (letters, digits, _, $, -)")
         return value
 
+    @field_validator("dbname")
+    @classmethod
+    def _not_derived(cls, value: str) -> str:
+        # Restores name their fresh and kept databases so; pruning drops old pre-restore ones by that name.
+        if _DERIVED_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is named like a database a restore derives (<target>_restore_<time>, "
+                "<target>_pre_restore_<time>): choose another name"
+            )
+        return value
+
     @field_validator("password_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
@@ -430,7 +542,7 @@ class PostgresDatabase(_ServerDatabase):
     """A PostgreSQL database, dumped with ``pg_dump --format=custom`` in one exported snapshot."""
 
     engine: Literal["postgres"]
-    port: int = Field(default=5432, ge=1, le=65535)
+    port: WholeNumber = Field(default=5432, ge=1, le=65535)
     app_role: str | None = None
     """The role the application connects as. A restore runs its validation queries as this role (``SET ROLE``,
     in a read-only transaction), so a restore that lost the application's access fails before the swap."""
@@ -447,7 +559,7 @@ class MysqlDatabase(_ServerDatabase):
     """A MySQL or MariaDB database, dumped with ``--single-transaction`` (InnoDB tables are consistent)."""
 
     engine: Literal["mysql"]
-    port: int = Field(default=3306, ge=1, le=65535)
+    port: WholeNumber = Field(default=3306, ge=1, le=65535)
 
 
 ServerDatabase = PostgresDatabase | MysqlDatabase
@@ -484,7 +596,7 @@ class ObjectLock(_Model):
     """
 
     mode: Literal["governance", "compliance"] = "governance"
-    days: int | None = Field(default=None, ge=1, le=36500)
+    days: WholeNumber | None = Field(default=None, ge=1, le=36500)
 
 
 _REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}")
@@ -570,10 +682,10 @@ def _role_arns(roles: tuple[str, ...]) -> tuple[str, ...]:
 class Storage(_Model):
     """How the vault bucket keeps what the retention tiers do not decide."""
 
-    cold_after_days: int = Field(default=30, ge=1, le=3650)
+    cold_after_days: WholeNumber = Field(default=30, ge=1, le=3650)
     yearly_storage_class: Literal["GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"] = "GLACIER_IR"
-    noncurrent_days: int = Field(default=30, ge=1, le=3650)
-    access_log_days: int = Field(default=365, ge=1, le=3650)
+    noncurrent_days: WholeNumber = Field(default=30, ge=1, le=3650)
+    access_log_days: WholeNumber = Field(default=365, ge=1, le=3650)
     object_lock: ObjectLock | None = None
     writers: tuple[str, ...] = ()
     administrators: tuple[str, ...] = ()
@@ -604,17 +716,32 @@ class FreshnessCheck(_Model):
 APPROVER_PATTERN = re.compile(r"arn:aws[a-z-]*:(iam::\d{12}:user|sts::\d{12}:assumed-role)/[\w+=,.@/*-]{1,400}")
 
 
+class KeepPreRestore(_Model):
+    """How many of a target's pre-restore copies a restore keeps: what it replaced, beside the target.
+
+    ``<target>.pre-restore-<time>`` (files, directories) and ``<dbname>_pre_restore_<time>``
+    (server databases). After a restore succeeds, the copies older than its own that completed
+    restores left are pruned down to the newest ``count`` no older than ``days`` (no age limit when
+    ``days`` is null); the newest completed copy is always kept, and never the copy of a restore
+    that is still running or failed (docs/runbooks/restore.md).
+    """
+
+    count: WholeNumber = Field(default=3, ge=1, le=1000)
+    days: WholeNumber | None = Field(default=14, ge=1, le=3650)
+
+
 class RestoreSettings(_Model):
-    """How the restore workflow asks for approval."""
+    """How the restore workflow asks for approval, and what restores keep of what they replace."""
 
     approval_timeout: Duration = timedelta(hours=24)
-    distinct_approver: bool = False
+    distinct_approver: Flag = False
     """Refuse an approval by the identity that requested the restore (four eyes)."""
     approvers: tuple[str, ...] = ()
     """Principal ARNs (``*`` matches any run of characters) that may approve; empty: anyone who may invoke the
     approval function. ``arn:aws:iam::111122223333:user/alice``, ``arn:aws:sts::111122223333:assumed-role/DBA/*``."""
-    safety_snapshot_days: int = Field(default=30, ge=1, le=3650)
+    safety_snapshot_days: WholeNumber = Field(default=30, ge=1, le=3650)
     """How long lifecycle keeps a restore's safety snapshot of its target."""
+    keep_pre_restore: KeepPreRestore = KeepPreRestore()
 
     @field_validator("approvers")
     @classmethod
@@ -639,8 +766,9 @@ class Sweep(_Model):
     """The scheduled verification sweep: re-reads stored backups within a byte budget per run."""
 
     every: Duration = timedelta(days=1)
-    budget: ByteSize = ByteSize(10 * 1024**3)
-    repair: bool = False
+    budget: Annotated[ByteSize, BeforeValidator(_size)] = ByteSize(10 * 1024**3)
+    """Bytes re-read per run, 1B to 1PiB (``10GiB``, ``500MB`` or a number of bytes)."""
+    repair: Flag = False
     """`backstop sweep` repairs a backup whose key it finds overwritten (and alerts what it did). Off by
     default, and for the command only: repair deletes object versions, which the vault's bucket policy
     refuses to every role but ``storage.administrators``, so it runs with an administrator's credentials.
@@ -653,12 +781,22 @@ class Sweep(_Model):
             raise ValueError("sweep every 1h to 30d, in whole minutes")
         return value
 
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: ByteSize) -> ByteSize:
+        if not 1 <= value <= LARGEST_BUDGET:
+            raise ValueError("a sweep budget is 1B to 1PiB: with none, every sweep fails")
+        return value
+
 
 class Runner(_Model):
     """The deployed functions' container image and logs."""
 
     architecture: Literal["x86_64", "arm64"] = "x86_64"
-    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653] = 90
+    log_retention_days: Annotated[
+        Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653],
+        BeforeValidator(_whole_number),
+    ] = 90
 
 
 class Config(_Model):
@@ -668,7 +806,7 @@ class Config(_Model):
     prefix: str = "backups"
     kms_key_id: str | None = None
     alerts_topic_arn: str | None = None
-    work_dir: Path | None = None
+    work_dir: AbsolutePath | None = None
     upload: Upload = Upload()
     alerts: Alerts = Alerts()
     storage: Storage = Storage()
@@ -684,6 +822,15 @@ class Config(_Model):
         if not _BUCKET.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
             raise ValueError(f"{value!r} is not a valid S3 bucket name")
         return value
+
+    @model_validator(mode="after")
+    def _derived_names_apart(self) -> Config:
+        from backstop.restore_targets import name_clash  # the targets module builds on these models
+
+        clash = name_clash(self.databases)
+        if clash is not None:
+            raise _LocatedError(*clash)
+        return self
 
     @model_validator(mode="after")
     def _replica_elsewhere(self) -> Config:
@@ -761,6 +908,8 @@ def parse_config(text: str, source: str = "backstop.yaml") -> Config:
 
 
 _ENGINE_TAGS = {"sqlite", "files", "postgres", "mysql"}
+_PLAIN_KEY = re.compile(r"[!-~]{1,64}")
+"""A key shown as it is in a message (printable, no space); any other (a newline ...) is shown quoted and bounded."""
 
 
 def _describe(error: Any, tree: yaml.Node | None, source: str) -> str:
@@ -775,7 +924,8 @@ def _describe(error: Any, tree: yaml.Node | None, source: str) -> str:
     loc.extend(subpath)
     dotted = ""
     for part in loc:
-        dotted += f"[{part}]" if isinstance(part, int) else (f".{part}" if dotted else str(part))
+        shown = part if isinstance(part, int) or _PLAIN_KEY.fullmatch(part) else _shown(part)
+        dotted += f"[{shown}]" if isinstance(part, int) else (f".{shown}" if dotted else str(shown))
     line = _line_of(tree, loc)
     where = f"{source}:{line}" if line else source
     message = str(error["msg"]).removeprefix("Value error, ")
