@@ -43,7 +43,9 @@ GUARD_SERVICE = "guard"
 
 GUARD_EVERY = timedelta(hours=6)
 """How often the keep-last-good guard runs: a new backup is held, and an old one released, within this."""
-GUARD_ENVIRONMENT = frozenset({"BACKSTOP_BUCKET", "BACKSTOP_PREFIX", "BACKSTOP_KMS_KEY_ID"})
+GUARD_ENVIRONMENT = frozenset(
+    {"BACKSTOP_BUCKET", "BACKSTOP_PREFIX", "BACKSTOP_KMS_KEY_ID", "BACKSTOP_ALERTS_TOPIC_ARN"}
+)
 
 DRILL_STAMP = "????????T??????Z-??????"
 """The time and random suffix of a drill's audit record (services/drill.py): no other database's drills match."""
@@ -315,6 +317,7 @@ class Verification(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
         )
         vault.grant_guard(role, [db.name for db in config.databases])
+        monitoring.grant_publish(role)  # the one alert of a run stopped at its deadline (backstop.deadline)
         function = runner.function(
             self,
             "Guard",
@@ -323,7 +326,7 @@ class Verification(Construct):
                 description="Backstop: holds the newest good backups of each database out of lifecycle's reach",
                 role=role,
                 environment={
-                    # It publishes nothing and writes no object: the vault's name, prefix and key only.
+                    # It writes no object: the vault's name, prefix and key, and the alerts topic.
                     **{k: v for k, v in monitoring.environment.items() if k in GUARD_ENVIRONMENT},
                     "BACKSTOP_RETENTION": retention_environment(config),
                 },

@@ -76,6 +76,10 @@ class StorageError(BackstopError):
     """S3 could not be reached or refused a read or a listing."""
 
 
+class DeadlineExceededError(BackstopError):
+    """A run stopped at its deadline, a margin before its function's timeout (``backstop.deadline``)."""
+
+
 class RestoreError(BackstopError):
     """A restore could not be carried out; the target was left as it was (or rolled back)."""
 

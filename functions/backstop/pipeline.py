@@ -103,10 +103,12 @@ def compress_stream(
     level: int,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> StreamDigest:
     """Read ``source`` to its end, compress, hash both sides and hand the stored bytes to ``sink``.
 
     When it runs in another thread, setting ``stop`` ends it at the next chunk with StreamStopped.
+    ``checkpoint`` is called before each chunk: what it raises (a deadline) ends the stream there.
     """
     compressor = _compressor(algorithm, level)
     raw_hash, stored_hash = hashlib.sha256(), hashlib.sha256()
@@ -122,6 +124,8 @@ def compress_stream(
     while chunk := source.read(CHUNK):
         if stop is not None and stop.is_set():
             raise StreamStopped("the stream was stopped before its end")
+        if checkpoint is not None:
+            checkpoint()
         raw_hash.update(chunk)
         raw_size += len(chunk)
         emit(compressor.compress(chunk))

@@ -25,9 +25,15 @@ class FakeContext:
     memory_limit_in_mb: int = 512
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:backstop-function"
     aws_request_id: str = "req-1"
+    remaining_ms: int = 300_000
+    """The time left before the function's timeout when the run starts, which is how it learns its timeout."""
+    tick_ms: int = 0
+    """What each look at the time left costs: a clock that moves as the run checks it (0: time stands still)."""
 
     def get_remaining_time_in_millis(self) -> int:
-        return 300_000
+        remaining = self.remaining_ms
+        self.remaining_ms = max(0, remaining - self.tick_ms)
+        return remaining
 
 
 def deploy_database(monkeypatch: Any, database: dict[str, Any]) -> None:

@@ -201,7 +201,13 @@ def test_the_guard_runs_every_six_hours_on_its_environment_alone(example: Synthe
     _, schedule = example.one("AWS::Scheduler::Schedule", "VerificationGuardSchedule")
 
     assert function["Properties"]["ImageConfig"]["Command"] == ["backstop.handlers.retention_guard.handler"]
-    assert set(environment) == {"BACKSTOP_BUCKET", "BACKSTOP_PREFIX", "BACKSTOP_KMS_KEY_ID", "BACKSTOP_RETENTION"}
+    assert set(environment) == {
+        "BACKSTOP_BUCKET",
+        "BACKSTOP_PREFIX",
+        "BACKSTOP_KMS_KEY_ID",
+        "BACKSTOP_ALERTS_TOPIC_ARN",
+        "BACKSTOP_RETENTION",
+    }
     assert set(json.loads(environment["BACKSTOP_RETENTION"])) == {"orders", "uploads"}
     assert schedule["Properties"]["ScheduleExpression"] == "rate(6 hours)"
     assert json.loads(schedule["Properties"]["Target"]["Input"]) == {"checked_at": "<aws.scheduler.scheduled-time>"}

@@ -6,6 +6,7 @@ machine itself is executed in the workflow tests that build on the stack.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,18 +18,25 @@ import pytest
 import zstandard
 
 from backstop.config import Config
+from backstop.deadline import Deadline
 from backstop.errors import (
     ApprovalInvalidError,
     BackstopError,
     BackupAlreadyRunningError,
     BackupNotFoundError,
     ChecksumMismatchError,
+    DeadlineExceededError,
     IntegrityError,
     RestoreError,
 )
 from backstop.grants import GrantClaims, LocalGrantSigner, seal
 from backstop.restore_table import RestoreTable, TargetLockedError
-from backstop.services.restore_workflow import RestoreWorkflow, RollbackFailedError, safety_database
+from backstop.services.restore_workflow import (
+    RestoreTooLongError,
+    RestoreWorkflow,
+    RollbackFailedError,
+    safety_database,
+)
 from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
 from tests.handlers import commit_backup
@@ -505,3 +513,104 @@ def test_point_in_time_never_picks_a_backup_dated_in_the_future(world: dict[str,
 
     # then it is the newest genuine backup, as `latest` would pick
     assert resolved["backup"]["backup_id"] == world["manifest"].backup_id
+
+
+def ticking(start_ms: int, tick_ms: int) -> Callable[[], int]:
+    """A step function's time left: ``start_ms`` (its timeout) at the first look, ``tick_ms`` less at each next one."""
+    left = [start_ms]
+
+    def remaining() -> int:
+        now = left[0]
+        left[0] = max(0, now - tick_ms)
+        return now
+
+    return remaining
+
+
+def test_a_restore_step_stops_at_its_deadline_before_writing_and_the_rollback_finds_the_target_as_it_was(
+    world: dict[str, Any],
+) -> None:
+    # given an approved restore into staging, its safety snapshot taken
+    workflow: RestoreWorkflow = world["workflow"]()
+    staging = world["staging"]
+    state = workflow.safety_snapshot(until_approval(workflow, request()))
+    before, beside = table_rows(staging), sorted(staging.parent.iterdir())
+
+    # when the Restore step (a 60 s function whose clock moves 25 s a look) reaches its deadline downloading the backup
+    step = workflow.within(Deadline(ticking(60_000, 25_000), remedy="restore it with `backstop restore`"))
+    with pytest.raises(DeadlineExceededError) as stopped:
+        step.restore(state)
+
+    # then it stopped with a clean error, 10 s before Lambda would have ended it, and wrote nothing
+    assert str(stopped.value) == (
+        "The restore of orders into staging timed out after 50 s (the function's timeout is 60 s): "
+        "restore it with `backstop restore`."
+    )
+    assert table_rows(staging) == before and sorted(staging.parent.iterdir()) == beside
+
+    # when the state machine routes that error to Rollback, then to FinishRolledBack
+    error = {"Error": DeadlineExceededError.__name__, "Cause": json.dumps({"errorMessage": str(stopped.value)})}
+    state = workflow.rollback({**state, "error": error})
+    workflow.finish(state, "rolled back", error)
+
+    # then the target holds its data, its lock is free, and one alert says the step timed out
+    assert table_rows(staging) == before
+    assert world["table"].holder("orders", "staging") is None
+    (alert,) = [m for _, m in world["notifier"].alerts if m["event"] == "restore_failed"]
+    assert str(alert["reason"]).startswith("DeadlineExceededError: The restore of orders into staging timed out after")
+
+
+def test_a_backup_whose_check_outlasts_its_step_is_not_taken_for_a_corrupt_one(
+    world: dict[str, Any], store: S3Store
+) -> None:
+    # given an older backup, so that a restore of latest could fall back to it if the newest were corrupt
+    run_backup(world["config"], store, at(20))
+    workflow: RestoreWorkflow = world["workflow"]()
+    state = workflow.resolve(request(), EXECUTION)
+
+    # when ValidateArtifact reaches its deadline downloading the newest backup
+    step = workflow.within(Deadline(ticking(60_000, 25_000), remedy="restore it with `backstop restore`"))
+    with pytest.raises(DeadlineExceededError, match=f"Checking backup {world['manifest'].backup_id} timed out"):
+        step.validate_artifact(state)
+
+    # then no backup is called corrupt, and nothing was locked
+    assert [m for _, m in world["notifier"].alerts if m["event"] == "backup_corrupt"] == []
+    assert world["table"].holder("orders", "staging") is None
+
+
+def drilled(store: S3Store, manifest: Any, seconds: float) -> None:
+    """A passed drill of ``manifest`` that took ``seconds``, recorded beside it as the drill function records it."""
+    store.put_sidecar(manifest, "drill", {"backup_id": manifest.backup_id, "passed": True, "seconds": seconds})
+
+
+def test_a_restore_that_its_drills_say_cannot_finish_in_a_step_is_refused_before_approval(
+    world: dict[str, Any], store: S3Store
+) -> None:
+    # given a drill of the backup that took 100 s, and the restore function's steps with a 60 s timeout (48 s to work)
+    drilled(store, world["manifest"], 100)
+    workflow = world["workflow"]().within(Deadline(lambda: 60_000, remedy="restore it with `backstop restore`"))
+    state = workflow.lock(workflow.validate_artifact(workflow.resolve(request(), EXECUTION)))
+
+    # when the plan is made, then the restore is refused there, saying why, before any approval is asked for
+    with pytest.raises(RestoreTooLongError) as refused:
+        workflow.plan(state)
+    assert str(refused.value) == (
+        f"The restore of orders into staging would take about 100 s at the speed the drill of "
+        f"{world['manifest'].backup_id} measured, more than the 48 s a restore step has (its function's timeout is "
+        "60 s); nothing was touched: restore it with `backstop restore`."
+    )
+    assert [m for _, m in world["notifier"].alerts if m["event"] == "restore_approval_requested"] == []
+
+
+def test_a_restore_that_its_drills_say_fits_in_a_step_is_planned_with_their_estimate(
+    world: dict[str, Any], store: S3Store
+) -> None:
+    # given a drill of the backup that took 30 s, and steps with a 60 s timeout (48 s to work)
+    drilled(store, world["manifest"], 30)
+    workflow = world["workflow"]().within(Deadline(lambda: 60_000, remedy="restore it with `backstop restore`"))
+    state = workflow.lock(workflow.validate_artifact(workflow.resolve(request(), EXECUTION)))
+
+    # when the plan is made, then it estimates by that drill
+    plan = workflow.plan(state)["plan"]
+    assert plan["estimated_seconds"] == 30
+    assert plan["estimated_from"] == f"the drill of {world['manifest'].backup_id}"

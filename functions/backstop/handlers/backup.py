@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.aws import build_notifier, build_store
+from backstop.deadline import Deadline
 from backstop.events import ScheduledBackupEvent
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
@@ -22,14 +23,18 @@ from backstop.settings import DatabaseFunctionSettings
 logger = Logger(service="backstop-backup")
 metrics = Metrics(namespace="Backstop", service="backup")
 
+REMEDY = "raise databases[].function.timeout, or use a runner without Lambda's 15-minute limit"
+
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)  # an event is whatever the invoker sent: not logged
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)
     settings = DatabaseFunctionSettings.from_env()
     request = ScheduledBackupEvent.for_database(event, settings.database.name)
     config = settings.config()
-    outcome = BackupService(config, build_store(config), notifier=build_notifier(config)).run(
+    service = BackupService(config, build_store(config), notifier=build_notifier(config), deadline=deadline)
+    outcome = service.run(
         BackupRequest(
             database=request.database.name,
             at=request.scheduled_time,

@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.aws import build_notifier, build_store
+from backstop.deadline import Deadline
 from backstop.events import ScheduledDrillEvent
 from backstop.restore_table import build_restore_table
 from backstop.services.drill import DrillService
@@ -22,18 +23,20 @@ from backstop.settings import DatabaseFunctionSettings
 logger = Logger(service="backstop-drill")
 metrics = Metrics(namespace="Backstop", service="drill")
 
+REMEDY = "drill a backup this large with `backstop drill` or a runner without Lambda's 15-minute limit"
+
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)
     settings = DatabaseFunctionSettings.from_env()
     request = ScheduledDrillEvent.for_database(event, settings.database.name)
     config = settings.config()
     table_name = os.environ.get("BACKSTOP_RESTORE_TABLE")
     table = build_restore_table(table_name) if table_name else None
-    result = DrillService(config, build_store(config), build_notifier(config), table=table).run(
-        request.database.name, request.backup
-    )
+    service = DrillService(config, build_store(config), build_notifier(config), table=table, deadline=deadline)
+    result = service.run(request.database.name, request.backup)
     logger.info("drill done", extra=result.record())
     metrics.add_dimension(name="database", value=result.database)
     metrics.add_metric(name="DrillSucceeded", unit=MetricUnit.Count, value=int(result.passed))

@@ -19,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.aws import build_notifier, build_store
+from backstop.deadline import Deadline
 from backstop.executions import StepFunctionsExecutions
 from backstop.grants import KmsGrantSigner
 from backstop.restore_table import build_restore_table
@@ -30,6 +31,7 @@ logger = Logger(service="backstop-restore")
 metrics = Metrics(namespace="Backstop", service="restore")
 
 STEPS = tuple(step for step in STEP_STATES if step != "identify_requester")
+REMEDY = "restore a backup this large with `backstop restore` from a machine, where no 15-minute limit applies"
 
 
 def _built() -> tuple[StepGuard, RestoreWorkflow]:
@@ -59,10 +61,12 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Restore
 @logger.inject_lambda_context(log_event=False, clear_state=True)  # the approval step's event holds the task token
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | None:
+    deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)
     step = event.get("step")
     if step not in STEPS:
         raise ValueError(f"Unknown restore step {step!r}; expected one of {', '.join(STEPS)}.")
-    guard, workflow = _built()
+    guard, built = _built()
+    workflow = built.within(deadline)
     logger.append_keys(step=step)
     admitted = guard.admit(step, event, function="restore")
     if step == "resolve":

@@ -17,7 +17,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_store
+from backstop.aws import build_notifier, build_store
+from backstop.deadline import Deadline
 from backstop.services.retention_guard import RetentionGuard
 from backstop.settings import GuardSettings
 from backstop.sweep_events import GuardEvent
@@ -25,19 +26,35 @@ from backstop.sweep_events import GuardEvent
 logger = Logger(service="backstop-guard")
 metrics = Metrics(namespace="Backstop", service="guard")
 
+REMEDY = (
+    "the databases it did not reach are not held until a run reaches them: keep fewer backups per database "
+    "(retention) so that one run fits"
+)
+
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)
     settings = GuardSettings.from_env()
     request = GuardEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
-    report = RetentionGuard(settings.retention, build_store(settings), clock=lambda: checked_at).run()
+    guard = RetentionGuard(
+        settings.retention,
+        build_store(settings),
+        clock=lambda: checked_at,
+        notifier=build_notifier(settings),
+        deadline=deadline,
+    )
+    report = guard.run()
     for database, held in report.held.items():
         # One flush per database: an EMF document carries one set of dimension values.
         metrics.add_dimension(name="database", value=database)
         metrics.add_metric(name="HeldBackups", unit=MetricUnit.Count, value=len(held))
         metrics.flush_metrics()
     metrics.add_metric(name="HeldBackups", unit=MetricUnit.Count, value=sum(len(h) for h in report.held.values()))
-    logger.info("guard done", extra={"newly_held": report.newly_held, "released": report.released})
+    logger.info(
+        "guard done",
+        extra={"newly_held": report.newly_held, "released": report.released, "timed_out": report.timed_out},
+    )
     return {"checked_at": checked_at.isoformat(), **report.as_dict()}

@@ -19,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.aws import build_notifier, build_store
+from backstop.deadline import Deadline
 from backstop.services.sweep import SweepScope, SweepService, SweepTally
 from backstop.settings import SweepSettings
 from backstop.sweep_events import SweepEvent
@@ -26,10 +27,16 @@ from backstop.sweep_events import SweepEvent
 logger = Logger(service="backstop-sweep")
 metrics = Metrics(namespace="Backstop", service="sweep")
 
+REMEDY = (
+    "lower sweep.budget (the backups it did not read come first in the next run), or verify a backup too large "
+    "for one run with `backstop verify`"
+)
+
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)
     settings = SweepSettings.from_env()
     request = SweepEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
@@ -38,6 +45,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         build_store(settings),
         build_notifier(settings),
         clock=lambda: checked_at,
+        deadline=deadline,
     )
     report = service.run()
     for database in report.databases:
@@ -48,7 +56,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     _add_metrics(report.tally())
     logger.info(
         "sweep done",
-        extra={"corrupt": report.corrupt, "unreadable": report.unreadable, "skipped": report.skipped},
+        extra={
+            "corrupt": report.corrupt,
+            "unreadable": report.unreadable,
+            "skipped": report.skipped,
+            "timed_out": report.timed_out,
+        },
     )
     return report.to_dict()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ import zstandard
 
 import backstop
 from backstop.config import AnyDatabase, Config
+from backstop.deadline import NO_DEADLINE, Deadline
 from backstop.engines import engine_for
 from backstop.engines.base import Engine, Snapshot
 from backstop.errors import BackstopError, IntegrityError, StorageError, WorkDirError
@@ -40,6 +42,10 @@ from backstop.services.size_anomaly import SizeAnomaly, check_size
 log = logging.getLogger(__name__)
 
 RUN_LOCK_TTL = timedelta(hours=12)
+"""How long the run lock of a run without a time limit (the command line) lasts if the run dies holding it."""
+RUN_LOCK_GRACE = timedelta(seconds=15)
+"""How long the run lock of a function outlasts the function's own timeout, when Lambda has ended it for sure.
+Under Lambda's one minute before it retries a failed invocation: a retry never finds a dead run's lock."""
 RUN_DIR_PREFIX = "backstop-run-"
 
 
@@ -124,10 +130,14 @@ class BackupService:
         notifier: Notifier | None = None,
         progress: Progress | None = None,
         work_dir: Path | None = None,
+        deadline: Deadline = NO_DEADLINE,
     ) -> None:
+        """``deadline``: when a run in a function must stop, a margin before the function's timeout: the run then
+        fails like any other (upload aborted, lock released, failure recorded and alerted once)."""
         self._config = config
         self._store = store
         self._clock = clock
+        self._deadline = deadline
         self._notifier = notifier or NoNotifier()
         self._progress = progress or NoProgress()
         self._work_dir = work_dir or config.work_dir or Path(tempfile.gettempdir())
@@ -147,7 +157,7 @@ class BackupService:
         if self._store.manifest_exists(backup_id):
             return BackupOutcome(self._store.get_manifest(backup_id), created=False)
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        lock = self._store.acquire_run_lock(db.name, owner, self._clock(), RUN_LOCK_TTL)
+        lock = self._store.acquire_run_lock(db.name, owner, self._clock(), self._lock_ttl())
         try:
             if self._store.manifest_exists(backup_id):  # committed by a run that just finished
                 return BackupOutcome(self._store.get_manifest(backup_id), created=False)
@@ -168,14 +178,24 @@ class BackupService:
                 f"{how_far(CLOCK_TOLERANCE)} ahead is accepted); check the date, in UTC."
             )
 
+    def _lock_ttl(self) -> timedelta:
+        """How long the run lock lasts if this run dies holding it (killed, out of memory).
+
+        In a function: until RUN_LOCK_GRACE after the function's own timeout, when Lambda has ended it
+        for sure, so neither Lambda's retry nor the next scheduled run finds a dead run's lock. Without
+        a time limit: RUN_LOCK_TTL.
+        """
+        remaining = self._deadline.remaining()
+        if remaining is None:
+            return RUN_LOCK_TTL
+        return timedelta(seconds=math.ceil(max(0.0, remaining))) + RUN_LOCK_GRACE
+
     def _release(self, lock: RunLock) -> None:
         """Release the run lock without hiding the run's own outcome; an unreleased lock expires by itself."""
         try:
             self._store.release_run_lock(lock)
         except StorageError as exc:
-            log.warning(
-                "the backup lock of %s could not be released (it expires in %s): %s", lock.database, RUN_LOCK_TTL, exc
-            )
+            log.warning("the backup lock of %s could not be released (it expires by itself): %s", lock.database, exc)
 
     def _run_locked(self, db: AnyDatabase, request: BackupRequest, at: datetime, backup_id: str) -> BackupOutcome:
         self._remove_leftovers(db.name)
@@ -218,7 +238,13 @@ class BackupService:
 
         def work() -> StreamDigest:
             digest = compress_stream(
-                raw, upload.write, algorithm=db.compression, level=db.level, progress=self._progress.advance, stop=stop
+                raw,
+                upload.write,
+                algorithm=db.compression,
+                level=db.level,
+                progress=self._progress.advance,
+                stop=stop,
+                checkpoint=self._deadline.checkpoint(f"The backup of {db.name}"),
             )
             upload.submit_tail()
             return digest
@@ -247,6 +273,7 @@ class BackupService:
             # The tier's look-ups in the bucket run while the engine connects and takes its snapshot.
             tier_future = checker.submit(lambda: tier_for(at, self._earlier_backups(db.name, at)))
             with engine.snapshot(run_dir) as snapshot:
+                self._deadline.check(f"The backup of {db.name}")
                 tier = tier_future.result()
                 tags = self._store.tags_for(db.name, engine.name, tier)
                 lock = lock_for(self._config, db.retention, tier, request.type, started)
@@ -263,6 +290,8 @@ class BackupService:
                             f"The snapshot of {db.name} fails {inspection.integrity.check} "
                             f"({inspection.integrity.detail}); nothing was committed."
                         )
+                    # Nothing is committed past the deadline: the margin is for stopping, not for finishing.
+                    self._deadline.check(f"The backup of {db.name}")
                     stored = upload.complete()
                 self._progress.finish()
         manifest = Manifest(

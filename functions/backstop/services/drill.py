@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase, ServerDatabase
+from backstop.deadline import NO_DEADLINE, Deadline
 from backstop.errors import BackstopError, ConfigError
-from backstop.ports import BackupStore, Clock, Notifier
+from backstop.ports import BackupStore, Clock, Notifier, Progress
 from backstop.restore_table import RestoreTable
 from backstop.restore_targets import resolve_target
 from backstop.services.artifacts import newest_backup_id
@@ -73,13 +74,18 @@ class DrillService:
         table: RestoreTable | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         chooser: Callable[[list[str]], str] = random.choice,
+        deadline: Deadline = NO_DEADLINE,
     ) -> None:
+        """``deadline``: when a drill in a function must stop (a margin before the function's timeout); it is checked
+        before the restore, between the chunks of its download and before it writes. A drill stopped there failed,
+        and cleans up as any failed drill does."""
         self._config = config
         self._store = store
         self._notifier = notifier
         self._table = table
         self._clock = clock
         self._choose = chooser
+        self._deadline = deadline
 
     def run(self, database: str, backup: str | None = None) -> DrillResult:
         """Drill ``database`` with ``backup`` (default: as its drill configuration picks). Never raises for a
@@ -93,6 +99,7 @@ class DrillService:
         started = self._clock().astimezone(UTC)
         stamp = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         try:
+            self._deadline.check(f"The drill of {db.name}")
             scratch = self._drill(db, backup_id, stamp)
             passed, detail = True, f"restored and validated in {scratch}, then removed"
         except DrillTargetError:
@@ -144,8 +151,8 @@ class DrillService:
         try:
             target = scratch / (f"{db.name}.db" if db.engine == "sqlite" else db.name)
             self._refuse_real_places(db, target)
-            RestoreService(self._config, self._store, clock=self._clock).restore(
-                db.name, backup_id, target, dry_run=False, confirm=lambda _plan: True
+            RestoreService(self._config, self._store, clock=self._clock, progress=self._checks(db)).restore(
+                db.name, backup_id, target, dry_run=False, confirm=self._in_time(db)
             )
             return str(target)
         finally:
@@ -172,12 +179,25 @@ class DrillService:
         )
         self._refuse_real_places(db, scratch)
         try:
-            ServerRestoreService(self._config, self._store, clock=self._clock).restore_into(
-                db.name, backup_id, scratch, dry_run=False, confirm=lambda _plan: True
+            ServerRestoreService(self._config, self._store, clock=self._clock, progress=self._checks(db)).restore_into(
+                db.name, backup_id, scratch, dry_run=False, confirm=self._in_time(db)
             )
             return f"{scratch.host}:{scratch.port}/{name}"
         finally:
             self._drop_scratch(scratch)
+
+    def _checks(self, db: AnyDatabase) -> Progress:
+        """The restore's progress: the deadline is checked at every chunk of the download."""
+        return self._deadline.progress(f"The drill of {db.name}")
+
+    def _in_time(self, db: AnyDatabase) -> Callable[[object], bool]:
+        """The restore's confirmation, just before it writes: yes while the deadline has not passed."""
+
+        def confirm(_plan: object) -> bool:
+            self._deadline.check(f"The drill of {db.name}")
+            return True
+
+        return confirm
 
     def _drop_scratch(self, scratch: PostgresDatabase | MysqlDatabase) -> None:
         """Drop the scratch database and anything the restore derived from its name; never raises."""

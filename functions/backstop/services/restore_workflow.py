@@ -15,11 +15,11 @@ committed through the normal backup path (type ``pre-restore``, stored under the
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +27,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase
+from backstop.deadline import NO_DEADLINE, Deadline
 from backstop.engines import engine_for
-from backstop.errors import ApprovalInvalidError, BackupNotFoundError, IntegrityError, ManifestError, RestoreError
+from backstop.errors import (
+    ApprovalInvalidError,
+    BackstopError,
+    BackupNotFoundError,
+    IntegrityError,
+    ManifestError,
+    RestoreError,
+)
 from backstop.grants import GrantClaims, GrantSigner, check_grant
 from backstop.identity import IdentityProof
 from backstop.manifest import Manifest, Trigger
@@ -52,6 +60,8 @@ SOURCE_LOCK_TTL = timedelta(hours=2)
 ROLLBACK_FAILED = "rollback failed"
 LATEST_CANDIDATES = 3
 """How many backups, newest first, a restore of ``latest`` checks before it gives up (each is downloaded)."""
+DRILLS_CONSIDERED = 3
+"""How many of a database's most recently drilled backups the plan reads to find a passed drill to measure by."""
 
 
 class RestoreRejectedError(RestoreError):
@@ -68,6 +78,10 @@ class SameApproverError(RestoreError):
 
 class RollbackFailedError(RestoreError):
     """The restore failed after the safety snapshot and the rollback failed too: manual intervention needed."""
+
+
+class RestoreTooLongError(RestoreError):
+    """At the speed a drill of the database measured, the restore does not fit in a step: refused before approval."""
 
 
 class Before(BaseModel):
@@ -152,6 +166,7 @@ class RestoreWorkflow:
         grants: GrantSigner,
         state_machine_arn: str,
         clock: Clock = lambda: datetime.now(UTC),
+        deadline: Deadline = NO_DEADLINE,
     ) -> None:
         self._config = config
         self._store = store
@@ -161,6 +176,20 @@ class RestoreWorkflow:
         self._state_machine_arn = state_machine_arn
         self._approval_timeout = config.restore.approval_timeout
         self._clock = clock
+        self._deadline = deadline
+
+    def within(self, deadline: Deadline) -> RestoreWorkflow:
+        """This workflow for one step that must stop at ``deadline``, a margin before its function's timeout.
+
+        A step stopped there raises DeadlineExceededError before it writes: downloads and the safety
+        snapshot's upload are checked between chunks, a restore or rollback once more just before the
+        engine writes. The state machine routes that clean error like any other (Restore's to
+        Rollback), where a Lambda timeout would leave the step half done. The function is built once
+        per container; each invocation has its own deadline.
+        """
+        bound = copy.copy(self)
+        bound._deadline = deadline
+        return bound
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -316,7 +345,7 @@ class RestoreWorkflow:
         run_dir = self._work_dir()
         try:
             raw = run_dir / "artifact"
-            fetch_artifact(self._store, manifest, raw)
+            fetch_artifact(self._store, manifest, raw, self._deadline.progress(f"Checking backup {manifest.backup_id}"))
             return engine_for(db).inspect_artifact(raw, manifest, run_dir).integrity
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -345,11 +374,19 @@ class RestoreWorkflow:
         return self._timing({**state, "lock": {"owner": lock.owner, "expires_at": expires}}, "lock", started)
 
     def plan(self, state: dict[str, Any]) -> dict[str, Any]:
-        """What the restore will do: backup, target identity and current row counts, safety snapshot, duration."""
+        """What the restore will do: backup, target identity and current row counts, safety snapshot, duration.
+
+        The duration is estimated from the speed (raw bytes per second) the newest passed drill of the
+        database measured, else from DEFAULT_THROUGHPUT_BYTES_PER_S. A measured estimate longer than a
+        Restore step can run (this function's timeout less its margin: the steps share the function)
+        is refused here, before approval (RestoreTooLongError), rather than started and rolled back.
+        """
         started = self._now()
         manifest = self._manifest(state)
         target = self._target(state)
         current = self._describe(target)
+        estimate, measured_by = self._estimate(state["database"], manifest.raw.size)
+        self._refuse_too_long(state, estimate, measured_by)
         safety = safety_database(state["database"], state["target"])
         plan = {
             "backup_id": manifest.backup_id,
@@ -361,7 +398,8 @@ class RestoreWorkflow:
             "target_identity": _identity(target),
             "target_exists": current is not None,
             "safety_snapshot": f"{safety} (under {self._config.prefix}/{safety}/)",
-            "estimated_seconds": max(1, round(manifest.raw.size / DEFAULT_THROUGHPUT_BYTES_PER_S)),
+            "estimated_seconds": estimate,
+            "estimated_from": f"the drill of {measured_by}" if measured_by else "an assumed 50 MiB/s (no drill yet)",
             "rows": {
                 name: {"backup": stat.rows, "target": (current or {}).get(name)}
                 for name, stat in manifest.tables.items()
@@ -370,6 +408,35 @@ class RestoreWorkflow:
         }
         self._table.update_audit(state["execution"], {"plan": plan})
         return self._timing({**state, "plan": plan}, "plan", started)
+
+    def _estimate(self, database: str, raw_size: int) -> tuple[int, str | None]:
+        """Seconds a restore of ``raw_size`` raw bytes should take, and the drilled backup that measured the speed
+        (None: no passed drill could be read, and the speed is assumed)."""
+        try:
+            drilled = self._store.sidecar_times(database, "drill")
+            for backup_id in sorted(drilled, key=drilled.__getitem__, reverse=True)[:DRILLS_CONSIDERED]:
+                record = self._store.get_sidecar(backup_id, "drill") or {}
+                seconds = record.get("seconds")
+                if record.get("passed") is True and isinstance(seconds, int | float) and seconds > 0:
+                    rate = self._store.get_manifest(backup_id).raw.size / seconds
+                    return max(1, round(raw_size / rate)) if rate > 0 else 1, backup_id
+        except BackstopError as exc:  # an estimate is no reason to fail the plan: assume instead
+            log.warning("restore plan of %s: no drill to measure by: %s", database, exc)
+        return max(1, round(raw_size / DEFAULT_THROUGHPUT_BYTES_PER_S)), None
+
+    def _refuse_too_long(self, state: dict[str, Any], estimate: int, measured_by: str | None) -> None:
+        """RestoreTooLongError if a measured estimate does not fit in a Restore step of this function."""
+        timeout = self._deadline.timeout
+        if measured_by is None or timeout is None:
+            return
+        step = int(timeout - self._deadline.margin)
+        if estimate <= step:
+            return
+        raise RestoreTooLongError(
+            f"The restore of {state['database']} into {state['target']} would take about {estimate} s at the speed "
+            f"the drill of {measured_by} measured, more than the {step} s a restore step has (its function's timeout "
+            f"is {timeout} s); nothing was touched: {self._deadline.remedy}."
+        )
 
     def _describe(self, target: AnyDatabase) -> dict[str, int] | None:
         if isinstance(target, PostgresDatabase):
@@ -483,7 +550,7 @@ class RestoreWorkflow:
         name = safety_database(state["database"], state["target"])
         snapshot_db = target.model_copy(update={"name": name})
         config = self._config.model_copy(update={"databases": (snapshot_db,)})
-        outcome = BackupService(config, self._store, clock=self._clock).run(
+        outcome = BackupService(config, self._store, clock=self._clock, deadline=self._deadline).run(
             BackupRequest(
                 database=name,
                 at=started,
@@ -511,7 +578,8 @@ class RestoreWorkflow:
         self._require_lock(state)
         target = self._target(state)
         self._require_safety(state, target)
-        self._install(state["database"], self._manifest(state), target)
+        what = f"The restore of {state['database']} into {state['target']}"
+        self._install(state["database"], self._manifest(state), target, what=what)
         return self._timing(state, "restore", started)
 
     def _require_safety(self, state: dict[str, Any], target: AnyDatabase) -> None:
@@ -535,16 +603,28 @@ class RestoreWorkflow:
             raise ApprovalInvalidError(f"refused: the safety snapshot {safety['backup_id']} is not this restore's")
         return manifest
 
-    def _install(self, database: str, manifest: Manifest, target: AnyDatabase, *, config: Config | None = None) -> None:
+    def _install(
+        self, database: str, manifest: Manifest, target: AnyDatabase, *, what: str, config: Config | None = None
+    ) -> None:
+        """Restore ``manifest`` into ``target``, unless the deadline passes first (``what`` is the work, for its error).
+
+        Approved before this step: the confirmation only checks, just before the engine writes, that
+        the deadline has not passed; the download is checked between chunks.
+        """
         config = config or self._config
-        yes: Callable[[Any], bool] = lambda _plan: True  # noqa: E731 - approved before this step
+        progress = self._deadline.progress(what)
+
+        def in_time(_plan: object) -> bool:
+            self._deadline.check(what)
+            return True
+
         if isinstance(target, PostgresDatabase | MysqlDatabase):
-            ServerRestoreService(config, self._store, clock=self._clock).restore_into(
-                database, manifest, target, dry_run=False, confirm=yes
+            ServerRestoreService(config, self._store, clock=self._clock, progress=progress).restore_into(
+                database, manifest, target, dry_run=False, confirm=in_time
             )
         else:
-            RestoreService(config, self._store, clock=self._clock).restore(
-                database, manifest, Path(target.path), dry_run=False, confirm=yes
+            RestoreService(config, self._store, clock=self._clock, progress=progress).restore(
+                database, manifest, Path(target.path), dry_run=False, confirm=in_time
             )
 
     def validate_target(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -586,7 +666,7 @@ class RestoreWorkflow:
             name = safety_database(state["database"], state["target"])
             config = self._config.model_copy(update={"databases": (target.model_copy(update={"name": name}),)})
             snapshot = self._safety_manifest(state)
-            self._install(name, snapshot, target, config=config)
+            self._install(name, snapshot, target, what=f"The rollback of {state['target']}", config=config)
             if self._differences(target, snapshot):
                 raise RestoreError("the rolled-back target does not match the safety snapshot")
         except Exception as exc:  # noqa: BLE001 - any failure here is a failed rollback, named in the alert

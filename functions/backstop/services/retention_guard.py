@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 from typing import Self
 
 from backstop.config import Config, Retention
+from backstop.deadline import NO_DEADLINE, Deadline
+from backstop.errors import DeadlineExceededError
 from backstop.manifest import Manifest
-from backstop.ports import BackupStore, Clock
+from backstop.ports import BackupStore, Clock, NoNotifier, Notifier
 from backstop.retention import TIER_TAG, held
 from backstop.services.artifacts import is_future_dated
 
@@ -38,18 +40,37 @@ class GuardReport:
     held: dict[str, list[str]] = field(default_factory=dict)
     newly_held: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    timed_out: str | None = None
+    """Why the guard stopped at its deadline before reaching every database (those are absent from ``held``)."""
 
     def as_dict(self) -> dict[str, object]:
-        return {"held": self.held, "newly_held": self.newly_held, "released": self.released}
+        return {
+            "held": self.held,
+            "newly_held": self.newly_held,
+            "released": self.released,
+            "timed_out": self.timed_out,
+        }
 
 
 class RetentionGuard:
     """Holds the newest ``keep_last`` good backups of each database in ``retention`` (name -> its retention)."""
 
-    def __init__(self, retention: Mapping[str, Retention], store: BackupStore, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        retention: Mapping[str, Retention],
+        store: BackupStore,
+        clock: Clock | None = None,
+        *,
+        notifier: Notifier | None = None,
+        deadline: Deadline = NO_DEADLINE,
+    ) -> None:
+        """``deadline``: when a run in a function must stop, a margin before the function's timeout; ``notifier``
+        gets the one alert of a run stopped there."""
         self._retention = dict(retention)
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._notifier = notifier or NoNotifier()
+        self._deadline = deadline
 
     @classmethod
     def of(cls, config: Config, store: BackupStore, clock: Clock | None = None) -> Self:
@@ -57,8 +78,19 @@ class RetentionGuard:
         return cls({db.name: db.retention for db in config.databases}, store, clock)
 
     def run(self) -> GuardReport:
+        """Hold each database's newest good backups and release the ones they replace, database by database.
+
+        Past the deadline it stops before the next database (what it did so far stands: each change is
+        one tag), says so in ``timed_out`` and publishes one ``guard_timed_out`` alert.
+        """
         report = GuardReport()
         for name, retention in self._retention.items():
+            try:
+                self._deadline.check("The keep-last-good guard")
+            except DeadlineExceededError as exc:
+                report.timed_out = str(exc)
+                self._alert_timed_out(report, [n for n in self._retention if n not in report.held])
+                break
             manifests = self._store.manifests(name)
             keep = self._newest_good(manifests, retention.keep_last)
             report.held[name] = sorted(m.backup_id for m in keep)
@@ -70,6 +102,18 @@ class RetentionGuard:
                 elif changed == "released":
                     report.released.append(manifest.backup_id)
         return report
+
+    def _alert_timed_out(self, report: GuardReport, unreached: list[str]) -> None:
+        log.error("%s", report.timed_out)
+        self._notifier.publish(
+            "Backstop: the keep-last-good guard stopped at its deadline",
+            {
+                "event": "guard_timed_out",
+                "done": sorted(report.held),
+                "not_reached": unreached,
+                "message": report.timed_out,
+            },
+        )
 
     def _newest_good(self, manifests: list[Manifest], count: int) -> list[Manifest]:
         now = self._clock()

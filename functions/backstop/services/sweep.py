@@ -31,7 +31,15 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from backstop.config import Config, Retention, Sweep
-from backstop.errors import BackstopError, BackupNotFoundError, ConfigError, IntegrityError, StorageError
+from backstop.deadline import NO_DEADLINE, Deadline
+from backstop.errors import (
+    BackstopError,
+    BackupNotFoundError,
+    ConfigError,
+    DeadlineExceededError,
+    IntegrityError,
+    StorageError,
+)
 from backstop.manifest import Manifest
 from backstop.names import parse_backup_id
 from backstop.ports import BackupStore, Clock, Notifier
@@ -117,6 +125,9 @@ class SweepReport:
     """Committed backups with a sweep record, this run's included."""
     unlisted: dict[str, str] = field(default_factory=dict)
     """Databases whose backups could not be listed, with the reason: none of their backups was read."""
+    timed_out: str | None = None
+    """Why the sweep stopped at its deadline, before its budget was spent (its ``skipped`` backups wait for the next
+    run); None when it did not."""
 
     def _ids(self, verdict: Verdict) -> tuple[str, ...]:
         return tuple(s.backup_id for s in self.swept if s.verdict == verdict)
@@ -165,6 +176,7 @@ class SweepReport:
             "skipped": self.skipped,
             "coverage": {"covered": self.covered, "committed": self.committed},
             "unlisted": dict(self.unlisted),
+            "timed_out": self.timed_out,
             "backups": [
                 {
                     "database": s.database,
@@ -219,11 +231,14 @@ class SweepService:
         notifier: Notifier,
         *,
         clock: Clock = lambda: datetime.now(UTC),
+        deadline: Deadline = NO_DEADLINE,
     ) -> None:
+        """``deadline``: when a sweep in a function must stop, a margin before the function's timeout."""
         self._scope = config if isinstance(config, SweepScope) else SweepScope.of(config)
         self._store = store
         self._notifier = notifier
         self._clock = clock
+        self._deadline = deadline
 
     def run(self, budget: int | None = None) -> SweepReport:
         """Read backups in sweep order until ``budget`` bytes (default: the configured one) are spent.
@@ -231,7 +246,10 @@ class SweepService:
         Publishes ``backup_corrupt`` and ``backup_unreadable`` alerts naming each backup found so,
         and writes every verdict to the backup's sweep sidecar. A database that cannot be listed is
         reported in ``unlisted`` and the others are still swept; StorageError if a sweep record
-        cannot be written, ConfigError for a budget below one byte.
+        cannot be written, ConfigError for a budget below one byte. Past the deadline the sweep stops
+        between two backups, or in the middle of reading one, which then gets no verdict: the report
+        says so in ``timed_out``, one ``sweep_timed_out`` alert is published, and the backups not read
+        are first in line for the next run.
         """
         budget = self._scope.budget if budget is None else budget
         if budget < 1:
@@ -241,10 +259,16 @@ class SweepService:
         covered = {c.backup_id for c in queue if c.last_swept is not None}
         swept: list[SweptBackup] = []
         bytes_read = 0
+        timed_out: str | None = None
         for candidate in queue:
             if swept and bytes_read + candidate.stored_size > budget:
                 break
-            result = self._sweep(candidate)
+            try:
+                self._deadline.check("The verification sweep")
+                result = self._sweep(candidate)
+            except DeadlineExceededError as exc:
+                timed_out = str(exc)
+                break
             swept.append(result)
             bytes_read += result.bytes_read
             if result.verdict != "gone":
@@ -258,7 +282,10 @@ class SweepService:
             committed=len(queue) - sum(1 for s in swept if s.verdict == "gone"),
             covered=len(covered),
             unlisted=unlisted,
+            timed_out=timed_out,
         )
+        if timed_out is not None:
+            self._alert_timed_out(report)
         log.info(
             "sweep read %d backups (%d bytes of a %d budget): %d corrupt, %d unreadable, %d overwritten, "
             "%d left for later runs",
@@ -271,6 +298,19 @@ class SweepService:
             report.skipped,
         )
         return report
+
+    def _alert_timed_out(self, report: SweepReport) -> None:
+        log.error("%s", report.timed_out)
+        self._notifier.publish(
+            "Backstop: the verification sweep stopped at its deadline",
+            {
+                "event": "sweep_timed_out",
+                "databases": list(report.databases),
+                "checked": len(report.swept),
+                "skipped": report.skipped,
+                "message": report.timed_out,
+            },
+        )
 
     def _queue(self) -> tuple[list[_Candidate], dict[str, str]]:
         """Every committed backup of the scope in sweep order, from two listings per database."""
@@ -324,6 +364,7 @@ class SweepService:
         size = 0
         try:
             for chunk in self._store.read_object(expected.key, expected.version_id):
+                self._deadline.check("The verification sweep")  # raised through: no verdict on a read cut short
                 digest.update(chunk)
                 size += len(chunk)
         except IntegrityError as exc:  # the version is missing, or fails S3's own checksum
