@@ -49,6 +49,7 @@ from backstop.pipeline import CHUNK, Sink, decompress_stream
 from backstop.ports import BackupStore, Clock, Progress
 from backstop.services.artifacts import expected_digest, fetch_artifact, resolve_backup
 from backstop.services.download import download
+from backstop.services.pre_restore import Pruning, prune_server
 
 if TYPE_CHECKING:
     from backstop.engines.postgres import ArchiveFeeder, ArchiveToc, PostgresServer
@@ -133,6 +134,7 @@ class _Server(Protocol):
     def load(self, artifact: Path, dbname: str, run_dir: Path) -> None: ...
     def validate(self, dbname: str, manifest: Manifest) -> Inspection: ...
     def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]: ...
+    def databases(self, prefix: str) -> list[str]: ...
 
 
 def _unpack(stored: Path, manifest: Manifest, sink: Sink) -> None:
@@ -219,6 +221,9 @@ class _PostgresTarget:
     def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]:
         return self._server.swap(fresh, target, pre_restore), list(self._warnings)
 
+    def databases(self, prefix: str) -> list[str]:
+        return self._server.databases(prefix)
+
 
 @contextmanager
 def _postgres_server(db: PostgresDatabase, manifest: Manifest, artifact: Path, run_dir: Path) -> Iterator[_Server]:
@@ -269,6 +274,8 @@ class ServerRestoreOutcome:
     pre_restore: str | None
     inspection: Inspection | None
     warnings: tuple[str, ...] = ()
+    pruned: tuple[str, ...] = ()
+    """Older pre-restore databases dropped by ``restore.keep_pre_restore`` after this restore succeeded."""
 
 
 class ServerRestoreService:
@@ -384,12 +391,17 @@ class ServerRestoreService:
                     if isinstance(exc, BackstopError):
                         raise type(exc)(f"{exc} The target {target.dbname} was not touched.") from None
                     raise
+                pruning = Pruning()
+                if kept:  # the target's older copies, by restore.keep_pre_restore (services/pre_restore.py)
+                    policy = self._config.restore.keep_pre_restore
+                    pruning = prune_server(server, target.dbname, pre_restore, fresh, policy, self._clock())
                 return ServerRestoreOutcome(
                     plan=plan,
                     restored=True,
                     pre_restore=pre_restore if kept else None,
                     inspection=inspection,
-                    warnings=tuple(warnings),
+                    warnings=(*warnings, *pruning.warnings),
+                    pruned=pruning.pruned,
                 )
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
