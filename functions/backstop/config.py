@@ -7,6 +7,7 @@ infra/ imports these models to build the stack; nothing here imports the CDK.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import re
 import zoneinfo
@@ -359,7 +360,57 @@ class FileDrill(_Drill):
     path: AbsolutePath | None = None
 
 
-class DrillServer(_Model):
+TlsMode = Literal["verify-full", "require", "off"]
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine by its very spelling: ``localhost`` or an address in 127.0.0.0/8 (or ::1)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_mode_of(host: str, tls: TlsMode | None) -> TlsMode:
+    """The TLS a connection to ``host`` uses: ``tls`` as written, else verify-full (off for a loopback host)."""
+    if tls is not None:
+        return tls
+    return "off" if is_loopback(host) else "verify-full"
+
+
+class _ServerTls(_Model):
+    """How a server proves itself before it gets a password (backstop.engines.tls).
+
+    ``tls``: verify-full (TLS, the certificate chains to a trusted CA and names ``host``), require (TLS,
+    certificate not checked: a passive eavesdropper learns nothing, an impostor is not stopped) or off. Not
+    written: verify-full, except on a loopback host (``localhost``, 127.0.0.0/8), where it is off, because the
+    connection never leaves the machine. ``off`` for any other host only where it is written.
+    ``tls_ca``: the CA bundle (PEM) verify-full trusts instead of the default, which is the system's bundle
+    plus the RDS global bundle where the image carries it.
+    """
+
+    tls: TlsMode | None = None
+    tls_ca: AbsolutePath | None = None
+    if TYPE_CHECKING:  # each subclass declares it
+        host: str
+
+    @property
+    def tls_mode(self) -> TlsMode:
+        return tls_mode_of(self.host, self.tls)
+
+    @model_validator(mode="after")
+    def _ca_is_for_verification(self) -> _ServerTls:
+        if self.tls_ca is not None and self.tls_mode != "verify-full":
+            raise _LocatedError(
+                ("tls_ca",), f"tls_ca is used only by tls: verify-full, and tls here is {self.tls_mode}: remove one"
+            )
+        return self
+
+
+class DrillServer(_ServerTls):
     """The scratch server a PostgreSQL or MySQL drill restores into (a uniquely named database, always dropped)."""
 
     host: str
@@ -447,7 +498,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
 
 
-class _ServerDatabase(_DatabaseBase):
+class _ServerDatabase(_DatabaseBase, _ServerTls):
     """A database on a server, dumped by its own tool. The password is never in this file.
 
     In AWS the password is fetched at run time from ``password_secret`` (a Secrets Manager ARN,

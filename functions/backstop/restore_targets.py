@@ -21,14 +21,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from backstop.config import AnyDatabase, MysqlDatabase, PostgresDatabase, ServerDatabase
+from backstop.config import AnyDatabase, MysqlDatabase, PostgresDatabase, ServerDatabase, tls_mode_of
 from backstop.errors import ConfigError, RestoreError
 from backstop.names import check_database_name
 
 TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 IN_PLACE = "in-place"
 _LOCAL_FIELDS = frozenset({"path"})
-_SERVER_FIELDS = frozenset({"host", "port", "dbname", "user", "password_secret", "password_env"})
+_SERVER_FIELDS = frozenset({"host", "port", "dbname", "user", "password_secret", "password_env", "tls", "tls_ca"})
 
 SYSTEM_TREES = (
     "/bin",
@@ -101,6 +101,7 @@ def resolve_target(db: AnyDatabase, name: str, overrides: dict[str, Any]) -> Any
         data.pop("password_env", None)
     if "password_env" in overrides:
         data.pop("password_secret", None)
+    _inherit_tls(data, db, overrides)
     try:
         target = type(db).model_validate(data)
     except ValidationError as exc:
@@ -131,6 +132,31 @@ def resolve_target(db: AnyDatabase, name: str, overrides: dict[str, Any]) -> Any
             "swaps its target away whole, so restore beside the source, never inside or around it."
         )
     return target
+
+
+def _inherit_tls(data: dict[str, Any], db: AnyDatabase, overrides: dict[str, Any]) -> None:
+    """A server target keeps the source's TLS settings, but for the fields it sets itself, as ``tls_moved_to`` says."""
+    if not isinstance(db, PostgresDatabase | MysqlDatabase):
+        return
+    host = overrides.get("host", db.host)
+    if not isinstance(host, str):
+        return  # the model refuses it
+    moved = tls_moved_to(db, host)
+    if "tls" not in overrides:
+        data["tls"] = moved["tls"]
+    if "tls_ca" not in overrides and tls_mode_of(host, data.get("tls")) != "verify-full":
+        data.pop("tls_ca", None)
+
+
+def tls_moved_to(db: ServerDatabase, host: str) -> dict[str, Any]:
+    """``db``'s ``tls`` and ``tls_ca`` for a connection to ``host`` instead (a restore target, a restore URL).
+
+    Kept, except what would not fit the other host unless written for it: ``tls: off`` (off is never a
+    default away from loopback, so the other host gets its own default), and ``tls_ca`` where the TLS
+    there does not verify.
+    """
+    tls = None if db.tls == "off" and host.lower() != db.host.lower() else db.tls
+    return {"tls": tls, "tls_ca": db.tls_ca if tls_mode_of(host, tls) == "verify-full" else None}
 
 
 def _key(key: object) -> str:

@@ -26,7 +26,8 @@ client also runs sandboxed (``engines/mysql_restore.py``).
 The password reaches the tool only through a 0600 option file in the run directory, named by
 ``--defaults-extra-file`` (the first argument, as the tool requires); the child's environment
 carries neither ``MYSQL_PWD`` nor the variable the password came from. Identity and statistics are
-read through PyMySQL, with the password passed in process.
+read through PyMySQL, with the password passed in process. Both connections carry the database's TLS
+(``engines/tls.py``): PyMySQL's first, so a server that cannot prove itself is refused before the tool runs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import pymysql
 from backstop.config import MysqlDatabase
 from backstop.credentials import mysql_option_file, private_file, resolve_password
 from backstop.engines.base import Inspection, compare_with_manifest
+from backstop.engines.tls import client_flavor, connect_mysql, mysql_tool_options, tls_hint, trust_file
 from backstop.errors import IntegrityError, SourceError, UnsafeArchiveError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
@@ -577,26 +579,23 @@ def _scrub(text: str, password: str | None) -> str:
     return text.replace(password, "***") if password else text
 
 
-def _read_server(db: MysqlDatabase, password: str | None) -> _Server:
-    """Identity, version and base tables of the source; SourceError (without the password) if unreachable."""
+def _read_server(db: MysqlDatabase, password: str | None, ca: Path | None) -> _Server:
+    """Identity, version and base tables of the source; SourceError (without the password) if unreachable.
+
+    The connection carries ``db``'s TLS, verified against ``ca`` under verify-full (``engines/tls.py``).
+    """
     where = f"{db.user}@{db.host}:{db.port}/{db.dbname}"
     try:
-        conn = pymysql.connect(
-            host=db.host,
-            port=db.port,
-            user=db.user,
-            password=password or "",
-            database=db.dbname,
-            connect_timeout=max(1, int(db.connect_timeout.total_seconds())),
-            charset="utf8mb4",
-        )
+        conn = connect_mysql(db, password, ca, database=db.dbname, charset="utf8mb4")
     except pymysql.MySQLError as exc:
         code = exc.args[0] if exc.args else None
         if code == _ACCESS_DENIED:
             hint = f" (check ${db.password_env})" if db.password_env else " (check its password secret)"
             raise SourceError(f"MySQL database {db.name} refused {where}: access denied{hint}.") from None
-        reason = _scrub(str(exc.args[1] if len(exc.args) > 1 else exc), password)[:200]
-        raise SourceError(f"MySQL database {db.name} cannot be reached as {where}: {reason}.") from None
+        reason = " ".join(_scrub(str(exc.args[1] if len(exc.args) > 1 else exc), password).split())[:200]
+        raise SourceError(
+            f"MySQL database {db.name} cannot be reached as {where}: {reason.rstrip('.')}{tls_hint(db, reason)}."
+        ) from None
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT VERSION(), @@server_id, @@hostname")
@@ -846,15 +845,18 @@ class MysqlEngine:
         password = resolve_password(db)
         tool, path = _dump_tool()
         env = child_env(db, password)
-        server = _read_server(db, password)
+        version = _tool_version(path, env)
         with ExitStack() as stack:
+            ca = stack.enter_context(trust_file(db, run_dir, SourceError))
+            server = _read_server(db, password, ca)
             args = [path]
             if password is not None:
                 options = stack.enter_context(private_file(run_dir, "client.cnf", mysql_option_file(db, password)))
                 args.append(f"--defaults-extra-file={options}")  # must be the first option
-            args += [*DUMP_OPTIONS, f"--host={db.host}", f"--port={db.port}", f"--user={db.user}", db.dbname]
+            args += [*DUMP_OPTIONS, *mysql_tool_options(db, client_flavor(version), ca)]
+            args += [f"--host={db.host}", f"--port={db.port}", f"--user={db.user}", db.dbname]
             snapshot = MysqlSnapshot(db, args, env, run_dir, server, password)
-            snapshot.tools = {tool: _tool_version(path, env)}
+            snapshot.tools = {tool: version}
             yield snapshot
 
     def inspect_artifact(self, raw: Path, manifest: Manifest, work_dir: Path) -> Inspection:

@@ -46,6 +46,7 @@ from backstop.credentials import mysql_option_file, private_file, resolve_passwo
 from backstop.engines.base import Inspection
 from backstop.engines.mysql import child_env
 from backstop.engines.mysql import quote_identifier as q
+from backstop.engines.tls import connect_mysql, mysql_tool_options, tls_hint, trust_file
 from backstop.errors import BackstopError, ManualInterventionError, RestoreError, ValidationError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
@@ -142,12 +143,14 @@ class MysqlServer:
         options: Path | None,
         password: str | None,
         client: str,
+        tls_options: list[str],
     ) -> None:
         self.db = db
         self._conn = conn
         self._options = options
         self._password = password
         self._client = client
+        self._tls_options = tls_options  # the client's TLS (engines/tls.py)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -307,6 +310,7 @@ class MysqlServer:
             f"--port={db.port}",
             f"--user={db.user}",
             "--protocol=TCP",
+            *self._tls_options,
             "--default-character-set=utf8mb4",
             "--batch",
             "--sandbox",
@@ -644,25 +648,20 @@ def restore_server(db: MysqlDatabase, run_dir: Path) -> Iterator[MysqlServer]:
     password = resolve_password(db)
     client = sandboxed_client(child_env(db, password))
     with ExitStack() as stack:
+        ca = stack.enter_context(trust_file(db, run_dir, RestoreError))
         options = None
         if password is not None:
             options = stack.enter_context(private_file(run_dir, "client.cnf", mysql_option_file(db, password)))
         try:
-            conn = pymysql.connect(
-                host=db.host,
-                port=db.port,
-                user=db.user,
-                password=password or "",
-                connect_timeout=max(1, int(db.connect_timeout.total_seconds())),
-                charset=CHARSET,
-                autocommit=True,
-            )
+            conn = connect_mysql(db, password, ca, charset=CHARSET, autocommit=True)
         except pymysql.MySQLError as exc:
-            reason = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
+            reason = " ".join((str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__).split())
             if password:
                 reason = reason.replace(password, "***")
+            reason = reason[:_EXCERPT_CHARS].rstrip(".")
             raise RestoreError(
-                f"Cannot connect to the MySQL server {db.host}:{db.port} as {db.user}: {reason[:_EXCERPT_CHARS]}."
+                f"Cannot connect to the MySQL server {db.host}:{db.port} as {db.user}: {reason}{tls_hint(db, reason)}."
             ) from None
         stack.callback(conn.close)
-        yield MysqlServer(db, conn, options, password, client)
+        # Only MariaDB's client has --sandbox (sandboxed_client), so its TLS options are MariaDB's.
+        yield MysqlServer(db, conn, options, password, client, mysql_tool_options(db, "mariadb", ca))

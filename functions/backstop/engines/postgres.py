@@ -8,6 +8,9 @@ Backstop's pipeline compresses it. Its stdout is streamed as the raw snapshot an
 it) and ``--list`` counts the table of contents. A pg_dump that dies or exits non-zero is raised by
 the reader before it reports end of stream, so a partial archive is never committed.
 
+Every connection, psycopg's and the tools', carries the database's TLS (``sslmode``, ``sslrootcert``) and
+what the server may ask for (``require_auth``) in its connection string (``engines/tls.py``).
+
 The password reaches psycopg in-process and the tools that connect (pg_dump, pg_restore into a
 server) through a 0600 ``.pgpass`` in the run directory (``PGPASSFILE``); it is never in argv or in a
 child's environment: those tools get ours without ``PGPASSWORD``, the database's ``password_env`` and
@@ -41,6 +44,14 @@ from backstop.config import PostgresDatabase
 from backstop.credentials import pgpass_line, private_file, resolve_password
 from backstop.engines.base import Inspection
 from backstop.engines.sqlite import MIGRATION_TABLES
+from backstop.engines.tls import (
+    auth_restricted,
+    libpq_settings,
+    psycopg_restricts_auth,
+    tls_hint,
+    tool_restricts_auth,
+    trust_file,
+)
 from backstop.errors import IntegrityError, RestoreError, SourceError, ValidationError
 from backstop.manifest import IntegrityCheck, Manifest, TableStat
 
@@ -275,6 +286,7 @@ class PostgresSnapshot:
         run_dir: Path,
         pgpass: Path | None,
         password: str | None,
+        libpq: dict[str, str],
     ) -> None:
         self._db = db
         self._conn = conn
@@ -282,6 +294,7 @@ class PostgresSnapshot:
         self._run_dir = run_dir
         self._pgpass = pgpass
         self._password = password
+        self._libpq = libpq
         self.source: dict[str, str | int | None] = {}
         self.tools: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -296,6 +309,7 @@ class PostgresSnapshot:
             user=self._db.user,
             connect_timeout=str(max(2, int(self._db.connect_timeout.total_seconds()))),
             application_name="backstop",
+            **self._libpq,
         )
         lock_ms = max(1, int(self._db.lock_wait_timeout.total_seconds() * 1000))
         return [
@@ -456,10 +470,13 @@ class PostgresEngine:
         password = resolve_password(db)
         dump_major, dump_version = tool_version("pg_dump")
         with ExitStack() as stack:
+            ca = stack.enter_context(trust_file(db, run_dir, SourceError))
+            own = auth_restricted(db, "psycopg", psycopg_restricts_auth(), password, SourceError)
+            dump = auth_restricted(db, "pg_dump", tool_restricts_auth(tool_path("pg_dump")), password, SourceError)
             pgpass = None
             if password is not None:
                 pgpass = stack.enter_context(private_file(run_dir, ".pgpass", pgpass_line(db, password)))
-            conn = self._connect(password)
+            conn = self._connect(password, libpq_settings(db, ca, restrict_auth=own))
             stack.callback(conn.close)
             source = self._identity(conn, dump_major, dump_version)
             warnings: list[str] = []
@@ -480,7 +497,8 @@ class PostgresEngine:
                 raise SourceError(
                     f"PostgreSQL database {db.name} cannot export a snapshot: {_psycopg_message(exc, password)}."
                 ) from None
-            snapshot = PostgresSnapshot(db, conn, str(row[0]) if row else "", run_dir, pgpass, password)
+            dump_libpq = libpq_settings(db, ca, restrict_auth=dump)
+            snapshot = PostgresSnapshot(db, conn, str(row[0]) if row else "", run_dir, pgpass, password, dump_libpq)
             snapshot.source = source
             snapshot.tools = {"pg_dump": dump_version}
             snapshot.warnings = warnings
@@ -490,10 +508,11 @@ class PostgresEngine:
                 with suppress(psycopg.Error):
                     conn.rollback()
 
-    def _connect(self, password: str | None) -> psycopg.Connection[TupleRow]:
+    def _connect(self, password: str | None, libpq: dict[str, str]) -> psycopg.Connection[TupleRow]:
         db = self._db
         try:
             return psycopg.connect(
+                make_conninfo(**libpq),
                 host=db.host,
                 port=db.port,
                 dbname=db.dbname,
@@ -504,9 +523,10 @@ class PostgresEngine:
                 autocommit=True,
             )
         except psycopg.Error as exc:
+            reason = _psycopg_message(exc, password)
             raise SourceError(
                 f"Cannot connect to PostgreSQL database {db.name} ({db.dbname} at {db.host}:{db.port} as {db.user}): "
-                f"{_psycopg_message(exc, password)}."
+                f"{reason}{tls_hint(db, reason)}."
             ) from None
 
     def _identity(
@@ -963,12 +983,20 @@ class PostgresServer:
     """
 
     def __init__(
-        self, db: PostgresDatabase, conn: psycopg.Connection[TupleRow], pgpass: Path | None, password: str | None
+        self,
+        db: PostgresDatabase,
+        conn: psycopg.Connection[TupleRow],
+        pgpass: Path | None,
+        password: str | None,
+        libpq: dict[str, str],
+        tool_libpq: dict[str, str],
     ) -> None:
         self.db = db
         self._conn = conn
         self._pgpass = pgpass
         self._password = password
+        self._libpq = libpq  # psycopg's TLS and authentication settings (engines/tls.py)
+        self._tool_libpq = tool_libpq  # pg_restore's
 
     def _message(self, exc: psycopg.Error) -> str:
         return _psycopg_message(exc, self._password)
@@ -996,6 +1024,7 @@ class PostgresServer:
     def connect(self, dbname: str) -> psycopg.Connection[TupleRow]:
         db = self.db
         return psycopg.connect(
+            make_conninfo(**self._libpq),
             host=db.host,
             port=db.port,
             dbname=dbname,
@@ -1110,6 +1139,7 @@ class PostgresServer:
             user=db.user,
             connect_timeout=str(max(2, int(db.connect_timeout.total_seconds()))),
             application_name="backstop",
+            **self._tool_libpq,
         )
         errors = run_dir / "pg_restore-restore.stderr"
         command = [
@@ -1293,14 +1323,22 @@ class PostgresServer:
 
 @contextmanager
 def restore_server(db: PostgresDatabase, run_dir: Path) -> Iterator[PostgresServer]:
-    """The server of ``db`` (the restore target), with its password in a 0600 ``.pgpass`` in ``run_dir``."""
+    """The server of ``db`` (the restore target), with its password in a 0600 ``.pgpass`` in ``run_dir``.
+
+    Every connection to it, psycopg's and pg_restore's, carries ``db``'s TLS (``engines/tls.py``).
+    """
     password = resolve_password(db)
     with ExitStack() as stack:
+        ca = stack.enter_context(trust_file(db, run_dir, RestoreError))
+        own = auth_restricted(db, "psycopg", psycopg_restricts_auth(), password, RestoreError)
+        tool = auth_restricted(db, "pg_restore", tool_restricts_auth(tool_path("pg_restore")), password, RestoreError)
+        libpq = libpq_settings(db, ca, restrict_auth=own)
         pgpass = None
         if password is not None:
             pgpass = stack.enter_context(private_file(run_dir, ".pgpass", pgpass_line(db, password)))
         try:
             conn = psycopg.connect(
+                make_conninfo(**libpq),
                 host=db.host,
                 port=db.port,
                 dbname="postgres",
@@ -1311,9 +1349,10 @@ def restore_server(db: PostgresDatabase, run_dir: Path) -> Iterator[PostgresServ
                 autocommit=True,
             )
         except psycopg.Error as exc:
+            reason = _psycopg_message(exc, password)
             raise RestoreError(
-                f"Cannot connect to the PostgreSQL server {db.host}:{db.port} as {db.user}: "
-                f"{_psycopg_message(exc, password)}."
+                f"Cannot connect to the PostgreSQL server {db.host}:{db.port} as {db.user}: {reason}"
+                f"{tls_hint(db, reason)}."
             ) from None
         stack.callback(conn.close)
-        yield PostgresServer(db, conn, pgpass, password)
+        yield PostgresServer(db, conn, pgpass, password, libpq, libpq_settings(db, ca, restrict_auth=tool))

@@ -171,6 +171,8 @@ class DrillService:
                 "user": server.user,
                 "password_secret": server.password_secret,
                 "password_env": server.password_env,
+                "tls": server.tls,  # the scratch server's own TLS, not the source's
+                "tls_ca": server.tls_ca,
                 "dbname": name,
                 "restore_targets": {},
                 "drill": None,

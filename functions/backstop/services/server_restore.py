@@ -47,6 +47,7 @@ from backstop.errors import BackstopError, ManualInterventionError, RestoreError
 from backstop.manifest import Manifest
 from backstop.pipeline import CHUNK, Sink, decompress_stream
 from backstop.ports import BackupStore, Clock, Progress
+from backstop.restore_targets import tls_moved_to
 from backstop.services.artifacts import expected_digest, fetch_artifact, resolve_backup
 from backstop.services.download import download
 from backstop.services.pre_restore import Pruning, prune_server
@@ -312,7 +313,13 @@ class ServerRestoreService:
             )
         target = parse_target_url(url, db.user, db.engine)
         target_db = db.model_copy(
-            update={"host": target.host, "port": target.port, "user": target.user, "dbname": target.dbname}
+            update={
+                "host": target.host,
+                "port": target.port,
+                "user": target.user,
+                "dbname": target.dbname,
+                **tls_moved_to(db, target.host),
+            }
         )
         return self.restore_into(database, ref, target_db, dry_run=dry_run, confirm=confirm)
 
