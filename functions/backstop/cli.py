@@ -319,14 +319,23 @@ def backup(obj: Context, database: str, backup_type: str, at: datetime | None, a
 @main.command(name="list")
 @vault_or_replica
 @database_argument
+@click.option(
+    "--pre-restore",
+    "pre_restore",
+    is_flag=True,
+    help="List instead the pre-restore copies kept beside each declared restore target (connects to servers).",
+)
 @json_option
 @click.pass_obj
-def list_backups(obj: Context, database: str, as_json: bool) -> None:
-    """List the committed backups of DATABASE, oldest first."""
+def list_backups(obj: Context, database: str, pre_restore: bool, as_json: bool) -> None:
+    """List the committed backups of DATABASE, oldest first (--pre-restore: the copies restores kept)."""
     from rich.table import Table
 
     from backstop.services.catalog import CatalogService
 
+    if pre_restore:
+        _list_pre_restore(obj, database, as_json)
+        return
     with _failures():
         store = obj.store()
         manifests = CatalogService(obj.config, store).backups(database)
@@ -350,6 +359,41 @@ def list_backups(obj: Context, database: str, as_json: bool) -> None:
                 _drill_word(drills.get(m.backup_id)),
                 m.object.sha256[:12],
             )
+        out.print(table)
+
+
+def _list_pre_restore(obj: Context, database: str, as_json: bool) -> None:
+    """The pre-restore copies of DATABASE's declared targets, oldest first, and whether each one's restore completed."""
+    from rich.table import Table
+
+    from backstop.restore_targets import target_for
+    from backstop.services.pre_restore import target_copies
+
+    with _failures():
+        db = obj.config.database(database)
+        work_dir = obj.config.work_dir
+        copies = [(t, c) for t in sorted(db.restore_targets) for c in target_copies(target_for(db, t), work_dir)]
+        if as_json:
+            _print_json(
+                [
+                    {
+                        "target": t,
+                        "copy": c.name,
+                        "taken_at": c.taken_at.isoformat(),
+                        "kind": c.kind,
+                        "completed": c.completed,
+                    }
+                    for t, c in copies
+                ]
+            )
+            return
+        if not copies:
+            out.print(f"No pre-restore copies beside the restore targets of {database}.")
+            return
+        table = Table("target", "copy", "taken at", "restore")
+        for t, c in copies:
+            state = "completed" if c.completed else "not completed (running or failed: never pruned)"
+            table.add_row(t, escape(c.name), c.taken_at.isoformat()[:19], state)
         out.print(table)
 
 
@@ -614,6 +658,8 @@ def restore(obj: Context, database: str, backup_id: str, target: str, dry_run: b
                     "target": str(outcome.plan.target),
                     "restored": outcome.restored,
                     "pre_restore": str(outcome.plan.pre_restore) if outcome.restored else None,
+                    "pruned": list(outcome.pruned),
+                    "warnings": list(outcome.warnings),
                     "dry_run": dry_run,
                 }
             )
@@ -621,6 +667,7 @@ def restore(obj: Context, database: str, backup_id: str, target: str, dry_run: b
             out.print(f"Restored {outcome.plan.manifest.backup_id} into {outcome.plan.target}; validated.")
             if outcome.plan.pre_restore:
                 out.print(f"The previous version is kept at {outcome.plan.pre_restore}.")
+            _print_pruning(outcome.pruned, outcome.warnings)
         elif not dry_run:
             _fail("Restore cancelled; the target was not touched.")
 
@@ -653,6 +700,7 @@ def _restore_into_server(
                     "target": outcome.plan.target.display,
                     "restored": outcome.restored,
                     "pre_restore": outcome.pre_restore,
+                    "pruned": list(outcome.pruned),
                     "warnings": list(outcome.warnings),
                     "dry_run": dry_run,
                 }
@@ -661,10 +709,17 @@ def _restore_into_server(
             out.print(f"Restored {outcome.plan.manifest.backup_id} into {outcome.plan.target.display}; validated.")
             if outcome.pre_restore:
                 out.print(f"The previous database is kept as {outcome.pre_restore}.")
-            for warning in outcome.warnings:
-                err.print(f"warning: {escape(warning)}")
+            _print_pruning(outcome.pruned, outcome.warnings)
         elif not dry_run:
             _fail("Restore cancelled; the target was not touched.")
+
+
+def _print_pruning(pruned: tuple[str, ...], warnings: tuple[str, ...]) -> None:
+    """What restore.keep_pre_restore removed after the restore, and any warning."""
+    for name in pruned:
+        out.print(f"Pruned the older pre-restore copy {escape(name)} (restore.keep_pre_restore).")
+    for warning in warnings:
+        err.print(f"warning: {escape(warning)}")
 
 
 def _print_server_plan(plan: ServerRestorePlan) -> None:

@@ -270,8 +270,9 @@ def _server_clash(databases: Sequence[AnyDatabase]) -> tuple[tuple[str | int, ..
     return None
 
 
-def kept_prefix(db: ServerDatabase) -> str:
-    """How the names of the pre-restore databases a restore into ``db`` keeps begin: ``<dbname>_pre_restore_``.
+def kept_prefix(db: ServerDatabase, suffix: str = KEPT_SUFFIX) -> str:
+    """How the names of the pre-restore databases a restore into ``db`` keeps begin: ``<dbname>_pre_restore_``
+    (``suffix="_restore_"``: its fresh databases, ``<dbname>_restore_``).
 
     ``dbname`` is cut as the engine cuts it to fit its identifier limit (so it may be shorter).
     """
@@ -279,4 +280,4 @@ def kept_prefix(db: ServerDatabase) -> str:
         from backstop.engines.mysql_restore import derived_name
     else:
         from backstop.engines.postgres import derived_name
-    return derived_name(db.dbname, KEPT_SUFFIX + STAMP_SHAPE)[: -len(STAMP_SHAPE)]
+    return derived_name(db.dbname, suffix + STAMP_SHAPE)[: -len(STAMP_SHAPE)]

@@ -7,7 +7,9 @@ running survives; nothing but the target's own copies (exactly ``<target>.pre-re
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -17,7 +19,12 @@ from typing import Any
 
 import pymysql
 import pytest
+import yaml
+from click.testing import CliRunner
+from rich.console import Console
 
+import backstop.cli
+from backstop.cli import main
 from backstop.config import Config, KeepPreRestore
 from backstop.engines import mysql_restore
 from backstop.engines import sqlite as sqlite_engine
@@ -26,7 +33,7 @@ from backstop.services.pre_restore import PreRestoreCopy, choose_pruned, local_c
 from backstop.services.restore import RestoreService
 from backstop.services.server_restore import ServerRestoreService
 from backstop.store import S3Store
-from tests.conftest import create_orders_db
+from tests.conftest import BUCKET, create_orders_db
 from tests.services import at, run_backup
 
 FIRST = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)
@@ -636,3 +643,105 @@ def test_the_copy_of_a_mariadb_restore_that_needed_intervention_survives_pruning
     assert my_databases(f"{target}_pre_restore_") == [failed_copy, newest]
     assert my_databases(f"{target}_restore_") == [f"{target}_restore_{FIRST:%Y%m%dt%H%M%Sz}"]
     assert my_generation(failed_copy) == 1 and my_generation(newest) == 4
+
+
+# -- what backstop shows ----------------------------------------------------------------------------
+
+
+def config_file(tmp_path: Path, work_dir: Path, database: dict[str, Any], **restore: Any) -> Path:
+    path = tmp_path / "backstop.yaml"
+    document = {"bucket": BUCKET, "prefix": "backups", "work_dir": str(work_dir), "databases": [database]}
+    path.write_text(yaml.safe_dump({**document, "restore": restore}), encoding="utf-8")
+    return path
+
+
+def test_backstop_restore_reports_what_it_pruned_and_list_shows_the_copies_left(
+    orders: Callable[..., Config], store: S3Store, tmp_path: Path, work_dir: Path
+) -> None:
+    # given a declared staging target and a configuration keeping one copy
+    (tmp_path / "live").mkdir()
+    target = create_orders_db(tmp_path / "live" / "app.db", rows=5)
+    source = orders().database("orders")
+    entry = {"name": "orders", "engine": "sqlite", "path": str(source.path)}
+    entry["restore_targets"] = {"staging": {"path": str(target)}}
+    config = config_file(tmp_path, work_dir, entry, keep_pre_restore={"count": 1, "days": None})
+    runner = CliRunner()
+
+    def restore() -> dict[str, Any]:
+        result = runner.invoke(
+            main, ["--config", str(config), "restore", "orders", "--to", str(target), "--yes", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout))
+
+    # when it is restored into twice (the clock moves between them)
+    first = restore()
+    time.sleep(1.1)  # the command's own clock: copies are named to the second
+    second = restore()
+
+    # then the second restore reports the first one's copy as pruned
+    assert first["pruned"] == [] and second["pruned"] == [first["pre_restore"]]
+    # and `backstop list --pre-restore` shows the one copy left, completed
+    listed = runner.invoke(main, ["--config", str(config), "list", "orders", "--pre-restore", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [(r["target"], r["copy"], r["completed"]) for r in rows] == [
+        ("staging", Path(second["pre_restore"]).name, True)
+    ]
+
+
+def test_backstop_list_pre_restore_says_which_copies_are_never_pruned(
+    orders: Callable[..., Config], store: S3Store, tmp_path: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backstop.cli, "out", Console(highlight=False, soft_wrap=True, width=200))  # no wrapping
+    # given a staging target with one completed copy and the copy of a restore that did not complete
+    live = tmp_path / "live"
+    live.mkdir()
+    target = create_orders_db(live / "app.db", rows=5)
+    done, unfinished = live / "app.db.pre-restore-20261101T000000Z", live / "app.db.pre-restore-20261102T000000Z"
+    done.write_text("old")
+    (live / f".{done.name}.done").write_text("{}")
+    unfinished.write_text("older")
+    source = orders().database("orders")
+    entry = {"name": "orders", "engine": "sqlite", "path": str(source.path)}
+    config = config_file(tmp_path, work_dir, {**entry, "restore_targets": {"staging": {"path": str(target)}}})
+
+    # when the copies are listed
+    result = CliRunner().invoke(main, ["--config", str(config), "list", "orders", "--pre-restore"])
+
+    # then both are shown, oldest first, and the unfinished one is said never to be pruned
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "app.db.pre-restore-" in line]
+    assert len(lines) == 2
+    assert done.name in lines[0] and "completed" in lines[0] and "not completed" not in lines[0]
+    assert unfinished.name in lines[1] and "never pruned" in lines[1]
+
+
+@pytest.mark.xdist_group("postgres")
+def test_backstop_list_pre_restore_shows_a_servers_copies(
+    pg_backed_up: tuple[str, Callable[..., Config]], pg_target: str, store: S3Store, tmp_path: Path, work_dir: Path
+) -> None:
+    # given a declared PostgreSQL target restored into twice, and an unfinished restore's copy beside it
+    from tests.engines.test_postgres_engine import postgres_entry
+
+    source, config = pg_backed_up
+    clock = Clock()
+    service = ServerRestoreService(config(**policy(3, None)), store, clock=clock)
+    for when in restore_times(2):
+        clock.now = when
+        service.restore("pg", "latest", pg_url(pg_target), dry_run=False, confirm=yes)
+    unfinished = (f"{pg_target}_pre_restore_20260101t000000z", f"{pg_target}_restore_20260101t000000z")
+    pg_create(*unfinished)
+    entry = {**postgres_entry(source), "restore_targets": {"staging": {"dbname": pg_target}}}
+    path = config_file(tmp_path, work_dir, entry)
+
+    # when the copies are listed
+    result = CliRunner().invoke(main, ["--config", str(path), "list", "pg", "--pre-restore", "--json"])
+
+    # then the unfinished copy comes first, not completed, then the two restores' copies, completed
+    assert result.exit_code == 0, result.output
+    rows = [(r["copy"], r["completed"]) for r in json.loads(result.stdout)]
+    assert rows == [
+        (unfinished[0], False),
+        *((f"{pg_target}_pre_restore_{t:%Y%m%dt%H%M%Sz}", True) for t in restore_times(2)),
+    ]

@@ -29,13 +29,15 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
-from backstop.config import KeepPreRestore
+from backstop.config import AnyDatabase, KeepPreRestore, MysqlDatabase, PostgresDatabase
 
 log = logging.getLogger(__name__)
 
@@ -233,3 +235,31 @@ def prune_server(
     for warning in warnings:
         log.warning("pre-restore pruning: %s", warning)
     return Pruning(tuple(pruned), tuple(warnings))
+
+
+def target_copies(target: AnyDatabase, work_dir: Path | None = None) -> list[PreRestoreCopy]:
+    """The pre-restore copies of one restore target, oldest first: files or directories beside a local
+    target, databases beside a server one (listed over a connection to its server, as a restore makes)."""
+    if not isinstance(target, PostgresDatabase | MysqlDatabase):
+        return local_copies(Path(target.path))
+    from backstop.restore_targets import kept_prefix
+
+    if isinstance(target, MysqlDatabase):
+        from backstop.engines.mysql_restore import restore_server as mysql_server
+
+        server: AbstractContextManager[CopyServer] = mysql_server(target, run_dir := _run_dir(work_dir))
+    else:
+        from backstop.engines.postgres import restore_server as postgres_server
+
+        server = postgres_server(target, run_dir := _run_dir(work_dir))
+    try:
+        copy_prefix = kept_prefix(target)
+        with server as connected:  # the copies' names, and the fresh ones', begin with the name as they cut it
+            names = connected.databases(copy_prefix[: -len("_pre_restore_")])
+        return server_copies(names, copy_prefix, kept_prefix(target, "_restore_"))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run_dir(work_dir: Path | None) -> Path:
+    return Path(tempfile.mkdtemp(prefix="backstop-list-", dir=work_dir))
