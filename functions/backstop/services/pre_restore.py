@@ -117,7 +117,10 @@ def local_copies(target: Path) -> list[PreRestoreCopy]:
         taken = _parse(match[1], LOCAL_STAMP) if match else None
         if taken is None:
             continue
-        mode = entry.stat(follow_symlinks=False).st_mode
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            continue  # pruned by another restore meanwhile
         kind: Literal["file", "directory", "link", "other"] = (
             "link"
             if stat.S_ISLNK(mode)
