@@ -853,6 +853,9 @@ class Runner(_Model):
 class Config(_Model):
     """The whole of backstop.yaml."""
 
+    stack_name: str = Field(default="Backstop", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+    """The CloudFormation stack (and the prefix of its alarms, roles' IAM paths and the restore state machine):
+    one configuration per stack, so several vaults can live in one account and region."""
     bucket: str
     prefix: str = "backups"
     kms_key_id: str | None = None

@@ -219,6 +219,8 @@ def test_efs_belongs_to_file_databases_only() -> None:
             "storage.replica.administrators[0]",
             "'admin' is not an IAM role ARN",
         ),
+        ("stack_name", "1-backstop", "stack_name", "String should match pattern"),
+        ("stack_name", "Backstop_Prod", "stack_name", "String should match pattern"),
         ("freshness", {"every": "3m"}, "freshness.every", "every 5m to 12h"),
         ("freshness", {"every": "13h"}, "freshness.every", "every 5m to 12h"),
         ("freshness", {"every": "5m30s"}, "freshness.every", "in whole minutes"),
