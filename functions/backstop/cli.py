@@ -737,6 +737,8 @@ def _print_server_plan(plan: ServerRestorePlan) -> None:
             err.print(f"  {name}: {now} rows now, {stat.rows} in the backup")
     else:
         err.print("  target database does not exist yet")
+    for note in plan.notes:
+        err.print(f"  {escape(note)}")
 
 
 def _print_plan(plan: RestorePlan) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from backstop.engines.postgres import ArchiveToc, DatabaseStatement, database_statements
+from backstop.engines.postgres import ArchiveToc, DatabaseStatement, database_statements, unrestorable_statements
 from backstop.services.server_restore import ServerRestoreService
 from backstop.store import S3Store
 from tests.engines.test_postgres_engine import NAME, admin, postgres_entry
@@ -167,4 +167,18 @@ GRANT TEMPORARY ON DATABASE shop TO reader;
     assert [(s.sql is not None, s.note) for s in found] == [
         (True, "granted by the database owner, not by delegate"),
         (True, None),
+    ]
+
+
+def test_the_plan_names_the_database_statements_a_restore_will_not_apply() -> None:
+    toc = ArchiveToc(
+        dbname="shop",
+        database_owner="app",
+        owners=frozenset({"app"}),
+        database_sql="ALTER DATABASE prod SET work_mem TO '1GB';\nCOMMENT ON DATABASE shop IS 'kept';\n",
+    )
+
+    assert unrestorable_statements(toc) == [
+        "Will not be restored: ALTER DATABASE prod SET work_mem TO '1GB' (not a statement Backstop applies to a "
+        "database)."
     ]

@@ -958,6 +958,16 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def unrestorable_statements(toc: ArchiveToc) -> list[str]:
+    """What the plan says before anything runs: the archive's statements about its database that a restore
+    will not apply (a statement the restore role turns out not to be allowed is named after the restore)."""
+    return [
+        f"Will not be restored: {_shown(statement.original)} ({statement.note})."
+        for statement in database_statements(toc, toc.dbname)
+        if statement.sql is None
+    ]
+
+
 def _shown(statement: str) -> str:
     return statement if len(statement) <= _SHOWN_STATEMENT else statement[: _SHOWN_STATEMENT - 3] + "..."
 

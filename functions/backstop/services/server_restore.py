@@ -225,6 +225,11 @@ class _PostgresTarget:
     def databases(self, prefix: str) -> list[str]:
         return self._server.databases(prefix)
 
+    def plan_notes(self) -> list[str]:
+        from backstop.engines.postgres import unrestorable_statements
+
+        return unrestorable_statements(self._toc)
+
 
 @contextmanager
 def _postgres_server(db: PostgresDatabase, manifest: Manifest, artifact: Path, run_dir: Path) -> Iterator[_Server]:
@@ -266,6 +271,8 @@ class ServerRestorePlan:
     sessions: int
     fresh: str
     pre_restore: str | None
+    notes: tuple[str, ...] = ()
+    """What the restore is known, before it runs, not to bring back (PostgreSQL database-level statements)."""
 
 
 @dataclass(frozen=True)
@@ -371,6 +378,7 @@ class ServerRestoreService:
                     sessions=server.sessions(target.dbname) if exists else 0,
                     fresh=fresh,
                     pre_restore=pre_restore if exists else None,
+                    notes=tuple(server.plan_notes()) if isinstance(server, _PostgresTarget) else (),
                 )
                 if dry_run or not confirm(plan):
                     return ServerRestoreOutcome(plan=plan, restored=False, pre_restore=None, inspection=None)
