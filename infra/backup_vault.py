@@ -271,6 +271,44 @@ def check_replica_lock(config: Config) -> None:
         )
 
 
+def vault_bucket(
+    scope: Construct,
+    *,
+    name: str,
+    key: kms.IKey,
+    access_logs: s3.IBucket,
+    log_prefix: str,
+    lifecycle_rules: list[s3.LifecycleRule],
+    lock: tuple[str, int | None] | None,
+) -> s3.Bucket:
+    """The ``Bucket`` of a vault or of its replica: versioned, SSE-KMS with ``key``, TLS only, logged, kept; with
+    Object Lock when ``lock`` is ``(mode, default days or None)``."""
+    mode, days = lock if lock is not None else ("governance", None)
+    retention = s3.ObjectLockRetention.compliance if mode == "compliance" else s3.ObjectLockRetention.governance
+    return s3.Bucket(
+        scope,
+        "Bucket",
+        bucket_name=name,
+        versioned=True,
+        encryption=s3.BucketEncryption.KMS,
+        encryption_key=key,
+        bucket_key_enabled=True,
+        # A backup encrypted with a customer-provided key is unreadable without that key: refuse it.
+        blocked_encryption_types=[s3.BlockedEncryptionType.SSE_C],
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        enforce_ssl=True,
+        minimum_tls_version=1.2,
+        removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=log_prefix,
+        transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,
+        lifecycle_rules=lifecycle_rules,
+        object_lock_enabled=True if lock is not None else None,
+        object_lock_default_retention=None if days is None else retention(Duration.days(days)),
+    )
+
+
 def access_log_bucket(scope: Construct, construct_id: str, *, days: int) -> s3.Bucket:
     """The bucket a vault's server access logs go to, kept ``days``."""
     # S3 delivers server access logs only to a bucket encrypted with S3-managed keys, not SSE-KMS.
@@ -376,35 +414,14 @@ class BackupVault(Construct):
         self.access_logs = access_log_bucket(self, "AccessLogs", days=storage.access_log_days)
 
         lock = storage.object_lock
-        self.bucket = s3.Bucket(
+        self.bucket = vault_bucket(
             self,
-            "Bucket",
-            bucket_name=config.bucket,
-            versioned=True,
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            # A backup encrypted with a customer-provided key is unreadable without that key: refuse it.
-            blocked_encryption_types=[s3.BlockedEncryptionType.SSE_C],
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="vault/",
-            transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,
+            name=config.bucket,
+            key=self.key,
+            access_logs=self.access_logs,
+            log_prefix="vault/",
             lifecycle_rules=vault_lifecycle_rules(config),
-            object_lock_enabled=True if lock is not None else None,
-            object_lock_default_retention=(
-                None
-                if lock is None or lock.days is None
-                else (
-                    s3.ObjectLockRetention.compliance
-                    if lock.mode == "compliance"
-                    else s3.ObjectLockRetention.governance
-                )(Duration.days(lock.days))
-            ),
+            lock=None if lock is None else (lock.mode, lock.days),
         )
         self.writer_role_path = writer_role_path(self)
         self.guard_role_path = f"{self.writer_role_path}guard/"

@@ -21,10 +21,9 @@ as changed), never delete or shorten the lock of a version the replica holds.
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, Duration, Environment, RemovalPolicy, Stack
+from aws_cdk import Aws, CfnOutput, Environment, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from backstop.config import Config, Replica
@@ -40,6 +39,7 @@ from infra.backup_vault import (
     replica_lock_days,
     replica_reader_path,
     replication_role_path,
+    vault_bucket,
     vault_lifecycle_rules,
 )
 
@@ -78,29 +78,14 @@ class ReplicaStack(Stack):
         )
         self._key_policy(replica)
         self.access_logs = access_log_bucket(self, "AccessLogs", days=config.storage.access_log_days)
-        lock = replica.object_lock
-        self.bucket = s3.Bucket(
+        self.bucket = vault_bucket(
             self,
-            "Bucket",
-            bucket_name=replica.bucket,
-            versioned=True,
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.key,
-            bucket_key_enabled=True,
-            blocked_encryption_types=[s3.BlockedEncryptionType.SSE_C],
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="replica/",
-            transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,
+            name=replica.bucket,
+            key=self.key,
+            access_logs=self.access_logs,
+            log_prefix="replica/",
             lifecycle_rules=vault_lifecycle_rules(config),
-            object_lock_enabled=True,
-            object_lock_default_retention=(
-                s3.ObjectLockRetention.compliance if lock.mode == "compliance" else s3.ObjectLockRetention.governance
-            )(Duration.days(replica_lock_days(config))),
+            lock=(replica.object_lock.mode, replica_lock_days(config)),
         )
         self._bucket_policy(config.prefix, replica)
 

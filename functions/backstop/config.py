@@ -679,9 +679,7 @@ class Replica(_Model):
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str) -> str:
-        if not _BUCKET.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
-            raise ValueError(f"{value!r} is not a valid S3 bucket name")
-        return value
+        return _bucket(value)
 
     @field_validator("region")
     @classmethod
@@ -721,6 +719,12 @@ class Replica(_Model):
     @property
     def cross_account(self) -> bool:
         return self.account is not None and self.account != self.vault_account
+
+
+def _bucket(value: str) -> str:
+    if not _BUCKET.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
+        raise ValueError(f"{value!r} is not a valid S3 bucket name")
+    return value
 
 
 def _role_arns(roles: tuple[str, ...]) -> tuple[str, ...]:
@@ -873,9 +877,7 @@ class Config(_Model):
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str) -> str:
-        if not _BUCKET.fullmatch(value) or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
-            raise ValueError(f"{value!r} is not a valid S3 bucket name")
-        return value
+        return _bucket(value)
 
     @model_validator(mode="after")
     def _derived_names_apart(self) -> Config:
