@@ -43,6 +43,7 @@ from psycopg.rows import TupleRow
 from backstop.config import PostgresDatabase
 from backstop.credentials import pgpass_line, private_file, resolve_password
 from backstop.engines.base import Inspection
+from backstop.engines.pg_script import script_restore
 from backstop.engines.sqlite import MIGRATION_TABLES
 from backstop.engines.tls import (
     auth_restricted,
@@ -1007,6 +1008,7 @@ class PostgresServer:
         self._password = password
         self._libpq = libpq  # psycopg's TLS and authentication settings (engines/tls.py)
         self._tool_libpq = tool_libpq  # pg_restore's
+        self.load_notes: list[str] = []  # what the last load left out, said in the restore's warnings
 
     def _message(self, exc: psycopg.Error) -> str:
         return _psycopg_message(exc, self._password)
@@ -1135,6 +1137,8 @@ class PostgresServer:
         """``pg_restore --exit-on-error`` into ``dbname``, reading the archive fed to it inside the block.
 
         Owners are kept: every object is given the owner the archive records (see ``check_owners``).
+        Into a server older than pg_restore, pg_restore writes the script and psql runs it
+        (``engines.pg_script``): pg_restore would otherwise stop at a setting the server does not have.
 
         Yields the function that feeds it (the archive needs no file: nothing is written to disk).
         Leaving the block cleanly closes its input and waits for it, RestoreError on any error; if
@@ -1151,6 +1155,11 @@ class PostgresServer:
             application_name="backstop",
             **self._tool_libpq,
         )
+        client_major, client_version = tool_version("pg_restore")
+        server_num = server_version_num(self._conn)
+        if client_major > server_num // 10000:
+            yield from self._script_restore(conninfo, run_dir, client_version, server_num)
+            return
         errors = run_dir / "pg_restore-restore.stderr"
         command = [
             tool_path("pg_restore"),
@@ -1187,6 +1196,28 @@ class PostgresServer:
             raise RestoreError(
                 f"pg_restore into the fresh database {dbname} {_exit_text(code)}: {_excerpt(errors, self._password)}."
             )
+
+    def _script_restore(
+        self, conninfo: str, run_dir: Path, client_version: str, server_num: int
+    ) -> Iterator[Callable[[bytes], None]]:
+        """The restore into a server older than pg_restore, through psql (see ``engines.pg_script``)."""
+        known = frozenset(str(row[0]) for row in self._conn.execute("SELECT name FROM pg_settings").fetchall())
+        with script_restore(
+            [tool_path("pg_restore"), "--format=custom"],
+            [tool_path("psql"), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--no-password", conninfo],
+            known=known,
+            reader_env=reader_env(),
+            psql_env=child_env(self.db, self._pgpass, self._password),
+            run_dir=run_dir,
+            excerpt=lambda path: _excerpt(path, self._password),
+            pipe_size=PIPE_SIZE,
+        ) as (feed, left_out):
+            yield feed
+        server = f"{server_num // 10000}.{server_num % 10000}" if server_num >= 100000 else str(server_num)
+        self.load_notes = [
+            f"pg_restore {client_version} sets {name}, which PostgreSQL {server} does not have: left out."
+            for name in left_out
+        ]
 
     def restore_database(self, fresh: str, toc: ArchiveToc) -> list[str]:
         """The archive's settings, comment and grants of its database, applied to ``fresh``; what was not, named.

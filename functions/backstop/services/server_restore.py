@@ -217,7 +217,7 @@ class _PostgresTarget:
 
             _unpack(artifact, manifest, both)
         # The database's own settings, comment and grants: what could not be restored is said, not fatal.
-        self._warnings = self._server.restore_database(dbname, self._toc)
+        self._warnings = self._server.load_notes + self._server.restore_database(dbname, self._toc)
 
     def swap(self, fresh: str, target: str, pre_restore: str, manifest: Manifest) -> tuple[bool, list[str]]:
         return self._server.swap(fresh, target, pre_restore), list(self._warnings)
