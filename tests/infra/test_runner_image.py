@@ -167,7 +167,8 @@ def test_synthesis_stages_only_what_the_dockerfile_copies(example: Synthesized) 
     staged = outdir / image["source"]["directory"]
     top = {path.name for path in staged.iterdir()}
 
-    assert top == {"Dockerfile", "requirements.txt", "backstop", ".dockerignore"}
+    assert top == {"Dockerfile", "requirements.txt", "backstop", "certs", ".dockerignore"}
+    assert [path.name for path in (staged / "certs").iterdir()] == ["rds-global-bundle.pem"]  # not its README
     assert not [path for path in staged.rglob("*") if path.name == "__pycache__" or path.suffix == ".pyc"]
     shipped = {p.relative_to(staged / "backstop") for p in (staged / "backstop").rglob("*.py")}
     source = {p.relative_to(FUNCTIONS / "backstop") for p in (FUNCTIONS / "backstop").rglob("*.py")}
