@@ -8,6 +8,7 @@ from constructs import Construct
 from backstop.config import Config
 from infra.backup_vault import BackupVault
 from infra.drills import Verification
+from infra.endpoints import VpcEndpoints
 from infra.limits import check_limits
 from infra.monitoring import Monitoring
 from infra.restore_workflow import RestoreWorkflow
@@ -16,8 +17,9 @@ from infra.scheduled_backups import ScheduledBackups
 
 
 class BackstopStack(Stack):
-    """Everything `cdk deploy` ships: the vault, the runner image, monitoring, the scheduled backups and,
-    when a database declares restore targets, the restore workflow."""
+    """Everything `cdk deploy` ships: the vault, the runner image, monitoring, the scheduled backups,
+    when a database declares restore targets the restore workflow, and with ``vpc.create_endpoints``
+    the VPC endpoints of the functions placed there."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Config, emulated: bool = False) -> None:
         """``emulated``: the template is for the embedded emulator, whose functions run on this machine
@@ -61,6 +63,7 @@ class BackstopStack(Stack):
             monitoring=self.monitoring,
             restore_table=self.restore.table if self.restore is not None else None,
         )
+        self.endpoints = VpcEndpoints(self, "Endpoints", config=config)
         self.monitoring.alarm_on_errors(self.runner.functions)
         check_limits(self)
         self.dashboard = self.monitoring.add_dashboard(self.backups.watched)

@@ -234,6 +234,8 @@ class FunctionLimits(_Model):
 
 _SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8}([0-9a-f]{9})?")
 _SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-f]{8}([0-9a-f]{9})?")
+_VPC_ID = re.compile(r"vpc-[0-9a-f]{8}([0-9a-f]{9})?")
+_ROUTE_TABLE_ID = re.compile(r"rtb-[0-9a-f]{8}([0-9a-f]{9})?")
 _FILE_SYSTEM_ID = re.compile(r"fs-[0-9a-f]{8}([0-9a-f]{9})?")
 _ACCESS_POINT_ID = re.compile(r"fsap-[0-9a-f]{17}")
 _MOUNT_PATH = re.compile(r"/mnt/[A-Za-z0-9._-]+")
@@ -251,17 +253,25 @@ def _matching(pattern: re.Pattern[str], what: str, example: str) -> BeforeValida
 
 SubnetId = Annotated[str, _matching(_SUBNET_ID, "a subnet id", "subnet-0123456789abcdef0")]
 SecurityGroupId = Annotated[str, _matching(_SECURITY_GROUP_ID, "a security group id", "sg-0123456789abcdef0")]
+VpcId = Annotated[str, _matching(_VPC_ID, "a VPC id", "vpc-0123456789abcdef0")]
+RouteTableId = Annotated[str, _matching(_ROUTE_TABLE_ID, "a route table id", "rtb-0123456789abcdef0")]
 
 
 class Vpc(_Model):
     """The subnets and security groups of a function that must reach a database or file system in a VPC.
 
-    The subnets need a route to S3 (a gateway endpoint or a NAT) and, for alerts and secrets, to
-    SNS, Secrets Manager and CloudWatch Logs (interface endpoints or a NAT).
+    The functions placed there reach AWS through a NAT gateway or VPC endpoints (infra/endpoints.py lists
+    what each needs). ``create_endpoints``: the stack creates those endpoints in ``vpc_id``, the S3 and
+    DynamoDB gateways on ``route_table_ids`` and the interface endpoints in ``endpoint_subnet_ids`` (default:
+    the subnets of every database in that VPC), which must be one per availability zone.
     """
 
     subnet_ids: tuple[SubnetId, ...]
     security_group_ids: tuple[SecurityGroupId, ...]
+    vpc_id: VpcId | None = None
+    create_endpoints: Flag = False
+    route_table_ids: tuple[RouteTableId, ...] = ()
+    endpoint_subnet_ids: tuple[SubnetId, ...] = ()
 
     @field_validator("subnet_ids", "security_group_ids")
     @classmethod
@@ -273,6 +283,39 @@ class Vpc(_Model):
         if len(set(ids)) != len(ids):
             raise ValueError("list each id once")
         return ids
+
+    @field_validator("route_table_ids", "endpoint_subnet_ids")
+    @classmethod
+    def _listed_once(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        if len(ids) > 16:
+            raise ValueError("list at most 16 ids")
+        if len(set(ids)) != len(ids):
+            raise ValueError("list each id once")
+        return ids
+
+    @model_validator(mode="after")
+    def _endpoints_have_their_places(self) -> Vpc:
+        if self.create_endpoints:
+            needed = {
+                "vpc_id": "vpc_id (the VPC the endpoints go in)",
+                "route_table_ids": "route_table_ids (its subnets' route tables, for the S3 and DynamoDB gateways)",
+            }
+            missing = [why for name, why in needed.items() if not getattr(self, name)]
+            if missing:
+                raise _LocatedError(
+                    ("create_endpoints",),
+                    f"create_endpoints needs {' and '.join(missing)}: add {'them' if len(missing) > 1 else 'it'}",
+                )
+            return self
+        for name in ("route_table_ids", "endpoint_subnet_ids"):
+            if getattr(self, name):
+                raise _LocatedError((name,), f"{name} is used only by create_endpoints: true: set it or remove {name}")
+        return self
+
+    @property
+    def endpoint_settings(self) -> tuple[bool, frozenset[str], frozenset[str]]:
+        """What decides the endpoints of ``vpc_id``: every database in that VPC must write the same."""
+        return self.create_endpoints, frozenset(self.route_table_ids), frozenset(self.endpoint_subnet_ids)
 
 
 class Efs(_Model):
@@ -886,6 +929,37 @@ class Config(_Model):
         clash = name_clash(self.databases)
         if clash is not None:
             raise _LocatedError(*clash)
+        return self
+
+    @model_validator(mode="after")
+    def _one_vpc_one_set_of_endpoints(self) -> Config:
+        # The endpoints of a VPC are created once, and their private DNS serves every function in it.
+        vpc_of_subnet: dict[str, tuple[int, str | None]] = {}
+        first_in_vpc: dict[str, int] = {}
+        for index, db in enumerate(self.databases):
+            if db.vpc is None:
+                continue
+            vpc_id = db.vpc.vpc_id
+            for subnet in db.vpc.subnet_ids:
+                other, other_vpc = vpc_of_subnet.setdefault(subnet, (index, vpc_id))
+                if other_vpc != vpc_id:
+                    named = other_vpc or vpc_id
+                    raise _LocatedError(
+                        ("databases", index, "vpc"),
+                        f"{subnet} is also a subnet of databases[{other}], whose vpc_id is {other_vpc or 'not set'}: "
+                        f"write vpc_id: {named} and the same endpoint settings in both",
+                    )
+            if vpc_id is None:
+                continue
+            first = first_in_vpc.setdefault(vpc_id, index)
+            first_vpc = self.databases[first].vpc
+            if first_vpc is not None and db.vpc.endpoint_settings != first_vpc.endpoint_settings:
+                raise _LocatedError(
+                    ("databases", index, "vpc"),
+                    f"{vpc_id} is also the VPC of databases[{first}], with other endpoint settings (create_endpoints, "
+                    "route_table_ids, endpoint_subnet_ids): a VPC's endpoints are created once, so write the same "
+                    "settings in both",
+                )
         return self
 
     @model_validator(mode="after")
