@@ -13,7 +13,6 @@ Alarms: a failed drill, a drill slower than its RTO, a sweep that found a mismat
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 from aws_cdk import Annotations, Duration
@@ -25,6 +24,7 @@ from constructs import Construct
 
 from backstop.config import AnyDatabase, Config, FileDrill, FilesDatabase, ServerDrill, SqliteDatabase
 from infra.backup_vault import BackupVault
+from infra.catalog import DatabaseCatalog
 from infra.monitoring import FRESHNESS_SERVICE, Monitoring
 from infra.network import grant_network
 from infra.runner import DRILL_HANDLER, GUARD_HANDLER, SWEEP_HANDLER, FunctionSpec, RunnerImage
@@ -49,11 +49,6 @@ GUARD_ENVIRONMENT = frozenset(
 
 DRILL_STAMP = "????????T??????Z-??????"
 """The time and random suffix of a drill's audit record (services/drill.py): no other database's drills match."""
-
-
-def retention_environment(config: Config) -> str:
-    """``BACKSTOP_RETENTION`` of the sweep and the guard: each database's retention, as compact JSON."""
-    return json.dumps({db.name: db.retention.model_dump(mode="json") for db in config.databases}, separators=(",", ":"))
 
 
 class DatabaseDrill(Construct):
@@ -160,6 +155,7 @@ class Verification(Construct):
         runner: RunnerImage,
         monitoring: Monitoring,
         restore_table: dynamodb.ITable | None,
+        catalog: DatabaseCatalog,
     ) -> None:
         super().__init__(scope, construct_id)
         self._monitoring = monitoring
@@ -185,6 +181,7 @@ class Verification(Construct):
         )
         vault.grant_verify(sweep_role, [db.name for db in config.databases], "sweep")
         monitoring.grant_publish(sweep_role)
+        catalog.grant_read(sweep_role)
         self.sweep: lambda_.IFunction = runner.function(
             self,
             "Sweep",
@@ -194,9 +191,8 @@ class Verification(Construct):
                 role=sweep_role,
                 environment={
                     **monitoring.environment,
-                    "BACKSTOP_DATABASES": json.dumps([db.name for db in config.databases]),
+                    **catalog.environment,  # the databases and their retention
                     "BACKSTOP_BUDGET": str(int(config.sweep.budget)),
-                    "BACKSTOP_RETENTION": retention_environment(config),
                 },
                 memory_mb=1024,
                 timeout_seconds=900,
@@ -221,7 +217,7 @@ class Verification(Construct):
             dead_letters=monitoring.dead_letters,
             dead_letter_key=monitoring.key,
         )
-        self.guard, self.guard_schedule = self._guard(config, vault, runner, monitoring)
+        self.guard, self.guard_schedule = self._guard(config, vault, runner, monitoring, catalog)
         self.alarms: list[cloudwatch.Alarm] = []
         for db in config.databases:
             if db.drill is None:
@@ -306,7 +302,12 @@ class Verification(Construct):
             )
 
     def _guard(
-        self, config: Config, vault: BackupVault, runner: RunnerImage, monitoring: Monitoring
+        self,
+        config: Config,
+        vault: BackupVault,
+        runner: RunnerImage,
+        monitoring: Monitoring,
+        catalog: DatabaseCatalog,
     ) -> tuple[lambda_.IFunction, ScheduledInvocation]:
         """The keep-last-good guard: holds each database's newest good backups out of lifecycle's reach."""
         role = iam.Role(
@@ -318,6 +319,7 @@ class Verification(Construct):
         )
         vault.grant_guard(role, [db.name for db in config.databases])
         monitoring.grant_publish(role)  # the one alert of a run stopped at its deadline (backstop.deadline)
+        catalog.grant_read(role)
         function = runner.function(
             self,
             "Guard",
@@ -328,7 +330,7 @@ class Verification(Construct):
                 environment={
                     # It writes no object: the vault's name, prefix and key, and the alerts topic.
                     **{k: v for k, v in monitoring.environment.items() if k in GUARD_ENVIRONMENT},
-                    "BACKSTOP_RETENTION": retention_environment(config),
+                    **catalog.environment,  # the databases and their retention
                 },
                 memory_mb=512,
                 timeout_seconds=900,

@@ -40,6 +40,7 @@ from backstop.config import Config, FilesDatabase, ServerDatabase, SqliteDatabas
 from backstop.restore_table import KIND_INDEX
 from backstop.restore_targets import IN_PLACE, resolve_target, safety_database
 from infra.backup_vault import BackupVault, writer_role_path
+from infra.catalog import DatabaseCatalog
 from infra.network import grant_network
 from infra.runner import LOG_RETENTION, FunctionSpec, RunnerImage
 from infra.scheduled_backups import DeploymentConfigError
@@ -126,6 +127,7 @@ class RestoreWorkflow(Construct):
         runner: RunnerImage,
         grant_publish: Callable[[iam.IRole], None],
         alerts_topic_arn: str,
+        catalog: DatabaseCatalog,
         emulated: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -234,8 +236,8 @@ class RestoreWorkflow(Construct):
             "kms_key_id": vault.key.key_arn,
             "alerts_topic_arn": alerts_topic_arn,
             "restore": config.restore.model_dump(mode="json"),
-            "databases": [db.model_dump(mode="json", exclude_defaults=True) for db in restorable],
-        }
+        }  # the databases are the catalog: this environment does not grow with them
+        catalog.grant_read(self.role)
         self.function = runner.function(
             self,
             "Function",
@@ -245,6 +247,7 @@ class RestoreWorkflow(Construct):
                 role=self.role,
                 environment={
                     "BACKSTOP_CONFIG_JSON": Stack.of(self).to_json_string(document),
+                    **catalog.environment,
                     "BACKSTOP_RESTORE_TABLE": self.table.table_name,
                     "BACKSTOP_STATE_MACHINE_ARN": self.state_machine_arn,
                     "BACKSTOP_APPROVAL_KEY_ARN": self.approval_key.attr_arn,
@@ -362,7 +365,7 @@ class RestoreWorkflow(Construct):
                 resources=[self.executions_arn],
             )
         )
-        Validations.of(role.node.find_child("DefaultPolicy")).acknowledge(
+        Validations.of(role).acknowledge(  # the role: its overflow policies too
             Acknowledgment(
                 id=EXECUTIONS_FINDING,
                 reason=EXECUTIONS_REASON,
@@ -479,8 +482,8 @@ class RestoreWorkflow(Construct):
 
     def _acknowledge_table_index(self, role: iam.Role) -> None:
         """The table grant covers the table's own indexes (``<table>/index/*``): the by-kind listing."""
-        policy = role.node.find_child("DefaultPolicy")
-        Validations.of(policy).acknowledge(
+        # On the role: when its statements outgrow one policy, IAM's overflow policies are its children too.
+        Validations.of(role).acknowledge(
             Acknowledgment(
                 id=f"AwsSolutions-IAM5[Resource::<{_logical_id(self.table)}.Arn>/index/*]",
                 reason="The restore table's grant includes its own indexes (the audit listing by kind); "

@@ -7,6 +7,7 @@ from constructs import Construct
 
 from backstop.config import Config
 from infra.backup_vault import BackupVault
+from infra.catalog import DatabaseCatalog
 from infra.drills import Verification
 from infra.endpoints import VpcEndpoints
 from infra.limits import check_limits
@@ -31,6 +32,7 @@ class BackstopStack(Stack):
         )
         self.vault = BackupVault(self, "Vault", config=config)
         self.runner = RunnerImage(self, "Runner", runner=config.runner)
+        self.catalog = DatabaseCatalog(self, "Catalog", config=config)
         self.monitoring = Monitoring(self, "Monitoring", config=config, vault=self.vault, runner=self.runner)
         self.backups = ScheduledBackups(
             self,
@@ -51,6 +53,7 @@ class BackstopStack(Stack):
                 runner=self.runner,
                 grant_publish=self.monitoring.grant_publish,
                 alerts_topic_arn=self.monitoring.topic.topic_arn,
+                catalog=self.catalog,
                 emulated=emulated,
             )
 
@@ -62,12 +65,14 @@ class BackstopStack(Stack):
             runner=self.runner,
             monitoring=self.monitoring,
             restore_table=self.restore.table if self.restore is not None else None,
+            catalog=self.catalog,
         )
         self.endpoints = VpcEndpoints(self, "Endpoints", config=config)
         self.monitoring.alarm_on_errors(self.runner.functions)
-        check_limits(self)
         self.dashboard = self.monitoring.add_dashboard(self.backups.watched)
         self.verification.add_to(self.dashboard, config)
+        # Last: every resource is made (but IAM's overflow policies, which CDK's own check at synthesis counts).
+        check_limits(self)
 
         CfnOutput(
             self,

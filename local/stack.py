@@ -231,6 +231,18 @@ class StackBuilder:
         self.deployed.refs[logical] = name
         self.deployed.attributes[logical] = {"Arn": arn}
 
+    def _ssm_parameter(self, logical: str, properties: dict[str, Any]) -> None:
+        name = properties["Name"]
+        self._emulator.client("ssm").put_parameter(
+            Name=name,
+            Value=properties["Value"],
+            Type=properties.get("Type", "String"),
+            Tier=properties.get("Tier", "Standard"),
+            Description=properties.get("Description", ""),
+            Overwrite=True,
+        )
+        self.deployed.refs[logical] = name
+
     def _logs_loggroup(self, logical: str, properties: dict[str, Any]) -> None:
         name = properties.get("LogGroupName") or f"/backstop/{logical}"
         self._emulator.client("logs").create_log_group(logGroupName=name)

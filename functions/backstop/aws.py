@@ -21,6 +21,7 @@ from backstop.workflow_settings import ApprovalSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ssm import SSMClient
 
 # Standard retry mode retries throttling, 5xx and dropped connections with back-off before any
 # error reaches Backstop; an upload that still fails is aborted.
@@ -34,6 +35,10 @@ _BOTO = BotoConfig(
 
 def s3_client(region: str | None = None) -> S3Client:
     return boto3.client("s3", config=_BOTO, region_name=region)
+
+
+def ssm_client() -> SSMClient:
+    return boto3.client("ssm", config=_BOTO)
 
 
 def build_replica_store(config: Config | FunctionSettings, client: S3Client | None = None) -> S3Store:

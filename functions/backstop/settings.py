@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Annotated, Self
+from typing import TYPE_CHECKING, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError
 
-from backstop.config import Config, Database, DatabaseName, ObjectLock, Replica, Retention, Storage, Upload
+from backstop.config import Config, Database, ObjectLock, Replica, Storage, Upload
+from backstop.database_catalog import ParameterCatalog
 from backstop.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
 
 
 class _Environment(BaseModel):
@@ -68,23 +72,29 @@ class DatabaseFunctionSettings(FunctionSettings):
         )
 
 
-class SweepSettings(FunctionSettings):
-    """The environment of the verification sweep: the databases it covers and its byte budget per run."""
+class CatalogSettings(_Environment):
+    """The database catalog of a function that serves every database (``backstop.database_catalog``)."""
 
-    databases: Json[Annotated[tuple[DatabaseName, ...], Field(min_length=1)]]
-    """``BACKSTOP_DATABASES``: a JSON list of database names."""
+    catalog: str = Field(pattern=r"^/backstop/[A-Za-z0-9-]{1,128}/databases$")
+    """``BACKSTOP_CATALOG``: the Parameter Store path of the stack's catalog."""
+    catalog_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """``BACKSTOP_CATALOG_DIGEST``: the SHA-256 of the catalog this function was deployed with."""
+
+    def catalog_of(self, ssm: SSMClient) -> ParameterCatalog:
+        return ParameterCatalog(ssm, self.catalog, self.catalog_digest)
+
+
+class SweepSettings(FunctionSettings, CatalogSettings):
+    """The environment of the verification sweep: the vault, the catalog of the databases it covers, and its
+    byte budget per run."""
+
     budget: int = Field(gt=0)
     """``BACKSTOP_BUDGET``: the bytes one run may re-read."""
-    retention: Json[dict[DatabaseName, Retention]] = Field(default_factory=dict)
-    """``BACKSTOP_RETENTION``: each database's retention, so the delete markers lifecycle places on expired
-    backups are told from a key someone overwrote or deleted."""
 
 
-class GuardSettings(FunctionSettings):
-    """The environment of the keep-last-good guard: the databases it holds backups of, with their retention."""
-
-    retention: Json[Annotated[dict[DatabaseName, Retention], Field(min_length=1)]]
-    """``BACKSTOP_RETENTION``: each guarded database's retention (``keep_last`` is how many it holds)."""
+class GuardSettings(FunctionSettings, CatalogSettings):
+    """The environment of the keep-last-good guard: the vault and the catalog of the databases it holds
+    backups of (their retention's ``keep_last`` is how many it holds)."""
 
 
 class AlertSettings(_Environment):

@@ -1,7 +1,10 @@
 """The restore and approval functions' environments: names, ARNs and the secret-free configuration, validated once.
 
-``BACKSTOP_CONFIG_JSON`` is the configuration as JSON (bucket, prefix, restore settings, the
-databases with their ``restore_targets``), written by the stack: it holds secret ARNs, never secrets.
+``BACKSTOP_CONFIG_JSON`` is the configuration as JSON (bucket, prefix, key, alerts topic, restore
+settings) without the databases, written by the stack; the databases, with their ``restore_targets``,
+are the stack's catalog (``BACKSTOP_CATALOG``, checked against ``BACKSTOP_CATALOG_DIGEST``: see
+``backstop.database_catalog``), so this environment is the same size for one database or a hundred. Neither
+holds a secret: secret ARNs only.
 """
 
 from __future__ import annotations
@@ -9,12 +12,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from backstop.config import Config
+from backstop.database_catalog import ParameterCatalog
 from backstop.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
 
 _STATE_MACHINE = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$"
 
@@ -36,6 +43,8 @@ class WorkflowSettings(_Environment):
     """restore function's"""
 
     config_json: str = Field(min_length=2)
+    catalog: str = Field(pattern=r"^/backstop/[A-Za-z0-9-]{1,128}/databases$")
+    catalog_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
     restore_table: str = Field(min_length=3)
     state_machine_arn: str = Field(pattern=_STATE_MACHINE)
     approval_key_arn: str = Field(min_length=8)
@@ -45,13 +54,16 @@ class WorkflowSettings(_Environment):
             document = json.loads(self.config_json)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"BACKSTOP_CONFIG_JSON is not JSON ({exc.msg}).") from None
-        if not isinstance(document, dict) or not isinstance(document.get("databases"), list):
-            raise ConfigError("BACKSTOP_CONFIG_JSON must be an object with a databases list.")
+        if not isinstance(document, dict) or "databases" in document:
+            raise ConfigError("BACKSTOP_CONFIG_JSON must be an object without databases (they are the catalog).")
         return document
 
-    def config(self) -> Config:
+    def config(self, ssm: SSMClient) -> Config:
+        """The configuration: this environment's settings and the catalog's databases that have restore targets."""
+        catalog = ParameterCatalog(ssm, self.catalog, self.catalog_digest)
+        restorable = [document for db, document in catalog.read() if db.restore_targets]
         try:
-            return Config.model_validate(self._document())
+            return Config.model_validate({**self._document(), "databases": restorable})
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])

@@ -24,6 +24,7 @@ from backstop.handlers.drill import handler as drill_handler
 from backstop.handlers.retention_guard import handler as guard_handler
 from backstop.handlers.sweep import handler as sweep_handler
 from backstop.store import S3Store
+from tests.catalog import publish_catalog, sqlite_entries
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import AlertInbox, FakeContext, deploy_database, load_event
 from tests.services import at, failure_records, keys_under, open_uploads, run_backup
@@ -158,7 +159,7 @@ def test_the_sweep_stops_between_backups_at_its_deadline_and_the_next_run_reads_
     for name in ("orders", "uploads"):
         for day in (21, 22):
             run_backup(config, store, at(day), database=name)
-    monkeypatch.setenv("BACKSTOP_DATABASES", '["orders", "uploads"]')
+    publish_catalog(monkeypatch, sqlite_entries("orders", "uploads"))
     monkeypatch.setenv("BACKSTOP_BUDGET", str(10 * 1024**3))
     event = load_event("sweep/scheduled.json")
 
@@ -195,7 +196,7 @@ def test_the_guard_stops_between_databases_at_its_deadline_and_the_next_run_hold
     backups = {
         name: run_backup(config, store, at(21), database=name).manifest.backup_id for name in ("orders", "uploads")
     }
-    monkeypatch.setenv("BACKSTOP_RETENTION", '{"orders": {}, "uploads": {}}')
+    publish_catalog(monkeypatch, sqlite_entries("orders", "uploads"))
     event = load_event("guard/scheduled.json")
 
     # when its deadline passes after the first database

@@ -9,12 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from backstop.config import Config
+from backstop.errors import ConfigError
 from backstop.events import EventRefusedError
 from backstop.handlers.retention_guard import handler
 from backstop.store import S3Store
+from tests.catalog import publish_catalog, sqlite_entries
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import FakeContext, load_event, metric_values
 from tests.services import at, run_backup
@@ -26,7 +29,7 @@ SAMPLE = "guard/scheduled.json"
 def environment(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
     monkeypatch.setenv("BACKSTOP_PREFIX", "backups")
-    monkeypatch.setenv("BACKSTOP_RETENTION", '{"orders": {"keep_last": 2}, "uploads": {}}')
+    publish_catalog(monkeypatch, sqlite_entries("orders", "uploads", orders={"keep_last": 2}))
 
 
 def tier_of(s3: Any, key: str, version_id: str | None) -> str:
@@ -96,8 +99,23 @@ def test_an_event_that_carries_more_than_the_time_is_refused(environment: None, 
         handler(event, FakeContext())
 
 
-def test_a_guard_deployed_without_databases_says_so(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_guard_deployed_without_its_catalog_says_so(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
-    monkeypatch.setenv("BACKSTOP_RETENTION", "{}")
-    with pytest.raises(Exception, match="BACKSTOP_RETENTION"):
+    with pytest.raises(ConfigError, match="BACKSTOP_CATALOG: Field required; BACKSTOP_CATALOG_DIGEST: Field required"):
+        handler(load_event(SAMPLE), FakeContext())
+
+
+def test_a_guard_whose_catalog_was_changed_outside_a_deploy_holds_nothing(
+    environment: None, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a catalog parameter rewritten after the deploy (orders' keep_last lowered to 1)
+    boto3.client("ssm").put_parameter(
+        Name="/backstop/Backstop/databases/orders",
+        Value='{"engine":"sqlite","name":"orders","path":"/mnt/data/orders.db","retention":{"keep_last":1}}',
+        Type="String",
+        Overwrite=True,
+    )
+
+    # when the guard runs, then it refuses the catalog and changes no tag
+    with pytest.raises(ConfigError, match="is not the one this function was deployed with"):
         handler(load_event(SAMPLE), FakeContext())

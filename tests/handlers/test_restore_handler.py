@@ -15,11 +15,12 @@ from typing import Any
 import boto3
 import pytest
 
-from backstop.errors import RestoreError, UnauthorizedStepError
+from backstop.errors import ConfigError, RestoreError, UnauthorizedStepError
 from backstop.handlers import approval as approval_handler
 from backstop.handlers import restore as restore_handler
 from backstop.restore_table import RestoreTable
 from backstop.services.restore_workflow import RestoreInput, parse_input
+from tests.catalog import publish_catalog
 from tests.conftest import BUCKET, REGION, create_orders_db
 from tests.services import at, run_backup
 from tests.store.test_restore_table import create_table
@@ -61,9 +62,9 @@ def deployed(
         "prefix": "backups",
         "alerts_topic_arn": topic,
         "work_dir": str(tmp_path),
-        "databases": [{**entry, "restore_targets": {"staging": {"path": str(staging)}, "in-place": {}}}],
     }
     monkeypatch.setenv("BACKSTOP_CONFIG_JSON", json.dumps(document))
+    publish_catalog(monkeypatch, [{**entry, "restore_targets": {"staging": {"path": str(staging)}, "in-place": {}}}])
     key = boto3.client("kms", region_name=REGION).create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
     monkeypatch.setenv("BACKSTOP_RESTORE_TABLE", TABLE)
     monkeypatch.setenv("BACKSTOP_STATE_MACHINE_ARN", MACHINE)
@@ -151,3 +152,26 @@ def test_identify_requester_invoked_directly_is_refused_and_recorded(deployed: d
     with pytest.raises(UnauthorizedStepError):
         call(payload, approval_handler.handler)
     assert refusals(deployed["table"])[0]["function"] == "approval"
+
+
+def test_a_catalog_rewritten_outside_a_deploy_stops_every_step_before_anything_is_touched(
+    deployed: dict[str, Any], tmp_path: Path
+) -> None:
+    # given the catalog's part rewritten to point the staging target at another file (ssm:PutParameter, no deploy)
+    ssm = boto3.client("ssm", region_name=REGION)
+    (parameter,) = ssm.get_parameters_by_path(Path="/backstop/Backstop/databases")["Parameters"]
+    elsewhere = tmp_path / "elsewhere.db"
+    value = parameter["Value"].replace(str(deployed["staging"]), str(elsewhere))
+    assert value != parameter["Value"]
+    ssm.put_parameter(Name=parameter["Name"], Value=value, Type="String", Overwrite=True)
+    before = deployed["staging"].read_bytes()
+    data = json.loads((EVENTS / "latest-to-staging.json").read_text())
+
+    # when any step runs (here the first of an execution), then it refuses the catalog in one sentence
+    with pytest.raises(ConfigError, match="is not the one this function was deployed with"):
+        call({"step": "resolve", "execution": MACHINE.replace(":stateMachine:", ":execution:") + ":e", "input": data})
+
+    # and nothing was restored, locked or created
+    assert deployed["staging"].read_bytes() == before
+    assert deployed["table"].holder("orders", "staging") is None
+    assert not elsewhere.exists()

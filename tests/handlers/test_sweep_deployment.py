@@ -13,6 +13,7 @@ from backstop.config import Config
 from backstop.errors import BackstopError
 from backstop.handlers.sweep import handler
 from backstop.store import S3Store
+from tests.catalog import publish_catalog, sqlite_entries
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import AlertInbox, FakeContext
 from tests.services import at, run_backup
@@ -26,7 +27,7 @@ def inbox(s3: Any, monkeypatch: pytest.MonkeyPatch) -> AlertInbox:
     inbox = AlertInbox.create()
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
     monkeypatch.setenv("BACKSTOP_ALERTS_TOPIC_ARN", inbox.topic_arn)
-    monkeypatch.setenv("BACKSTOP_DATABASES", '["orders"]')
+    publish_catalog(monkeypatch, sqlite_entries("orders"))
     monkeypatch.setenv("BACKSTOP_BUDGET", "1")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Backstop")
     return inbox
@@ -84,15 +85,15 @@ def _keys(store: S3Store) -> list[str]:
     return [o["Key"] for o in store.client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
 
 
-@pytest.mark.parametrize("told", [True, False], ids=["retention-deployed", "retention-unknown"])
+@pytest.mark.parametrize("told", [True, False], ids=["retention-deployed", "retention-longer"])
 def test_the_deployed_sweep_tells_lifecycles_delete_markers_from_an_overwrite(
     inbox: AlertInbox, backups: None, store: S3Store, s3: Any, monkeypatch: pytest.MonkeyPatch, told: bool
 ) -> None:
     # given the daily backup of the 22nd expired by lifecycle (a delete marker on its artifact first),
     # and a sweep three weeks later with the budget to read everything
     monkeypatch.setenv("BACKSTOP_BUDGET", str(10**9))
-    if told:
-        monkeypatch.setenv("BACKSTOP_RETENTION", '{"orders": {"daily": 7}}')
+    # its catalog's retention: the one lifecycle applied, or (the fault) one that keeps dailies a month
+    publish_catalog(monkeypatch, sqlite_entries("orders", orders={"daily": 7 if told else 30}))
     daily = store.get_manifest("orders-20261122T020000Z")
     assert daily.retention_tier == "daily"
     s3.delete_object(Bucket=BUCKET, Key=daily.object.key)
@@ -100,7 +101,7 @@ def test_the_deployed_sweep_tells_lifecycles_delete_markers_from_an_overwrite(
     # when the deployed sweep runs
     result = handler({"checked_at": "2026-12-15T03:00:00Z"}, FakeContext())  # type: ignore[arg-type]
 
-    # then with the retention its deployment gives it, the marker is lifecycle's, not an alert;
-    # without it (the fault), the expired backup is reported overwritten
+    # then with the retention lifecycle applied, the marker is lifecycle's, not an alert;
+    # with a longer one (the fault), the expired backup is reported overwritten
     overwritten = [e for e in inbox.envelopes() if "overwritten" in json.dumps(e)]
     assert (overwritten == [] and result.get("overwritten", []) == []) is told

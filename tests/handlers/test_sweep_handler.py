@@ -19,6 +19,7 @@ from backstop.manifest import Manifest
 from backstop.store import S3Store
 from backstop.sweep_events import SweepEvent
 from local.emulator import flip_byte
+from tests.catalog import publish_catalog, sqlite_entries
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import EVENTS, AlertInbox, FakeContext, load_event, metric_values
 from tests.services import at, run_backup
@@ -34,7 +35,7 @@ def inbox(s3: Any, monkeypatch: pytest.MonkeyPatch) -> AlertInbox:
     monkeypatch.setenv("BACKSTOP_BUCKET", BUCKET)
     monkeypatch.setenv("BACKSTOP_PREFIX", "backups")
     monkeypatch.setenv("BACKSTOP_ALERTS_TOPIC_ARN", inbox.topic_arn)
-    monkeypatch.setenv("BACKSTOP_DATABASES", '["orders", "uploads"]')
+    publish_catalog(monkeypatch, sqlite_entries("orders", "uploads"))
     monkeypatch.setenv("BACKSTOP_BUDGET", str(10 * 1024**3))
     return inbox
 

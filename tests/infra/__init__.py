@@ -99,6 +99,15 @@ class Synthesized:
         (match,) = [(k, r) for k, r in self.of_type(resource_type).items() if k.startswith(prefix)]
         return match
 
+    def catalog(self) -> dict[str, str]:
+        """The database catalog's parameters (``backstop.database_catalog``): value by part name."""
+        parameters = self.of_type("AWS::SSM::Parameter").values()
+        return {p["Properties"]["Name"].rsplit("/", 1)[1]: p["Properties"]["Value"] for p in parameters}
+
+    def catalog_databases(self) -> dict[str, dict[str, Any]]:
+        """The databases the catalog holds, as JSON objects by name."""
+        return {name: db for value in self.catalog().values() for name, db in json.loads(value).items()}
+
     def statements_of_role(self, role_id: str) -> list[dict[str, Any]]:
         """Every statement of the identity policies attached to the role ``role_id``, intrinsics flattened."""
         return [

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk.assertions import Template
+from pydantic import TypeAdapter
 
-from backstop.config import Config
+from backstop.config import Config, Database, load_config
+from backstop.database_catalog import digest
 from backstop.manifest import Trigger
 from backstop.retention import BACKUP_TAG_KEYS, TIERS
 from backstop.services.backup import BackupRequest, BackupService
@@ -25,7 +27,7 @@ from backstop.services.retention_guard import RetentionGuard
 from backstop.store import S3Store
 from infra.backup_vault import BackupVault
 from tests.conftest import BUCKET
-from tests.infra import Synthesized, flatten, synthesized_example
+from tests.infra import EXAMPLE_CONFIG, Synthesized, flatten, synthesized_example
 from tests.services import at, run_backup
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -206,9 +208,14 @@ def test_the_guard_runs_every_six_hours_on_its_environment_alone(example: Synthe
         "BACKSTOP_PREFIX",
         "BACKSTOP_KMS_KEY_ID",
         "BACKSTOP_ALERTS_TOPIC_ARN",
-        "BACKSTOP_RETENTION",
+        "BACKSTOP_CATALOG",
+        "BACKSTOP_CATALOG_DIGEST",
     }
-    assert set(json.loads(environment["BACKSTOP_RETENTION"])) == {"orders", "uploads"}
+    # the databases and their retention are the catalog this deploy wrote
+    assert environment["BACKSTOP_CATALOG_DIGEST"] == digest(example.catalog())
+    databases = example.catalog_databases()
+    deployed = {name: TypeAdapter(Database).validate_python(db).retention for name, db in databases.items()}
+    assert deployed == {db.name: db.retention for db in load_config(EXAMPLE_CONFIG).databases}
     assert schedule["Properties"]["ScheduleExpression"] == "rate(6 hours)"
     assert json.loads(schedule["Properties"]["Target"]["Input"]) == {"checked_at": "<aws.scheduler.scheduled-time>"}
     _, role = example.one("AWS::IAM::Role", "VerificationGuardRole")

@@ -10,7 +10,7 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_lambda as lambda_
 
 from infra.limits import LAMBDA_ENVIRONMENT_BYTES, TOKEN_BYTES, DeploymentLimitError, environment_bytes
-from tests.infra import synthesize
+from tests.infra import Synthesized, synthesize
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -34,10 +34,11 @@ def config(databases: int, *, targets: bool) -> str:
     return "bucket: backstop-many\ndatabases:\n" + "".join(entries)
 
 
-def synth(tmp_path: Path, text: str) -> None:
+def synth(tmp_path: Path, text: str) -> Synthesized:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "backstop.yaml"
     path.write_text(text, encoding="utf-8")
-    synthesize(path, tmp_path / "cdk.out")
+    return synthesize(path, tmp_path / "cdk.out")
 
 
 def test_a_hundred_databases_are_refused_before_deploy_naming_the_resource_limit(tmp_path: Path) -> None:
@@ -45,9 +46,30 @@ def test_a_hundred_databases_are_refused_before_deploy_naming_the_resource_limit
         synth(tmp_path, config(100, targets=False))
 
 
-def test_a_restore_environment_over_lambdas_limit_is_refused_naming_the_function(tmp_path: Path) -> None:
-    with pytest.raises(DeploymentLimitError, match=r"Restore/Function would take about \d+ bytes, over Lambda's"):
-        synth(tmp_path, config(30, targets=True))
+def sizes(synthesized: Synthesized) -> dict[str, int]:
+    """The environment size of every function that serves all databases (restore, sweep, guard)."""
+    stack = synthesized.stack
+    return {
+        path: environment_bytes(stack, function)
+        for path in ("Restore/Function", "Verification/Sweep", "Verification/Guard")
+        if isinstance(
+            function := stack.node.find_child(path.split("/")[0]).node.find_child(path.split("/")[1]),
+            lambda_.CfnFunction,
+        )
+    }
+
+
+def test_no_functions_environment_grows_with_the_databases(tmp_path: Path) -> None:
+    # given one and thirty server databases, each with a restore target (thirty used to pass Lambda's 4 KB by 3x)
+    one = synth(tmp_path / "one", config(1, targets=True))
+    thirty = synth(tmp_path / "thirty", config(30, targets=True))
+
+    # then the functions that serve them all have environments of the same size, well under the limit,
+    # and the databases are the catalog's thirty parameters
+    assert sizes(one) == sizes(thirty)
+    assert set(sizes(thirty)) == {"Restore/Function", "Verification/Sweep", "Verification/Guard"}
+    assert max(sizes(thirty).values()) < LAMBDA_ENVIRONMENT_BYTES // 2
+    assert len(thirty.catalog_databases()) == 30
 
 
 def test_a_configuration_within_the_limits_synthesizes(tmp_path: Path) -> None:

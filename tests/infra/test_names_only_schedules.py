@@ -14,6 +14,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from backstop.config import DEPLOYMENT_FIELDS, Database, MysqlDatabase, PostgresDatabase, load_config, parse_config
+from backstop.database_catalog import digest
 from backstop.settings import DatabaseFunctionSettings
 from infra.scheduled_backups import deployment_problems
 from infra.schedules import SCHEDULED_TIME
@@ -121,10 +122,12 @@ def test_a_drill_function_knows_its_databases_restore_targets(example: Synthesiz
     assert not {"function", "vpc", "efs"} & set(deployed)
 
 
-def test_the_sweep_function_has_the_databases_and_the_budget_in_its_environment(example: Synthesized) -> None:
+def test_the_sweep_function_has_the_databases_catalog_and_the_budget_in_its_environment(example: Synthesized) -> None:
     variables = environment(example, "VerificationSweep")
 
-    assert json.loads(variables["BACKSTOP_DATABASES"]) == list(EXAMPLE)
+    assert sorted(example.catalog_databases()) == sorted(EXAMPLE)
+    assert variables["BACKSTOP_CATALOG"] == "/backstop/Backstop/databases"
+    assert variables["BACKSTOP_CATALOG_DIGEST"] == digest(example.catalog())
     assert int(variables["BACKSTOP_BUDGET"]) == 10 * 1024**3
 
 

@@ -9,6 +9,7 @@ import pytest
 from aws_cdk import App
 
 from backstop.config import parse_config
+from backstop.database_catalog import digest
 from backstop.errors import ConfigError
 from infra.stack import BackstopStack
 from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers
@@ -148,20 +149,26 @@ def test_the_state_machine_logs_without_execution_data_and_is_traced(example: Sy
 def test_the_restore_function_gets_the_targets_but_never_a_secret(servers: Synthesized) -> None:
     env = restore_function(servers)["Environment"]["Variables"]
     document = json.loads(flatten(env["BACKSTOP_CONFIG_JSON"]))
+    catalog = servers.catalog()
 
-    (billing,) = document["databases"]  # only databases with restore targets
-    assert billing["name"] == "billing"
+    # the databases are the catalog's, bound to this deploy by its digest; the environment holds none
+    assert "databases" not in document
+    assert env["BACKSTOP_CATALOG"] == "/backstop/Backstop/databases"
+    assert env["BACKSTOP_CATALOG_DIGEST"] == digest(catalog)
+    billing = servers.catalog_databases()["billing"]
     assert billing["restore_targets"]["staging"]["host"] == "billing-staging.example.internal"
     assert document["restore"].items() >= {"approval_timeout": "2h", "distinct_approver": True}.items()
     assert set(env) == {
         "BACKSTOP_CONFIG_JSON",
+        "BACKSTOP_CATALOG",
+        "BACKSTOP_CATALOG_DIGEST",
         "BACKSTOP_RESTORE_TABLE",
         "BACKSTOP_STATE_MACHINE_ARN",
         "BACKSTOP_APPROVAL_KEY_ARN",
         "POWERTOOLS_SERVICE_NAME",
         "POWERTOOLS_METRICS_NAMESPACE",
     }
-    assert "password" not in json.dumps(document).replace("password_secret", "")
+    assert "password" not in (json.dumps(document) + "".join(catalog.values())).replace("password_secret", "")
 
 
 def test_the_restore_role_reads_the_sources_and_the_targets_secrets_only(servers: Synthesized) -> None:

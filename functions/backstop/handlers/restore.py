@@ -18,7 +18,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store
+from backstop.aws import build_notifier, build_store, ssm_client
 from backstop.deadline import Deadline
 from backstop.executions import StepFunctionsExecutions
 from backstop.grants import KmsGrantSigner
@@ -43,7 +43,7 @@ def _built() -> tuple[StepGuard, RestoreWorkflow]:
 @cache
 def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, RestoreWorkflow]:
     settings = WorkflowSettings.from_env()
-    config = settings.config()
+    config = settings.config(ssm_client())
     table = build_restore_table(settings.restore_table)
     notifier = build_notifier(config)
     executions = StepFunctionsExecutions(boto3.client("stepfunctions"))

@@ -1,6 +1,7 @@
 """Lambda entry point of the keep-last-good guard: the newest good backups of each database are held.
 
-The databases and their retention are the function's environment; the event carries the time only.
+The databases and their retention are the stack's catalog (``backstop.database_catalog``); the event carries
+the time only.
 
 Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the guard did not
 run: ``HeldBackups`` per database (dimensions ``service=guard``, ``database``), fewer than the
@@ -17,7 +18,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store
+from backstop.aws import build_notifier, build_store, ssm_client
 from backstop.deadline import Deadline
 from backstop.services.retention_guard import RetentionGuard
 from backstop.settings import GuardSettings
@@ -39,8 +40,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     settings = GuardSettings.from_env()
     request = GuardEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
+    databases = settings.catalog_of(ssm_client()).databases()
     guard = RetentionGuard(
-        settings.retention,
+        {db.name: db.retention for db in databases},
         build_store(settings),
         clock=lambda: checked_at,
         notifier=build_notifier(settings),

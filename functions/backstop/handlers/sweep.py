@@ -1,6 +1,7 @@
 """Lambda entry point of the verification sweep: re-read stored backups within a byte budget.
 
-The databases and the budget are the function's environment; the event carries the time only.
+The databases are the stack's catalog (``backstop.database_catalog``), the budget the function's environment; the event
+carries the time only.
 
 Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the sweep did
 not run: ``SweepBackupsChecked``, ``SweepBytesRead``, ``SweepMismatches`` (backups found corrupt)
@@ -18,7 +19,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store
+from backstop.aws import build_notifier, build_store, ssm_client
 from backstop.deadline import Deadline
 from backstop.services.sweep import SweepScope, SweepService, SweepTally
 from backstop.settings import SweepSettings
@@ -40,8 +41,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     settings = SweepSettings.from_env()
     request = SweepEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
+    databases = settings.catalog_of(ssm_client()).databases()
     service = SweepService(
-        SweepScope(settings.databases, settings.budget, retention=settings.retention),
+        SweepScope(
+            tuple(db.name for db in databases), settings.budget, retention={db.name: db.retention for db in databases}
+        ),
         build_store(settings),
         build_notifier(settings),
         clock=lambda: checked_at,
