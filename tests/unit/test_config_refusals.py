@@ -295,7 +295,7 @@ def test_a_system_directory_as_restore_target_is_refused(target: str) -> None:
 
 def test_the_documented_system_list_is_the_one_enforced() -> None:
     # every listed directory is refused; the docs print the same two lists
-    docs = Path(__file__).parents[2].joinpath("docs", "deploy.md").read_text(encoding="utf-8")
+    docs = Path(__file__).parents[2].joinpath("docs", "configuration.md").read_text(encoding="utf-8")
     for directory in [*SYSTEM_TREES, *TOP_LEVEL_DIRECTORIES]:
         assert f"`{directory}`" in docs
         text = HEAD + sqlite("orders", "/srv/orders.db", f"restore_targets: {{staging: {{path: {directory}}}}}")
