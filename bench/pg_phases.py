@@ -84,8 +84,8 @@ def instrument() -> None:
     import backstop.engines.postgres as postgres
     import backstop.pipeline as pipeline
     import backstop.services.backup as backup
+    from backstop.adapters.s3_store import MultipartUpload, S3Store
     from backstop.services.backup import BackupService
-    from backstop.store import MultipartUpload, S3Store
 
     phases._record("imports", 0.0)
     wrap = phases._wrap

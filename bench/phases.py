@@ -157,9 +157,9 @@ def instrument() -> None:
     """Wrap the stages of the backup path (imported here so import time shows in the timeline)."""
     import backstop.pipeline as pipeline
     import backstop.services.backup as backup
+    from backstop.adapters.s3_store import MultipartUpload, S3Store
     from backstop.engines.sqlite import SqliteSnapshot
     from backstop.services.backup import BackupService
-    from backstop.store import MultipartUpload, S3Store
 
     _record("imports", 0.0)
     _wrap(BackupService, "run", "backup (service)")

@@ -56,8 +56,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from backstop.config import Config, Replica
+from backstop.config.targets import safety_database
 from backstop.errors import ConfigError
-from backstop.restore_targets import safety_database
 from backstop.retention import BACKUP_TAG_KEYS, TIER_TAG, TIERS, expiry_days, held
 
 MAX_LIFECYCLE_RULES = 1000
@@ -98,7 +98,7 @@ HISTORY_SUFFIXES = (
     *(f".{fmt}{comp}" for fmt in ("sqlite", "pgdump", "sql", "tar") for comp in (".zst", ".gz", "")),
     ".manifest.json",
 )
-"""How every artifact and manifest key ends (``backstop.store.ARTIFACT_EXTENSION``, ``MANIFEST_SUFFIX``):
+"""How every artifact and manifest key ends (``backstop.adapters.s3_store.ARTIFACT_EXTENSION``, ``MANIFEST_SUFFIX``):
 the history the bucket policy keeps write-once. Sidecars, run locks and failure records are not history."""
 
 REWRITES = (

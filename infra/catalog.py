@@ -1,6 +1,6 @@
 """The database catalog: Parameter Store parameters of whole databases, read by restore, sweep and guard.
 
-See ``backstop.database_catalog``: those functions get the catalog's path and digest in their environment, the
+See ``backstop.config.catalog``: those functions get the catalog's path and digest in their environment, the
 same size whatever the number of databases, instead of every database's configuration.
 """
 
@@ -14,7 +14,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from backstop.config import Config
-from backstop.database_catalog import STANDARD_BYTES, catalog_path, digest, parameters_of
+from backstop.config.catalog import STANDARD_BYTES, catalog_path, digest, parameters_of
 from infra.limits import DeploymentLimitError
 
 ADVANCED_BYTES = 8192

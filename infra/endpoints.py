@@ -24,7 +24,7 @@ from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from backstop.config import Config, FileDrill, FilesDatabase, ServerDatabase, ServerDrill, SqliteDatabase, Vpc
-from backstop.restore_targets import resolve_target
+from backstop.config.targets import resolve_target
 
 FunctionKind = Literal["backup", "drill", "restore"]
 

@@ -122,7 +122,7 @@ class Monitoring(Construct):
             "BACKSTOP_KMS_KEY_ID": vault.key.key_arn,
             "BACKSTOP_ALERTS_TOPIC_ARN": self.topic.topic_arn,
         }
-        """The environment of the functions that read or write the vault (``backstop.settings.FunctionSettings``)."""
+        """The environment of the functions that read or write the vault (``config.environment.FunctionSettings``)."""
         if config.storage.object_lock is not None:
             # What a backup is written with: each artifact and manifest locked until its tier expires.
             self.environment["BACKSTOP_OBJECT_LOCK"] = config.storage.object_lock.model_dump_json()

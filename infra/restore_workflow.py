@@ -36,9 +36,9 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct, IConstruct
 
+from backstop.adapters.restore_table import KIND_INDEX
 from backstop.config import Config, FilesDatabase, ServerDatabase, SqliteDatabase
-from backstop.restore_table import KIND_INDEX
-from backstop.restore_targets import IN_PLACE, resolve_target, safety_database
+from backstop.config.targets import IN_PLACE, resolve_target, safety_database
 from infra.backup_vault import BackupVault, writer_role_path
 from infra.catalog import DatabaseCatalog
 from infra.network import grant_network
@@ -207,7 +207,7 @@ class RestoreWorkflow(Construct):
                 sid="ApprovalsAndAudit",
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
                 resources=[self.table.table_arn],
-                # a restore's approval and audit records, and refusals (backstop.restore_table): never a lock
+                # a restore's approval and audit records, and refusals (backstop.adapters.restore_table): never a lock
                 conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": APPROVAL_LEADING_KEYS}},
             )
         )

@@ -53,7 +53,7 @@ the drill itself, so the run refuses to drill into any of them."""
 
 def database_environment(database: AnyDatabase, *, leave_out: Iterable[str]) -> dict[str, str]:
     """``BACKSTOP_DATABASE``: the database's configuration as written in backstop.yaml, minus ``leave_out``,
-    for the function that serves it (``backstop.settings.DatabaseFunctionSettings``). No secret: a server
+    for the function that serves it (``backstop.config.environment.DatabaseFunctionSettings``). No secret: a server
     database's password is named by its Secrets Manager ARN."""
     written = database.model_dump(mode="json", exclude_unset=True, exclude=set(leave_out))
     ordered = {"name": written.pop("name"), "engine": written.pop("engine"), **written}

@@ -41,8 +41,8 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import parse_config
-from backstop.store import S3Store
 from local.emulator import flip_byte
 from local.principals import environment_of, user_session
 from local.system import LocalSystem, local_system

@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from backstop.config import AnyDatabase, Database
-from backstop.database_catalog import catalog_path, digest, parameters_of
+from backstop.config.catalog import catalog_path, digest, parameters_of
 
 STACK = "Backstop"
 

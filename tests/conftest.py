@@ -13,8 +13,8 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from backstop.adapters.s3_store import MIB, S3Store
 from backstop.config import Config, parse_config
-from backstop.store import MIB, S3Store
 
 BUCKET = "backstop-test"
 REGION = "us-east-1"

@@ -138,14 +138,14 @@ class Context:
 
     def store(self) -> Any:
         """The store ``--bucket`` names: the vault's (the default), or its replica's, read in the replica's region."""
-        from backstop.aws import build_replica_store, build_store
+        from backstop.bootstrap import build_replica_store, build_store
 
         if self.replica() is not None:
             return build_replica_store(self.config)
         return build_store(self.config)
 
     def notifier(self) -> Any:
-        from backstop.aws import build_notifier
+        from backstop.bootstrap import build_notifier
 
         return build_notifier(self.config)
 
@@ -207,7 +207,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     import platform
 
     import backstop
-    from backstop.client_tools import version_report
+    from backstop.engines.tools import version_report
 
     click.echo(version_report(backstop.__version__, platform.python_version()))
     ctx.exit()
@@ -366,7 +366,7 @@ def _list_pre_restore(obj: Context, database: str, as_json: bool) -> None:
     """The pre-restore copies of DATABASE's declared targets, oldest first, and whether each one's restore completed."""
     from rich.table import Table
 
-    from backstop.restore_targets import target_for
+    from backstop.config.targets import target_for
     from backstop.services.pre_restore import target_copies
 
     with _failures():
@@ -471,7 +471,7 @@ def drill(obj: Context, database: str, backup_id: str | None, as_json: bool) -> 
     """Restore a backup of DATABASE into scratch space, validate it, clean up: exit 1 if the drill fails."""
     import os
 
-    from backstop.restore_table import build_restore_table
+    from backstop.adapters.restore_table import build_restore_table
     from backstop.services.drill import DrillService
 
     with _failures():
@@ -944,7 +944,7 @@ def restore_status(execution: str, state_machine: str, table: str, as_json: bool
     """Where the restore EXECUTION stands: its status, its last step, and its audit record."""
     import boto3
 
-    from backstop.restore_table import build_restore_table
+    from backstop.adapters.restore_table import build_restore_table
 
     with _failures():
         sfn = boto3.client("stepfunctions")
@@ -1054,7 +1054,7 @@ def restores(limit: int, table: str, as_json: bool) -> None:
     """The most recent restores from the audit trail, newest first."""
     from rich.table import Table
 
-    from backstop.restore_table import build_restore_table
+    from backstop.adapters.restore_table import build_restore_table
 
     with _failures():
         records = build_restore_table(table).audits(limit)

@@ -60,3 +60,18 @@ def parse_backup_id(backup_id: str, database: str | None = None) -> tuple[str, d
     except ValueError:
         raise InvalidNameError(f"Invalid backup id {_shown(backup_id)}: the timestamp is not a real time.") from None
     return match["db"], at
+
+
+POSTGRES_IDENTIFIER_BYTES = 63
+MYSQL_IDENTIFIER_CHARS = 64
+
+
+def postgres_derived_name(dbname: str, suffix: str) -> str:
+    """``<dbname><suffix>`` cut to PostgreSQL's 63-byte identifier limit (the suffix is always kept whole)."""
+    room = POSTGRES_IDENTIFIER_BYTES - len(suffix.encode())
+    return dbname.encode()[:room].decode(errors="ignore") + suffix
+
+
+def mysql_derived_name(dbname: str, suffix: str) -> str:
+    """``<dbname><suffix>`` cut to MySQL's 64-character identifier limit (the suffix is always kept whole)."""
+    return dbname[: MYSQL_IDENTIFIER_CHARS - len(suffix)] + suffix

@@ -1,4 +1,4 @@
-"""What the services need from the outside world; adapters (store.py, notify.py) provide it."""
+"""What the services need from the outside world; the adapters (``backstop.adapters``) provide it."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class ObjectVersion:
 
 
 class BackupStore(Protocol):
-    """The bucket, in domain terms (implemented by ``backstop.store.S3Store``)."""
+    """The bucket, in domain terms (implemented by ``backstop.adapters.s3_store.S3Store``)."""
 
     bucket: str
 

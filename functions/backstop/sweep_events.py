@@ -11,7 +11,7 @@ class SweepEvent(ScheduleInput):
     """The input of the verification sweep's schedule: the time of the run, nothing else.
 
     The databases to sweep and the byte budget are the function's deployment
-    (``backstop.settings.SweepSettings``): an event that could name them could widen what the sweep
+    (``backstop.config.environment.SweepSettings``): an event that could name them could widen what the sweep
     reads. The schedule fills ``checked_at`` with ``<aws.scheduler.scheduled-time>``; without it the
     sweep records the current time.
     """
@@ -26,7 +26,7 @@ class GuardEvent(ScheduleInput):
     """The input of the keep-last-good guard's schedule: the time of the run, nothing else.
 
     The databases and their ``keep_last`` are the function's deployment
-    (``backstop.settings.GuardSettings``); the schedule fills ``checked_at`` with
+    (``backstop.config.environment.GuardSettings``); the schedule fills ``checked_at`` with
     ``<aws.scheduler.scheduled-time>``, against which future-dated backups are told apart.
     """
 

@@ -20,9 +20,9 @@ from moto.server import ThreadedMotoServer
 from rich.console import Console
 
 import backstop.cli
+from backstop.adapters.s3_store import S3Store
 from backstop.cli import main
 from backstop.manifest import Manifest
-from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
 from tests.handlers import commit_backup
 from tests.services import corrupt_table, failure_records, rot_object

@@ -8,7 +8,7 @@ from typing import Any
 
 import zstandard
 
-from backstop.store import S3Store
+from backstop.adapters.s3_store import S3Store
 from tests.cli.test_commands import AT, BACKUP_ID, Cli
 from tests.services import corrupt_table, replace_artifact
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from backstop.store import S3Store
+from backstop.adapters.s3_store import S3Store
 from tests.cli.test_commands import AT, BACKUP_ID, Cli, assert_user_error
 from tests.conftest import BUCKET
 from tests.handlers import commit_backup

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from backstop.store import S3Store
+from backstop.adapters.s3_store import S3Store
 from tests.cli.test_commands import AT, BACKUP_ID, Cli, assert_user_error, stamp, stored_manifest
 from tests.conftest import BUCKET, create_orders_db, table_rows
 from tests.handlers import AlertInbox

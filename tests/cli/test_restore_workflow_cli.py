@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
+from backstop.adapters.restore_table import PendingApproval, RestoreTable
 from backstop.cli import main
 from backstop.handlers import approval as approval_handler
-from backstop.restore_table import PendingApproval, RestoreTable
 from local.lambdas import in_process_lambdas
 from tests.conftest import REGION
 from tests.store.test_restore_table import create_table

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import pytest
 import zstandard
 
-from backstop.aws import build_store
+from backstop.bootstrap import build_store
 from backstop.config import Config
 from backstop.manifest import Manifest, RawStream, TableStat, Trigger
 from backstop.services.backup import BackupRequest, BackupService

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.engines.mysql import ClientCommandScanner
 from backstop.services.artifacts import fetch_artifact
-from backstop.store import S3Store
 from tests.engines.test_mysql_engine import (
     HOST,
     HOSTILE_NOTES,

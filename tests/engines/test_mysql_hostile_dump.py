@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import zstandard
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import MysqlDatabase
 from backstop.errors import RestoreError, UnsafeArchiveError
 from backstop.manifest import Manifest
 from backstop.services.artifacts import fetch_artifact
 from backstop.services.server_restore import ServerRestoreService
 from backstop.services.verify import VerifyService
-from backstop.store import S3Store
 from tests.engines.test_mysql_engine import (
     build_shop,
     new_database,  # noqa: F401 - the fixture

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.test_mysql_engine import (
     admin,
     execute,

@@ -15,11 +15,11 @@ from typing import Any
 import pymysql
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import MysqlDatabase
 from backstop.errors import BackstopError
 from backstop.manifest import Manifest
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.test_mysql_engine import (
     admin,
     build_shop,

@@ -12,12 +12,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from backstop.adapters.s3_store import S3Store
 from backstop.cli import main
 from backstop.engines import mysql_restore
 from backstop.errors import ManualInterventionError, RestoreError, ValidationError
 from backstop.manifest import Manifest
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.engines.test_mysql_engine import (
     HOST,

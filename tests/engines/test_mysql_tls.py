@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import MysqlDatabase
 from backstop.engines.mysql import MysqlEngine
 from backstop.engines.mysql_restore import restore_server
 from backstop.errors import RestoreError, SourceError
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.tls_servers import (
     MYSQL_USER,
     PASSWORD,

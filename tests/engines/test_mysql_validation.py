@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import ValidationError
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.test_mysql_engine import (
     build_shop,
     execute,

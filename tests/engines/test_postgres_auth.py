@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import SourceError
-from backstop.store import S3Store
 from tests.services import RecordingNotifier, at, failure_records, leftovers, open_uploads, run_backup
 
 pytestmark = pytest.mark.xdist_group("postgres")

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.services.server_restore import ServerRestoreService
 from backstop.services.verify import VerifyService
-from backstop.store import S3Store
 from tests.engines.test_postgres_engine import (
     NAME,
     create_shop,

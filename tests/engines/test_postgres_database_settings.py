@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from psycopg import sql
 
+from backstop.adapters.s3_store import S3Store
 from backstop.engines.postgres import ArchiveToc, DatabaseStatement, database_statements, unrestorable_statements
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.test_postgres_engine import NAME, admin, postgres_entry
 from tests.engines.test_postgres_ownership import (
     Roles,

@@ -15,12 +15,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from backstop.adapters.s3_store import S3Store
 from backstop.engines import postgres
 from backstop.errors import IntegrityError, SourceError
 from backstop.manifest import Manifest
 from backstop.services.artifacts import fetch_artifact
 from backstop.services.verify import VerifyService
-from backstop.store import S3Store
 from tests.services import at, failure_records, leftovers, open_uploads, replace_artifact, run_backup, stored_bytes
 
 pytestmark = pytest.mark.xdist_group("postgres")

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.engines.pg_script import ScriptHeader
 from backstop.errors import RestoreError
 from backstop.manifest import Manifest
 from backstop.services.artifacts import fetch_artifact
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.test_postgres_engine import (
     HOST,
     NAME,

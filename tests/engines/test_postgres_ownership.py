@@ -19,11 +19,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import ChecksumMismatchError, RestoreError
 from backstop.manifest import Manifest
 from backstop.services.download import download
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.test_postgres_engine import (
     ADMIN,
     HOST,

@@ -14,13 +14,13 @@ import yaml
 import zstandard
 from click.testing import CliRunner
 
+from backstop.adapters.s3_store import S3Store
 from backstop.cli import main
 from backstop.engines.postgres import PostgresEngine
 from backstop.errors import ChecksumMismatchError, IntegrityError, RestoreError, ValidationError
 from backstop.manifest import Manifest
 from backstop.services.artifacts import fetch_artifact
 from backstop.services.server_restore import ServerRestoreService, _PostgresTarget
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.engines.test_postgres_engine import (
     ADMIN,

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import PostgresDatabase
 from backstop.engines.postgres import PostgresEngine, restore_server, tool_path
 from backstop.engines.tls import tool_restricts_auth
 from backstop.errors import RestoreError, SourceError
 from backstop.services.drill import DrillService
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.engines.tls_servers import (
     PASSWORD,
     Certificates,

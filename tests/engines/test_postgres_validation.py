@@ -10,11 +10,11 @@ import pytest
 import yaml
 from psycopg import sql
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import parse_config
 from backstop.errors import ConfigError, RestoreError, ValidationError
 from backstop.manifest import Manifest
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.engines.test_postgres_engine import (
     NAME,

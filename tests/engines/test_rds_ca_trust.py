@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.engines import tls
 from backstop.engines.mysql import MysqlEngine
 from backstop.engines.postgres import PostgresEngine
 from backstop.errors import SourceError
-from backstop.store import S3Store
 from tests.engines.tls_servers import (
     MYSQL_USER,
     PASSWORD,

@@ -10,8 +10,8 @@ from typing import Any
 
 import boto3
 
+from backstop.adapters.s3_store import S3Store
 from backstop.names import backup_id_for
-from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION
 from tests.unit.test_manifest import sample_manifest
 

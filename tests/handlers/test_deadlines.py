@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import DeadlineExceededError
 from backstop.handlers.backup import handler as backup_handler
 from backstop.handlers.drill import handler as drill_handler
 from backstop.handlers.retention_guard import handler as guard_handler
 from backstop.handlers.sweep import handler as sweep_handler
-from backstop.store import S3Store
 from tests.catalog import publish_catalog, sqlite_entries
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import AlertInbox, FakeContext, deploy_database, load_event

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.events import EventRefusedError, ScheduledDrillEvent
 from backstop.handlers.drill import handler
-from backstop.store import S3Store
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import deploy_database
 from tests.handlers.test_backup_handler import FakeContext

@@ -12,10 +12,10 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from botocore.exceptions import ClientError
 
+from backstop.adapters.sns import SnsNotifier
 from backstop.errors import AlertDeliveryError, ConfigError
 from backstop.events import AsyncInvocationRecord, ScheduledBackupEvent
 from backstop.handlers.failure_alert import handler
-from backstop.notify import SnsNotifier
 from tests.conftest import REGION
 from tests.handlers import EVENTS, SENTINEL_SECRET, AlertInbox, FakeContext, load_event, metric_values
 

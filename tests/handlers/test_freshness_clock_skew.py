@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.handlers.freshness import handler
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.handlers import AlertInbox, FakeContext, commit_backup, load_event, metric_values
 

@@ -10,9 +10,9 @@ import boto3
 import pydantic
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.events import FreshnessCheckEvent
 from backstop.handlers.freshness import handler
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.handlers import EVENTS, AlertInbox, FakeContext, commit_backup, load_event, metric_values
 from tests.replication import replicate
@@ -133,7 +133,7 @@ def test_the_check_costs_the_same_requests_whatever_the_number_of_backups(
     commit_backup(store, "orders", CHECKED_AT - timedelta(hours=6))
     for day in range(90):
         commit_backup(store, "uploads", CHECKED_AT - timedelta(hours=6, days=day))
-    monkeypatch.setattr("backstop.aws.s3_client", lambda: s3)
+    monkeypatch.setattr("backstop.bootstrap.s3_client", lambda: s3)
     # Pages of 32 keys, so a listing proportional to the backups would show up as more requests.
     s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", lambda params, **_: params.update(MaxKeys=32))
     listings: list[str] = []
@@ -189,7 +189,7 @@ def test_a_malformed_event_is_rejected_before_any_aws_call(
     change(event)
     calls: list[str] = []
     s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
-    monkeypatch.setattr("backstop.aws.s3_client", lambda: s3)
+    monkeypatch.setattr("backstop.bootstrap.s3_client", lambda: s3)
 
     with pytest.raises(pydantic.ValidationError):
         check(event)

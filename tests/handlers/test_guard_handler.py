@@ -12,11 +12,11 @@ from typing import Any
 import boto3
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.errors import ConfigError
 from backstop.events import EventRefusedError
 from backstop.handlers.retention_guard import handler
-from backstop.store import S3Store
 from tests.catalog import publish_catalog, sqlite_entries
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import FakeContext, load_event, metric_values

@@ -19,10 +19,10 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from botocore.client import BaseClient
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import BackstopError
 from backstop.handlers.backup import handler as backup_handler
 from backstop.handlers.drill import handler as drill_handler
-from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION
 from tests.handlers import SENTINEL_SECRET, FakeContext, deploy_database
 

@@ -15,10 +15,10 @@ from typing import Any
 import boto3
 import pytest
 
+from backstop.adapters.restore_table import RestoreTable
 from backstop.errors import ConfigError, RestoreError, UnauthorizedStepError
 from backstop.handlers import approval as approval_handler
 from backstop.handlers import restore as restore_handler
-from backstop.restore_table import RestoreTable
 from backstop.services.restore_workflow import RestoreInput, parse_input
 from tests.catalog import publish_catalog
 from tests.conftest import BUCKET, REGION, create_orders_db

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.errors import BackstopError
 from backstop.handlers.sweep import handler
-from backstop.store import S3Store
 from tests.catalog import publish_catalog, sqlite_entries
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import AlertInbox, FakeContext

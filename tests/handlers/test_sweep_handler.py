@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.events import EventRefusedError
 from backstop.handlers.sweep import handler
 from backstop.manifest import Manifest
-from backstop.store import S3Store
 from backstop.sweep_events import SweepEvent
 from local.emulator import flip_byte
 from tests.catalog import publish_catalog, sqlite_entries
@@ -180,7 +180,7 @@ def test_a_malformed_event_is_rejected_before_any_aws_call(
     change(event)
     calls: list[str] = []
     s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
-    monkeypatch.setattr("backstop.aws.s3_client", lambda: s3)
+    monkeypatch.setattr("backstop.bootstrap.s3_client", lambda: s3)
 
     with pytest.raises(EventRefusedError):
         sweep(event)

@@ -100,7 +100,7 @@ class Synthesized:
         return match
 
     def catalog(self) -> dict[str, str]:
-        """The database catalog's parameters (``backstop.database_catalog``): value by part name."""
+        """The database catalog's parameters (``backstop.config.catalog``): value by part name."""
         parameters = self.of_type("AWS::SSM::Parameter").values()
         return {p["Properties"]["Name"].rsplit("/", 1)[1]: p["Properties"]["Value"] for p in parameters}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from backstop.config import load_config
-from backstop.database_catalog import digest
+from backstop.config.catalog import digest
 from infra.limits import DeploymentLimitError
 from tests.infra import SERVERS_CONFIG, Synthesized, flatten, synthesize, synthesized_example, synthesized_servers
 

@@ -18,13 +18,13 @@ from aws_cdk import App, Stack
 from aws_cdk.assertions import Template
 from pydantic import TypeAdapter
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config, Database, load_config
-from backstop.database_catalog import digest
+from backstop.config.catalog import digest
 from backstop.manifest import Trigger
 from backstop.retention import BACKUP_TAG_KEYS, TIERS
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.retention_guard import RetentionGuard
-from backstop.store import S3Store
 from infra.backup_vault import BackupVault
 from tests.conftest import BUCKET
 from tests.infra import EXAMPLE_CONFIG, Synthesized, flatten, synthesized_example

@@ -12,10 +12,10 @@ from aws_cdk.assertions import Template
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config, Retention, load_config, parse_config
 from backstop.errors import ConfigError
 from backstop.retention import TIERS, configured_days, expiry_days
-from backstop.store import S3Store
 from infra.backup_vault import (
     TIER_TAG,
     BackupVault,

@@ -14,8 +14,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from backstop.config import DEPLOYMENT_FIELDS, Database, MysqlDatabase, PostgresDatabase, load_config, parse_config
-from backstop.database_catalog import digest
-from backstop.settings import DatabaseFunctionSettings
+from backstop.config.catalog import digest
+from backstop.config.environment import DatabaseFunctionSettings
 from infra.scheduled_backups import deployment_problems
 from infra.schedules import SCHEDULED_TIME
 from tests.infra import EXAMPLE_CONFIG, SERVERS_CONFIG, Synthesized, synthesized_example, synthesized_servers

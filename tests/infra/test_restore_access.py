@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from backstop.restore_table import KIND_INDEX, RestoreTable
+from backstop.adapters.restore_table import KIND_INDEX, RestoreTable
 from infra.drills import DRILL_STAMP
 from infra.restore_workflow import APPROVAL_LEADING_KEYS, CDK_EXECUTION_ROLES, KEY_MANAGEMENT, KEY_READS
 from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers
@@ -495,7 +495,7 @@ def test_the_approval_role_reaches_approvals_audit_records_and_refusals_but_neve
     ]
     assert table_statement.condition == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": APPROVAL_LEADING_KEYS}}
 
-    # and the keys the approval component's own calls use (backstop.restore_table) are exactly those
+    # and the keys the approval component's own calls use (backstop.adapters.restore_table) are exactly those
     client = RecordingClient()
     table = RestoreTable(client, "restore-table")
     execution = "arn:aws:states:eu-west-1:123456789012:execution:Backstop-restore:r1"

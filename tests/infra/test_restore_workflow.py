@@ -9,7 +9,7 @@ import pytest
 from aws_cdk import App
 
 from backstop.config import parse_config
-from backstop.database_catalog import digest
+from backstop.config.catalog import digest
 from backstop.errors import ConfigError
 from infra.stack import BackstopStack
 from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers

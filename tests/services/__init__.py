@@ -17,11 +17,11 @@ from typing import Any
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.manifest import Manifest, Trigger
 from backstop.ports import Notifier
 from backstop.services.backup import BackupOutcome, BackupRequest, BackupService
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.deadline import Deadline
 from backstop.errors import BackupAlreadyRunningError
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.store import S3Store
 from tests.services import at, open_uploads
 
 REQUEST = BackupRequest("orders", at(21), "scheduled", Trigger(kind="schedule", by="test"))

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from backstop.aws import build_notifier
+from backstop.bootstrap import build_notifier
 from backstop.errors import (
     BackupAlreadyRunningError,
     IntegrityError,

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 import backstop.services.backup as backup_module
+from backstop.adapters.s3_store import MultipartUpload
 from backstop.engines.sqlite import SqliteSnapshot
 from backstop.manifest import Trigger
 from backstop.pipeline import BACKGROUND_NICE, CHUNK, lower_thread_priority
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.store import MultipartUpload
 from tests.services import at, blob_database, open_uploads, run_backup
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")

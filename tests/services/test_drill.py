@@ -13,11 +13,11 @@ import boto3
 import pytest
 import zstandard
 
+from backstop.adapters.restore_table import RestoreTable
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.errors import ConfigError
-from backstop.restore_table import RestoreTable
 from backstop.services.drill import DrillService, DrillTargetError
-from backstop.store import S3Store
 from tests.conftest import REGION, create_orders_db
 from tests.engines.test_mysql_engine import new_database as mysql_database  # noqa: F401 - the fixture
 from tests.engines.test_postgres_engine import NAME, create_shop, new_database, postgres_entry  # noqa: F401

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import StorageError
 from backstop.services.freshness import Freshness, FreshnessRule, FreshnessService
-from backstop.store import S3Store
 from tests.handlers import commit_backup
 from tests.services import RecordingNotifier
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.errors import BackstopError
 from backstop.manifest import Trigger
@@ -20,7 +21,6 @@ from backstop.services.artifacts import backup_id_of, resolve_backup
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.drill import DrillService
 from backstop.services.freshness import FreshnessRule, FreshnessService
-from backstop.store import S3Store
 from tests.conftest import create_orders_db
 from tests.handlers import commit_backup
 from tests.services import RecordingNotifier, at, failure_records, keys_under, lock_is_held, run_backup

@@ -16,9 +16,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.retention import expiry_days
-from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION
 from tests.services import at, run_backup
 

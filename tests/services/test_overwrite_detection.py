@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.errors import IntegrityError
 from backstop.manifest import Manifest
 from backstop.services.sweep import SweepReport, SweepService
 from backstop.services.verify import VerifyService
-from backstop.store import S3Store
 from tests.conftest import BUCKET, create_orders_db
 from tests.services import RecordingNotifier, at, replace_artifact, run_backup, stored_bytes
 

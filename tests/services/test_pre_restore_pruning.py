@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 import backstop.cli
+from backstop.adapters.s3_store import S3Store
 from backstop.cli import main
 from backstop.config import Config, KeepPreRestore
 from backstop.engines import mysql_restore
@@ -32,7 +33,6 @@ from backstop.errors import IntegrityError, ManualInterventionError, ValidationE
 from backstop.services.pre_restore import PreRestoreCopy, choose_pruned, local_copies
 from backstop.services.restore import RestoreService
 from backstop.services.server_restore import ServerRestoreService
-from backstop.store import S3Store
 from tests.conftest import BUCKET, create_orders_db
 from tests.services import at, run_backup
 

@@ -16,13 +16,13 @@ from typing import Any
 import boto3
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.errors import BackupNotFoundError, ChecksumMismatchError, InvalidNameError, StorageError
 from backstop.manifest import Manifest
 from backstop.services.repair import RepairService
 from backstop.services.sweep import SweepService
 from backstop.services.verify import VerifyService
-from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db
 from tests.services import RecordingNotifier, at, keys_under, replace_artifact, rot_object, run_backup, stored_bytes
 

@@ -13,8 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.services.freshness import FreshnessRule, FreshnessService, ReplicaCheck
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.handlers import commit_backup
 from tests.replication import replicate

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import RECENT_SPARE_DAYS, S3Store
 from backstop.errors import StorageError
 from backstop.manifest import Compression, Manifest
 from backstop.names import backup_id_for
 from backstop.services.size_anomaly import HISTORY, SizeAnomaly, check_size, size_anomaly
-from backstop.store import RECENT_SPARE_DAYS, S3Store
 from tests.conftest import BUCKET, create_orders_db
 from tests.handlers import commit_backup
 from tests.services import RecordingNotifier, at, failure_records, run_backup

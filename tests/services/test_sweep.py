@@ -15,11 +15,11 @@ import pytest
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.errors import ConfigError, StorageError
 from backstop.manifest import Manifest
 from backstop.services.sweep import SweepReport, SweepService
-from backstop.store import S3Store
 from local.emulator import flip_byte, truncate
 from tests.conftest import BUCKET, create_orders_db
 from tests.services import RecordingNotifier, at, edit_manifest_json, run_backup

@@ -17,8 +17,9 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from pydantic import TypeAdapter
 
+from backstop.adapters.parameter_store import ParameterCatalog
 from backstop.config import AnyDatabase, Database
-from backstop.database_catalog import STANDARD_BYTES, ParameterCatalog, catalog_path, digest, parameters_of
+from backstop.config.catalog import STANDARD_BYTES, catalog_path, digest, parameters_of
 from backstop.errors import ConfigError
 
 REGION = "eu-west-1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backstop.store import S3Store
+from backstop.adapters.s3_store import S3Store
 from tests.conftest import BUCKET
 
 KEY = "backups/orders/2026/11/21/orders-20261121T020000Z.0badc0de.sqlite.zst"

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import SourceError
 from backstop.names import backup_id_for
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.unit.test_manifest import sample_manifest
 

@@ -12,10 +12,10 @@ import boto3
 import pytest
 from botocore.exceptions import ConnectionClosedError
 
+from backstop.adapters.s3_store import MIB, S3Store
 from backstop.errors import BackstopError, BackupNotFoundError, ChecksumMismatchError, ManifestError, StorageError
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.store import MIB, S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db
 from tests.unit.test_manifest import sample_manifest
 

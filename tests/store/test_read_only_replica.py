@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import ReadOnlyReplicaError
 from backstop.ports import ObjectVersion, RunLock
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 from tests.replication import REPLICA, create_replica_bucket
 from tests.unit.test_manifest import sample_manifest

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from backstop.restore_table import (
+from backstop.adapters.restore_table import (
     KIND_INDEX,
     ApprovalNotPendingError,
     PendingApproval,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import BackupAlreadyRunningError
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.store import S3Store
 from tests.conftest import BUCKET
 
 LOCK_KEY = "backups/_locks/orders.backup.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from backstop.store import S3Store
+from backstop.adapters.s3_store import S3Store
 from tests.conftest import BUCKET, create_orders_db
 from tests.services import at, run_backup
 

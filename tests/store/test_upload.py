@@ -22,12 +22,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from backstop.aws import s3_client
+from backstop.adapters.s3_store import MIB, S3Store
+from backstop.bootstrap import s3_client
 from backstop.errors import ChecksumMismatchError, UploadError
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.verify import VerifyService
-from backstop.store import MIB, S3Store
 from tests.conftest import BUCKET, REGION
 
 KEY = "backups/assets/2026/11/21/assets-20261121T020000Z.tar.zst"
@@ -243,7 +243,7 @@ def test_part_dropped_once_is_retried_and_the_upload_completes(store: S3Store, s
 
 
 def test_production_client_retries_a_dropped_part_five_times(s3: Any) -> None:
-    client = s3_client()  # backstop.aws: standard retries, 5 attempts
+    client = s3_client()  # backstop.bootstrap: standard retries, 5 attempts
     store = S3Store(client, bucket=BUCKET, prefix="backups", part_size=5 * MIB, concurrency=2)
     attempts: Counter[int] = Counter()
 

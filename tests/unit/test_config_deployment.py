@@ -19,8 +19,8 @@ from backstop.config import (
     parse_config,
     parse_duration,
 )
+from backstop.config.environment import DatabaseFunctionSettings
 from backstop.errors import ConfigError
-from backstop.settings import DatabaseFunctionSettings
 
 HEAD = "bucket: backstop-prod\n"
 SQLITE = "databases:\n  - name: orders\n    engine: sqlite\n    path: /mnt/data/orders.db\n"

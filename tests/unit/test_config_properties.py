@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backstop.config import LONGEST_DURATION, Config, MysqlDatabase, PostgresDatabase, parse_config
+from backstop.config.targets import RESERVED_DATABASES, kept_prefix, safety_database, system_directory, target_for
 from backstop.errors import ConfigError
-from backstop.restore_targets import RESERVED_DATABASES, kept_prefix, safety_database, system_directory, target_for
 
 LONG_DBNAME = "billing_" + "s" * 25  # 33 characters
 LONG_NAME = "a" * 62  # with one more character, the longest database name

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from backstop.config import parse_config
+from backstop.config.targets import SYSTEM_TREES, TOP_LEVEL_DIRECTORIES, safety_database
 from backstop.errors import ConfigError
-from backstop.restore_targets import SYSTEM_TREES, TOP_LEVEL_DIRECTORIES, safety_database
 
 
 def refusal(text: str) -> str:

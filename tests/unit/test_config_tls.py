@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from backstop.config import MysqlDatabase, PostgresDatabase, parse_config
+from backstop.config.targets import target_for, tls_moved_to
 from backstop.engines import tls
 from backstop.errors import ConfigError, SourceError
-from backstop.restore_targets import target_for, tls_moved_to
 from tests.engines.tls_servers import make_certificates
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from backstop.adapters.secrets import mysql_option_file, pgpass_line, private_file, resolve_password
 from backstop.config import MysqlDatabase, PostgresDatabase, parse_config
-from backstop.credentials import mysql_option_file, pgpass_line, private_file, resolve_password
 from backstop.errors import ConfigError
 
 SENTINEL = 's3ntinel:pa\\ss"word'

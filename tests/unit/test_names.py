@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backstop.adapters.s3_store import S3Store
 from backstop.errors import InvalidNameError
 from backstop.names import DATABASE_NAME, backup_id_for, check_database_name, check_target_name, parse_backup_id
-from backstop.store import S3Store
 
 STAMP = "20261121T020000Z"
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from backstop.config import MysqlDatabase, PostgresDatabase, SqliteDatabase, parse_config
+from backstop.config.targets import resolve_target, target_for
 from backstop.errors import ConfigError, RestoreError
-from backstop.restore_targets import resolve_target, target_for
 
 SQLITE = SqliteDatabase.model_validate(
     {"name": "orders", "engine": "sqlite", "path": "/data/orders.db", "schedule": "rate(1 day)", "stale_after": "26h"}

@@ -17,6 +17,8 @@ import boto3
 import pytest
 import zstandard
 
+from backstop.adapters.restore_table import RestoreTable, TargetLockedError
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.deadline import Deadline
 from backstop.errors import (
@@ -30,14 +32,12 @@ from backstop.errors import (
     RestoreError,
 )
 from backstop.grants import GrantClaims, LocalGrantSigner, seal
-from backstop.restore_table import RestoreTable, TargetLockedError
 from backstop.services.restore_workflow import (
     RestoreTooLongError,
     RestoreWorkflow,
     RollbackFailedError,
     safety_database,
 )
-from backstop.store import S3Store
 from tests.conftest import BUCKET, REGION, create_orders_db, table_rows
 from tests.handlers import commit_backup
 from tests.services import RecordingNotifier, at, replace_artifact, run_backup, write_manifest

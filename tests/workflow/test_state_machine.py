@@ -21,12 +21,12 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Template
 
+from backstop.adapters.restore_table import ApprovalNotPendingError, RestoreTable
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config, parse_config
 from backstop.identity import sign_proof
 from backstop.manifest import Trigger
-from backstop.restore_table import ApprovalNotPendingError, RestoreTable
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.store import S3Store
 from infra.stack import BackstopStack
 from local.emulator import Emulator, running
 from local.lambdas import InvocationLog, in_process_lambdas

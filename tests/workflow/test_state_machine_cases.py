@@ -31,11 +31,11 @@ from typing import Any
 import pytest
 from psycopg import sql
 
+from backstop.adapters.s3_store import S3Store
 from backstop.config import Config, parse_config
 from backstop.handlers import restore as restore_handler
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.store import S3Store
 from local.emulator import flip_byte, running
 from local.lambdas import in_process_lambdas
 from local.stack import stand_up

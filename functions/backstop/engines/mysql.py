@@ -47,8 +47,8 @@ from typing import BinaryIO
 
 import pymysql
 
+from backstop.adapters.secrets import mysql_option_file, private_file, resolve_password
 from backstop.config import MysqlDatabase
-from backstop.credentials import mysql_option_file, private_file, resolve_password
 from backstop.engines.base import Inspection, compare_with_manifest
 from backstop.engines.tls import client_flavor, connect_mysql, mysql_tool_options, tls_hint, trust_file
 from backstop.errors import IntegrityError, SourceError, UnsafeArchiveError

@@ -41,8 +41,8 @@ from typing import Any
 
 import pymysql
 
+from backstop.adapters.secrets import mysql_option_file, private_file, resolve_password
 from backstop.config import MysqlDatabase
-from backstop.credentials import mysql_option_file, private_file, resolve_password
 from backstop.engines.base import Inspection
 from backstop.engines.mysql import child_env
 from backstop.engines.mysql import quote_identifier as q
@@ -54,15 +54,9 @@ log = logging.getLogger(__name__)
 
 CLIENT_TOOLS = ("mariadb", "mysql")
 CHARSET = "utf8mb4"  # of the restore's own connection
-MAX_IDENTIFIER = 64
 _EXCERPT_CHARS = 300
 _VIEW_PASSES = 20  # views on views are created in as many passes as their nesting needs
 _TEXT_COLUMN = {"VIEW": 1, "TRIGGER": 2, "PROCEDURE": 2, "FUNCTION": 2, "EVENT": 3}  # of SHOW CREATE's row
-
-
-def derived_name(dbname: str, suffix: str) -> str:
-    """``<dbname><suffix>`` cut to MySQL's 64-character identifier limit (the suffix is always kept whole)."""
-    return dbname[: MAX_IDENTIFIER - len(suffix)] + suffix
 
 
 def sandboxed_client(env: dict[str, str]) -> str:

@@ -40,8 +40,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
+from backstop.adapters.secrets import pgpass_line, private_file, resolve_password
 from backstop.config import PostgresDatabase
-from backstop.credentials import pgpass_line, private_file, resolve_password
 from backstop.engines.base import Inspection
 from backstop.engines.pg_script import script_restore
 from backstop.engines.sqlite import MIGRATION_TABLES
@@ -975,15 +975,8 @@ def _shown(statement: str) -> str:
 
 # -- restores into a server ----------------------------------------------------------------------
 
-_MAX_IDENTIFIER = 63
 _SWAP_ATTEMPTS = 3
 _TERMINATE_WAIT_MS = 5000
-
-
-def derived_name(dbname: str, suffix: str) -> str:
-    """``<dbname><suffix>`` cut to PostgreSQL's 63-byte identifier limit (the suffix is always kept whole)."""
-    room = _MAX_IDENTIFIER - len(suffix.encode())
-    return dbname.encode()[:room].decode(errors="ignore") + suffix
 
 
 class PostgresServer:

@@ -17,16 +17,16 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backstop.aws import build_notifier
+from backstop.adapters.restore_table import build_restore_table
+from backstop.adapters.step_functions import StepFunctionsExecutions
+from backstop.adapters.sts import StsIdentityVerifier, sts_endpoint
+from backstop.bootstrap import build_notifier
+from backstop.config.workflow_environment import ApprovalSettings
 from backstop.errors import RestoreError
-from backstop.executions import StepFunctionsExecutions
 from backstop.grants import KmsGrantSigner
 from backstop.identity import IdentityProof
-from backstop.restore_table import build_restore_table
 from backstop.services.approval import ApprovalService
 from backstop.services.step_guard import StepGuard
-from backstop.sts_verifier import StsIdentityVerifier, sts_endpoint
-from backstop.workflow_settings import ApprovalSettings
 
 logger = Logger(service="backstop-approval")
 

@@ -13,12 +13,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store
+from backstop.bootstrap import build_notifier, build_store
+from backstop.config.environment import DatabaseFunctionSettings
 from backstop.deadline import Deadline
 from backstop.events import ScheduledBackupEvent
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
-from backstop.settings import DatabaseFunctionSettings
 
 logger = Logger(service="backstop-backup")
 metrics = Metrics(namespace="Backstop", service="backup")

@@ -13,12 +13,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store
+from backstop.adapters.restore_table import build_restore_table
+from backstop.bootstrap import build_notifier, build_store
+from backstop.config.environment import DatabaseFunctionSettings
 from backstop.deadline import Deadline
 from backstop.events import ScheduledDrillEvent
-from backstop.restore_table import build_restore_table
 from backstop.services.drill import DrillService
-from backstop.settings import DatabaseFunctionSettings
 
 logger = Logger(service="backstop-drill")
 metrics = Metrics(namespace="Backstop", service="drill")

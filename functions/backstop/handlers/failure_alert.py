@@ -23,10 +23,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_alert_notifier
+from backstop.bootstrap import build_alert_notifier
+from backstop.config.environment import AlertSettings
 from backstop.events import AsyncInvocationRecord
 from backstop.services.failure_alerts import FailureAlertService, from_destination_record, from_queue_message
-from backstop.settings import AlertSettings
 
 logger = Logger(service="backstop-failure-alert")
 metrics = Metrics(namespace="Backstop", service="failure-alert")

@@ -16,10 +16,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_replica_store, build_store
+from backstop.bootstrap import build_notifier, build_replica_store, build_store
+from backstop.config.environment import FunctionSettings
 from backstop.events import FreshnessCheckEvent
 from backstop.services.freshness import FreshnessRule, FreshnessService, ReplicaCheck
-from backstop.settings import FunctionSettings
 
 logger = Logger(service="backstop-freshness")
 metrics = Metrics(namespace="Backstop", service="freshness")

@@ -18,14 +18,14 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store, ssm_client
+from backstop.adapters.restore_table import build_restore_table
+from backstop.adapters.step_functions import StepFunctionsExecutions
+from backstop.bootstrap import build_catalog, build_notifier, build_store
+from backstop.config.workflow_environment import WorkflowSettings
 from backstop.deadline import Deadline
-from backstop.executions import StepFunctionsExecutions
 from backstop.grants import KmsGrantSigner
-from backstop.restore_table import build_restore_table
 from backstop.services.restore_workflow import RestoreWorkflow
 from backstop.services.step_guard import STEP_STATES, StepGuard
-from backstop.workflow_settings import WorkflowSettings
 
 logger = Logger(service="backstop-restore")
 metrics = Metrics(namespace="Backstop", service="restore")
@@ -43,7 +43,7 @@ def _built() -> tuple[StepGuard, RestoreWorkflow]:
 @cache
 def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, RestoreWorkflow]:
     settings = WorkflowSettings.from_env()
-    config = settings.config(ssm_client())
+    config = settings.config(build_catalog(settings).read())
     table = build_restore_table(settings.restore_table)
     notifier = build_notifier(config)
     executions = StepFunctionsExecutions(boto3.client("stepfunctions"))

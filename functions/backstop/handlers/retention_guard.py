@@ -1,6 +1,6 @@
 """Lambda entry point of the keep-last-good guard: the newest good backups of each database are held.
 
-The databases and their retention are the stack's catalog (``backstop.database_catalog``); the event carries
+The databases and their retention are the stack's catalog (``backstop.config.catalog``); the event carries
 the time only.
 
 Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the guard did not
@@ -18,10 +18,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store, ssm_client
+from backstop.bootstrap import build_catalog, build_notifier, build_store
+from backstop.config.environment import GuardSettings
 from backstop.deadline import Deadline
 from backstop.services.retention_guard import RetentionGuard
-from backstop.settings import GuardSettings
 from backstop.sweep_events import GuardEvent
 
 logger = Logger(service="backstop-guard")
@@ -40,7 +40,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     settings = GuardSettings.from_env()
     request = GuardEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
-    databases = settings.catalog_of(ssm_client()).databases()
+    databases = build_catalog(settings).databases()
     guard = RetentionGuard(
         {db.name: db.retention for db in databases},
         build_store(settings),

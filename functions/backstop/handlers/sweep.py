@@ -1,6 +1,6 @@
 """Lambda entry point of the verification sweep: re-read stored backups within a byte budget.
 
-The databases are the stack's catalog (``backstop.database_catalog``), the budget the function's environment; the event
+The databases are the stack's catalog (``backstop.config.catalog``), the budget the function's environment; the event
 carries the time only.
 
 Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the sweep did
@@ -19,10 +19,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.aws import build_notifier, build_store, ssm_client
+from backstop.bootstrap import build_catalog, build_notifier, build_store
+from backstop.config.environment import SweepSettings
 from backstop.deadline import Deadline
 from backstop.services.sweep import SweepScope, SweepService, SweepTally
-from backstop.settings import SweepSettings
 from backstop.sweep_events import SweepEvent
 
 logger = Logger(service="backstop-sweep")
@@ -41,7 +41,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     settings = SweepSettings.from_env()
     request = SweepEvent.parse(event)
     checked_at = request.checked_at or datetime.now(UTC)
-    databases = settings.catalog_of(ssm_client()).databases()
+    databases = build_catalog(settings).databases()
     service = SweepService(
         SweepScope(
             tuple(db.name for db in databases), settings.budget, retention={db.name: db.retention for db in databases}

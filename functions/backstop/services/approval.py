@@ -25,12 +25,13 @@ import fnmatch
 from datetime import UTC, datetime
 from typing import Any
 
+from backstop.adapters.restore_table import RestoreTable
+from backstop.adapters.step_functions import Executions, StepContext, execution_arn_of, step_context
+from backstop.adapters.sts import StsIdentityVerifier
 from backstop.errors import IdentityProofError, RestoreError
-from backstop.executions import Executions, StepContext, execution_arn_of, step_context
 from backstop.grants import Grant, GrantClaims, GrantSigner, seal
 from backstop.identity import IdentityProof, Principal, intent, unverified
 from backstop.ports import Clock, Notifier
-from backstop.restore_table import RestoreTable
 from backstop.services.restore_workflow import (
     GRANT_LIFETIME,
     RestoreRejectedError,
@@ -38,7 +39,6 @@ from backstop.services.restore_workflow import (
     WrongConfirmationError,
     confirmation_phrase,
 )
-from backstop.sts_verifier import StsIdentityVerifier
 
 APPROVAL_STATE = "Approval"
 

@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from backstop.adapters.restore_table import RestoreTable
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase, ServerDatabase
+from backstop.config.targets import resolve_target
 from backstop.deadline import NO_DEADLINE, Deadline
 from backstop.errors import BackstopError, ConfigError
 from backstop.ports import BackupStore, Clock, Notifier, Progress
-from backstop.restore_table import RestoreTable
-from backstop.restore_targets import resolve_target
 from backstop.services.artifacts import newest_backup_id
 
 log = logging.getLogger(__name__)

@@ -245,7 +245,7 @@ def target_copies(target: AnyDatabase, work_dir: Path | None = None) -> list[Pre
     target, databases beside a server one (listed over a connection to its server, as a restore makes)."""
     if not isinstance(target, PostgresDatabase | MysqlDatabase):
         return local_copies(Path(target.path))
-    from backstop.restore_targets import kept_prefix
+    from backstop.config.targets import kept_prefix
 
     if isinstance(target, MysqlDatabase):
         from backstop.engines.mysql_restore import restore_server as mysql_server

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from backstop.config import Config
+from backstop.config.targets import system_directory
 from backstop.engines import local_restore_engine
 from backstop.engines.base import Inspection
 from backstop.errors import RestoreError
 from backstop.manifest import Manifest
 from backstop.ports import BackupStore, Clock, Progress
-from backstop.restore_targets import system_directory
 from backstop.services.artifacts import fetch_artifact, resolve_backup
 from backstop.services.pre_restore import Pruning, local_copy, mark_completed, prune_local
 

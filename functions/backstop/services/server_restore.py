@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from backstop.config import Config, MysqlDatabase, PostgresDatabase, ServerDatabase
+from backstop.config.targets import derived_name, tls_moved_to
 from backstop.engines.base import Inspection
 from backstop.errors import BackstopError, ManualInterventionError, RestoreError
 from backstop.manifest import Manifest
 from backstop.pipeline import CHUNK, Sink, decompress_stream
 from backstop.ports import BackupStore, Clock, Progress
-from backstop.restore_targets import tls_moved_to
 from backstop.services.artifacts import expected_digest, fetch_artifact, resolve_backup
 from backstop.services.download import download
 from backstop.services.pre_restore import Pruning, prune_server
@@ -251,15 +251,6 @@ def _open_server(
     return _postgres_server(db, manifest, artifact, run_dir)
 
 
-def _derived_name(db: ServerDatabase, dbname: str, suffix: str) -> str:
-    """``<dbname><suffix>`` within the engine's identifier limit."""
-    if isinstance(db, MysqlDatabase):
-        from backstop.engines.mysql_restore import derived_name
-    else:
-        from backstop.engines.postgres import derived_name
-    return derived_name(dbname, suffix)
-
-
 @dataclass(frozen=True)
 class ServerRestorePlan:
     """What a server restore will do, shown before anything is touched."""
@@ -351,8 +342,8 @@ class ServerRestoreService:
             scheme="mysql" if isinstance(target_db, MysqlDatabase) else "postgresql",
         )
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dt%H%M%Sz")
-        fresh = _derived_name(target_db, target.dbname, f"_restore_{stamp}")
-        pre_restore = _derived_name(target_db, target.dbname, f"_pre_restore_{stamp}")
+        fresh = derived_name(target_db, target.dbname, f"_restore_{stamp}")
+        pre_restore = derived_name(target_db, target.dbname, f"_pre_restore_{stamp}")
         run_dir = Path(tempfile.mkdtemp(prefix="backstop-restore-", dir=self._config.work_dir))
         try:
             if isinstance(target_db, MysqlDatabase):

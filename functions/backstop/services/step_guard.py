@@ -2,7 +2,7 @@
 
 The restore and approval functions can be invoked by anyone with ``lambda:InvokeFunction``, with any
 payload. Before a step does anything, its context is proved against Step Functions
-(``backstop.executions.step_context``). A refusal changes nothing but two records: an audit record
+(``backstop.adapters.step_functions.step_context``). A refusal changes nothing but two records: an audit record
 of its own (never over a restore's) and an alert that says what was tried, against what.
 """
 
@@ -12,10 +12,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from backstop.adapters.restore_table import RestoreTable
+from backstop.adapters.step_functions import Executions, StepContext, step_context
 from backstop.errors import UnauthorizedStepError
-from backstop.executions import Executions, StepContext, step_context
 from backstop.ports import Clock, Notifier
-from backstop.restore_table import RestoreTable
 
 log = logging.getLogger(__name__)
 

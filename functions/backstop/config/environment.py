@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError
 
 from backstop.config import Config, Database, ObjectLock, Replica, Storage, Upload
-from backstop.database_catalog import ParameterCatalog
 from backstop.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mypy_boto3_ssm import SSMClient
 
 
 class _Environment(BaseModel):
@@ -73,15 +69,12 @@ class DatabaseFunctionSettings(FunctionSettings):
 
 
 class CatalogSettings(_Environment):
-    """The database catalog of a function that serves every database (``backstop.database_catalog``)."""
+    """The database catalog of a function that serves every database (``backstop.config.catalog``)."""
 
     catalog: str = Field(pattern=r"^/backstop/[A-Za-z0-9-]{1,128}/databases$")
     """``BACKSTOP_CATALOG``: the Parameter Store path of the stack's catalog."""
     catalog_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
     """``BACKSTOP_CATALOG_DIGEST``: the SHA-256 of the catalog this function was deployed with."""
-
-    def catalog_of(self, ssm: SSMClient) -> ParameterCatalog:
-        return ParameterCatalog(ssm, self.catalog, self.catalog_digest)
 
 
 class SweepSettings(FunctionSettings, CatalogSettings):

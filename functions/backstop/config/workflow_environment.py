@@ -3,7 +3,7 @@
 ``BACKSTOP_CONFIG_JSON`` is the configuration as JSON (bucket, prefix, key, alerts topic, restore
 settings) without the databases, written by the stack; the databases, with their ``restore_targets``,
 are the stack's catalog (``BACKSTOP_CATALOG``, checked against ``BACKSTOP_CATALOG_DIGEST``: see
-``backstop.database_catalog``), so this environment is the same size for one database or a hundred. Neither
+``backstop.config.catalog``), so this environment is the same size for one database or a hundred. Neither
 holds a secret: secret ARNs only.
 """
 
@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from backstop.config import Config
-from backstop.database_catalog import ParameterCatalog
+from backstop.config import AnyDatabase, Config
 from backstop.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mypy_boto3_ssm import SSMClient
 
 _STATE_MACHINE = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$"
 
@@ -58,10 +54,10 @@ class WorkflowSettings(_Environment):
             raise ConfigError("BACKSTOP_CONFIG_JSON must be an object without databases (they are the catalog).")
         return document
 
-    def config(self, ssm: SSMClient) -> Config:
-        """The configuration: this environment's settings and the catalog's databases that have restore targets."""
-        catalog = ParameterCatalog(ssm, self.catalog, self.catalog_digest)
-        restorable = [document for db, document in catalog.read() if db.restore_targets]
+    def config(self, catalog: Sequence[tuple[AnyDatabase, dict[str, Any]]]) -> Config:
+        """The configuration: this environment's settings and the catalog's databases (as read, each with its
+        JSON object) that have restore targets."""
+        restorable = [document for db, document in catalog if db.restore_targets]
         try:
             return Config.model_validate({**self._document(), "databases": restorable})
         except ValidationError as exc:

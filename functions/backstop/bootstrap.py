@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.config import Config as BotoConfig
 
+from backstop.adapters.parameter_store import ParameterCatalog
+from backstop.adapters.s3_store import MIB, S3Store
+from backstop.adapters.sns import SnsNotifier
 from backstop.config import Config, Upload
+from backstop.config.environment import AlertSettings, CatalogSettings, FunctionSettings
+from backstop.config.workflow_environment import ApprovalSettings, WorkflowSettings
 from backstop.errors import ConfigError
-from backstop.notify import SnsNotifier
 from backstop.ports import NoNotifier, Notifier
-from backstop.settings import AlertSettings, FunctionSettings
-from backstop.store import MIB, S3Store
-from backstop.workflow_settings import ApprovalSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,6 +40,11 @@ def s3_client(region: str | None = None) -> S3Client:
 
 def ssm_client() -> SSMClient:
     return boto3.client("ssm", config=_BOTO)
+
+
+def build_catalog(settings: CatalogSettings | WorkflowSettings) -> ParameterCatalog:
+    """The database catalog the function was deployed with (``BACKSTOP_CATALOG``, checked against its digest)."""
+    return ParameterCatalog(ssm_client(), settings.catalog, settings.catalog_digest)
 
 
 def build_replica_store(config: Config | FunctionSettings, client: S3Client | None = None) -> S3Store:

@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from backstop.config import AnyDatabase, MysqlDatabase, PostgresDatabase, ServerDatabase, tls_mode_of
+from backstop.config.databases import AnyDatabase, MysqlDatabase, PostgresDatabase, ServerDatabase, tls_mode_of
 from backstop.errors import ConfigError, RestoreError
-from backstop.names import check_database_name
+from backstop.names import check_database_name, mysql_derived_name, postgres_derived_name
 
 TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 IN_PLACE = "in-place"
@@ -276,8 +276,11 @@ def kept_prefix(db: ServerDatabase, suffix: str = KEPT_SUFFIX) -> str:
 
     ``dbname`` is cut as the engine cuts it to fit its identifier limit (so it may be shorter).
     """
+    return derived_name(db, db.dbname, suffix + STAMP_SHAPE)[: -len(STAMP_SHAPE)]
+
+
+def derived_name(db: ServerDatabase, dbname: str, suffix: str) -> str:
+    """``<dbname><suffix>`` within the identifier limit of ``db``'s engine (the suffix is always kept whole)."""
     if isinstance(db, MysqlDatabase):
-        from backstop.engines.mysql_restore import derived_name
-    else:
-        from backstop.engines.postgres import derived_name
-    return derived_name(db.dbname, suffix + STAMP_SHAPE)[: -len(STAMP_SHAPE)]
+        return mysql_derived_name(dbname, suffix)
+    return postgres_derived_name(dbname, suffix)

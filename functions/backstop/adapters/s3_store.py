@@ -225,7 +225,7 @@ class MultipartUpload:
 class S3Store:
     """Everything Backstop keeps in the bucket, behind domain-named methods.
 
-    ``client`` is a boto3 S3 client (built by ``backstop.aws``); the store never creates one.
+    ``client`` is a boto3 S3 client (built by ``backstop.bootstrap``); the store never creates one.
     """
 
     def __init__(

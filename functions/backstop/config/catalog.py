@@ -18,16 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import TypeAdapter, ValidationError
 
 from backstop.config import AnyDatabase, Database
 from backstop.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mypy_boto3_ssm import SSMClient
 
 _DATABASE: TypeAdapter[AnyDatabase] = TypeAdapter(Database)
 
@@ -71,58 +67,7 @@ def parameters_of(databases: Iterable[AnyDatabase]) -> dict[str, str]:
     return {f"{index:03d}": _json(part) for index, part in enumerate(parts) if part}
 
 
-class ParameterCatalog:
-    """The catalog of one deploy, read from Parameter Store and checked against the deploy's digest."""
-
-    def __init__(self, ssm: SSMClient, path: str, expected: str) -> None:
-        self._ssm = ssm
-        self._path = path.rstrip("/")
-        self._expected = expected
-
-    def entries(self) -> dict[str, str]:
-        """Every parameter directly under the path, by part name; ConfigError unless they match the digest."""
-        found: dict[str, str] = {}
-        try:
-            pages = self._ssm.get_paginator("get_parameters_by_path").paginate(Path=self._path, Recursive=False)
-            for page in pages:
-                for parameter in page["Parameters"]:
-                    found[parameter["Name"].rsplit("/", 1)[1]] = parameter["Value"]
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            reason = f"{error.get('Code', 'error')}: {error.get('Message', '')}"
-            raise ConfigError(f"The database catalog {self._path} cannot be read ({reason}).") from None
-        except BotoCoreError as exc:
-            raise ConfigError(f"The database catalog {self._path} cannot be read ({exc}).") from None
-        if digest(found) != self._expected:
-            raise ConfigError(
-                f"The database catalog {self._path} ({len(found)} databases) is not the one this function was "
-                "deployed with: a parameter was changed outside a deploy, or a deploy is under way; "
-                "deploy again (cdk deploy) and retry."
-            )
-        return found
-
-    def databases(self) -> tuple[AnyDatabase, ...]:
-        """The catalog's databases, in name order."""
-        return tuple(db for db, _document in self.read())
-
-    def read(self) -> list[tuple[AnyDatabase, dict[str, Any]]]:
-        """The catalog's databases in name order, each with the JSON object it was written from."""
-        found: dict[str, dict[str, Any]] = {}
-        for part, value in sorted(self.entries().items()):
-            try:
-                databases = json.loads(value)
-            except json.JSONDecodeError:
-                databases = None
-            if not isinstance(databases, dict):
-                raise ConfigError(f"The catalog part {self._path}/{part} is not a JSON object of databases.")
-            for name, doc in databases.items():
-                if name in found:
-                    raise ConfigError(f"The catalog {self._path} holds database {name} twice.")
-                found[name] = doc
-        return [(_parse(name, doc), doc) for name, doc in sorted(found.items())]
-
-
-def _parse(name: str, doc: object) -> AnyDatabase:
+def parse_database(name: str, doc: object) -> AnyDatabase:
     try:
         db = _DATABASE.validate_python(doc)
     except ValidationError as exc:
