@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from tests.infra import Synthesized, synthesized_example
+from tests.infra import Synthesized
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -15,24 +13,6 @@ pytestmark = pytest.mark.xdist_group("infra")
 VAULT_BUCKET = "VaultBucket0925C477"
 VAULT_KEY = "VaultKeyCB88EF1A"
 ACCESS_LOGS = "VaultAccessLogsC5E11DDC"
-
-
-@pytest.fixture(scope="session")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-def properties(example: Synthesized, logical_id: str) -> dict[str, Any]:
-    props: dict[str, Any] = example.resources[logical_id]["Properties"]
-    return props
-
-
-def policy_statements(example: Synthesized, bucket_id: str) -> list[dict[str, Any]]:
-    for resource in example.resources.values():
-        if resource["Type"] == "AWS::S3::BucketPolicy" and resource["Properties"]["Bucket"] == {"Ref": bucket_id}:
-            statements: list[dict[str, Any]] = resource["Properties"]["PolicyDocument"]["Statement"]
-            return statements
-    raise AssertionError(f"no bucket policy for {bucket_id}")
 
 
 def test_construct_ids_keep_the_vault_in_place(example: Synthesized) -> None:
@@ -44,14 +24,14 @@ def test_construct_ids_keep_the_vault_in_place(example: Synthesized) -> None:
 
 
 def test_vault_bucket_has_the_configured_name_and_keeps_versions(example: Synthesized) -> None:
-    props = properties(example, VAULT_BUCKET)
+    props = example.properties(VAULT_BUCKET)
 
     assert props["BucketName"] == "backstop-example-backups"
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
 
 
 def test_vault_bucket_encrypts_with_its_own_key_and_a_bucket_key(example: Synthesized) -> None:
-    (rule,) = properties(example, VAULT_BUCKET)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    (rule,) = example.properties(VAULT_BUCKET)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
 
     assert rule["ServerSideEncryptionByDefault"] == {
         "SSEAlgorithm": "aws:kms",
@@ -63,12 +43,12 @@ def test_vault_bucket_encrypts_with_its_own_key_and_a_bucket_key(example: Synthe
 
 def test_key_is_customer_managed_and_rotates(example: Synthesized) -> None:
     example.template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
-    assert "KeySpec" not in properties(example, VAULT_KEY)  # symmetric: the only kind S3 SSE-KMS accepts
+    assert "KeySpec" not in example.properties(VAULT_KEY)  # symmetric: the only kind S3 SSE-KMS accepts
 
 
 @pytest.mark.parametrize("bucket_id", [VAULT_BUCKET, ACCESS_LOGS])
 def test_buckets_block_public_access_and_acls(example: Synthesized, bucket_id: str) -> None:
-    props = properties(example, bucket_id)
+    props = example.properties(bucket_id)
 
     assert props["PublicAccessBlockConfiguration"] == {
         "BlockPublicAcls": True,
@@ -82,7 +62,7 @@ def test_buckets_block_public_access_and_acls(example: Synthesized, bucket_id: s
 
 @pytest.mark.parametrize("bucket_id", [VAULT_BUCKET, ACCESS_LOGS])
 def test_buckets_refuse_requests_without_tls_1_2(example: Synthesized, bucket_id: str) -> None:
-    denials = [s for s in policy_statements(example, bucket_id) if s["Effect"] == "Deny"]
+    denials = [s for s in example.bucket_policy(bucket_id) if s["Effect"] == "Deny"]
     resources = [
         {"Fn::GetAtt": [bucket_id, "Arn"]},
         {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
@@ -105,14 +85,14 @@ def test_buckets_refuse_requests_without_tls_1_2(example: Synthesized, bucket_id
 
 
 def test_vault_access_is_logged_to_the_separate_log_bucket(example: Synthesized) -> None:
-    assert properties(example, VAULT_BUCKET)["LoggingConfiguration"] == {
+    assert example.properties(VAULT_BUCKET)["LoggingConfiguration"] == {
         "DestinationBucketName": {"Ref": ACCESS_LOGS},
         "LogFilePrefix": "vault/",
     }
 
 
 def test_log_bucket_accepts_only_s3_log_delivery_for_the_vault(example: Synthesized) -> None:
-    allows = [s for s in policy_statements(example, ACCESS_LOGS) if s["Effect"] == "Allow"]
+    allows = [s for s in example.bucket_policy(ACCESS_LOGS) if s["Effect"] == "Allow"]
 
     assert allows == [
         {
@@ -129,7 +109,7 @@ def test_log_bucket_accepts_only_s3_log_delivery_for_the_vault(example: Synthesi
 
 
 def test_log_bucket_is_encrypted_and_expires_its_logs(example: Synthesized) -> None:
-    props = properties(example, ACCESS_LOGS)
+    props = example.properties(ACCESS_LOGS)
 
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
         {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}

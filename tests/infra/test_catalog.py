@@ -10,22 +10,12 @@ import pytest
 from backstop.config import load_config
 from backstop.config.catalog import digest
 from infra.limits import DeploymentLimitError
-from tests.infra import SERVERS_CONFIG, Synthesized, flatten, synthesize, synthesized_example, synthesized_servers
+from tests.infra import SERVERS_CONFIG, Synthesized, flatten, listed, synthesize_text
 
 pytestmark = pytest.mark.xdist_group("infra")
 
 CATALOG_ARN = "arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/backstop/Backstop/databases"
 READERS = ("RestoreRole", "VerificationSweepRole", "VerificationGuardRole")
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
 
 
 def test_the_catalog_holds_every_database_in_free_standard_parameters(servers: Synthesized, tmp_path: Path) -> None:
@@ -39,17 +29,14 @@ def test_the_catalog_holds_every_database_in_free_standard_parameters(servers: S
     assert all(p["Properties"]["Name"].startswith("/backstop/Backstop/databases/") for p in parameters)
 
 
-@pytest.mark.parametrize("which", ["example", "servers"])
-def test_only_restore_sweep_and_guard_read_the_catalog_and_only_its_path(
-    example: Synthesized, servers: Synthesized, which: str
-) -> None:
-    synthesized = example if which == "example" else servers
+@pytest.mark.parametrize("synthesized", ["example", "servers"], indirect=True)
+def test_only_restore_sweep_and_guard_read_the_catalog_and_only_its_path(synthesized: Synthesized) -> None:
     readers: dict[str, list[dict[str, object]]] = {}
     for role_id in synthesized.of_type("AWS::IAM::Role"):
         statements = [
             s
             for s in synthesized.statements_of_role(role_id)
-            if any(str(a).startswith("ssm:") for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+            if any(str(a).startswith("ssm:") for a in listed(s["Action"]))
         ]
         if statements:
             readers[role_id] = statements
@@ -64,20 +51,17 @@ def test_only_restore_sweep_and_guard_read_the_catalog_and_only_its_path(
 def test_the_functions_carry_the_digest_of_the_catalog_in_the_same_template(servers: Synthesized) -> None:
     expected = digest(servers.catalog())
     for prefix in ("RestoreFunction", "VerificationSweep", "VerificationGuard"):
-        _, function = servers.one("AWS::Lambda::Function", prefix)
-        variables = flatten(function["Properties"]["Environment"]["Variables"])
+        variables = flatten(servers.environment(prefix))
         assert variables["BACKSTOP_CATALOG"] == "/backstop/Backstop/databases"
         assert variables["BACKSTOP_CATALOG_DIGEST"] == expected
 
 
 def test_a_database_too_large_for_one_parameter_is_refused_naming_it(tmp_path: Path) -> None:
     queries = "".join(f"\n      - SELECT count(*) FROM table_number_{i:04d}_with_a_long_name" for i in range(160))
-    path = tmp_path / "backstop.yaml"
-    path.write_text(
+    text = (
         "bucket: backstop-big\ndatabases:\n  - name: big\n    engine: sqlite\n    path: /mnt/data/big.db\n"
-        f"    validation_queries:{queries}\n",
-        encoding="utf-8",
+        f"    validation_queries:{queries}\n"
     )
 
     with pytest.raises(DeploymentLimitError, match=r"configuration of database big takes \d+ bytes.*limit of 8192"):
-        synthesize(path, tmp_path / "cdk.out")
+        synthesize_text(text, tmp_path)

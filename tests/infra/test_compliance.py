@@ -8,11 +8,7 @@ synthesis left no AwsSolutions annotation behind, should a future version go bac
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aws_cdk import App, Stack
@@ -20,31 +16,15 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Annotations, Match
 from cdk_nag import AwsSolutionsChecks
 
-from tests.infra import Synthesized, synthesized_example
+from tests.infra import Synthesized, aws_solutions_findings, cfn_lint
 
 pytestmark = pytest.mark.xdist_group("infra")
 
-CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 EXECUTIONS = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<AWS::StackName>-restore:*"
 
 
-@pytest.fixture(scope="session")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-def findings(report: Any) -> list[str]:
-    return [
-        f"{v.rule_name} ({v.severity}) on {', '.join(r.construct_path for r in v.violating_resources)}"
-        for v in report.violations
-    ]
-
-
 def test_stack_has_no_unacknowledged_aws_solutions_findings(example: Synthesized) -> None:
-    report = AwsSolutionsChecks().validate_scope(example.stack)
-
-    assert findings(report) == []
-    assert report.success
+    assert aws_solutions_findings(example.stack) == []  # a report that fails without a violation is one too
 
 
 def test_synthesis_leaves_no_aws_solutions_errors_or_warnings(example: Synthesized) -> None:
@@ -194,10 +174,7 @@ def test_wildcards_are_acknowledged_only_for_keys_named_at_run_time_and_network_
 
 
 def test_template_passes_cfn_lint(example: Synthesized, tmp_path: Path) -> None:
-    template = tmp_path / "Backstop.template.json"
-    template.write_text(json.dumps(example.template.to_json(), indent=1), encoding="utf-8")
-
-    result = subprocess.run([str(CFN_LINT), "--format", "parseable", str(template)], capture_output=True, text=True)
+    result = cfn_lint(tmp_path, Backstop=example.template)
 
     assert result.stdout + result.stderr == ""
     assert result.returncode == 0  # 2 = errors, 4 = warnings, 8 = informational: none of them

@@ -12,52 +12,26 @@ from aws_cdk.assertions import Annotations, Match
 from backstop.events import ScheduledDrillEvent
 from backstop.sweep_events import SweepEvent
 from infra.schedules import SCHEDULED_TIME
-from tests.infra import EXAMPLE_CONFIG, Synthesized, synthesize, synthesized_example, synthesized_servers
+from tests.infra import EXAMPLE_CONFIG, Synthesized, listed, synthesize_text
 
 pytestmark = pytest.mark.xdist_group("infra")
 
 BUCKET = "<VaultBucket0925C477.Arn>"
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
-
-
-def schedule(synthesized: Synthesized, fragment: str) -> dict[str, Any]:
-    (found,) = [
-        r["Properties"]
-        for r in synthesized.of_type("AWS::Scheduler::Schedule").values()
-        if fragment in r["Properties"]["Description"]
-    ]
-    return dict(found)
-
-
-def role_statements(synthesized: Synthesized, prefix: str) -> list[dict[str, Any]]:
-    (role_id,) = [k for k in synthesized.of_type("AWS::IAM::Role") if k.startswith(prefix)]
-    return synthesized.statements_of_role(role_id)
-
-
 def s3_grants(statements: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Every S3 action the role has, with the resources it has it on."""
     grants: dict[str, list[str]] = {}
     for statement in statements:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
-        for action in actions:
+        for action in listed(statement["Action"]):
             if action.startswith("s3:"):
-                grants.setdefault(action, []).extend(resources)
+                grants.setdefault(action, []).extend(listed(statement["Resource"]))
     return grants
 
 
 @pytest.mark.parametrize("database", ["orders", "uploads"])
 def test_each_file_database_drills_weekly_with_an_input_its_handler_parses(example: Synthesized, database: str) -> None:
-    found = schedule(example, f"restore drill of {database}")
+    found = example.schedule(f"restore drill of {database}")
 
     assert found["ScheduleExpression"] == "rate(7 days)"
     sent = json.loads(found["Target"]["Input"].replace(SCHEDULED_TIME, "2026-11-22T03:00:00Z"))
@@ -66,7 +40,7 @@ def test_each_file_database_drills_weekly_with_an_input_its_handler_parses(examp
 
 
 def test_the_sweep_runs_daily_with_an_input_its_handler_parses(example: Synthesized) -> None:
-    found = schedule(example, "verification sweep")
+    found = example.schedule("verification sweep")
 
     assert found["ScheduleExpression"] == "rate(1 day)"
     event = SweepEvent.parse(json.loads(found["Target"]["Input"].replace(SCHEDULED_TIME, "2026-11-22T03:00:00Z")))
@@ -80,7 +54,7 @@ def test_server_databases_without_a_scratch_server_have_no_drill(servers: Synthe
 
 
 def test_a_drill_role_reads_its_database_and_writes_only_its_drill_records(example: Synthesized) -> None:
-    grants = s3_grants(role_statements(example, "VerificationDrillordersRole"))
+    grants = s3_grants(example.role_statements("VerificationDrillordersRole"))
 
     assert sorted(grants) == [
         "s3:GetObject",
@@ -98,7 +72,7 @@ def test_a_drill_role_reads_its_database_and_writes_only_its_drill_records(examp
 
 
 def test_the_sweep_role_reads_every_database_and_writes_only_sweep_records(example: Synthesized) -> None:
-    grants = s3_grants(role_statements(example, "VerificationSweepRole"))
+    grants = s3_grants(example.role_statements("VerificationSweepRole"))
 
     assert sorted(grants["s3:GetObject"]) == [f"{BUCKET}/backups/orders/*", f"{BUCKET}/backups/uploads/*"]
     assert sorted(grants["s3:PutObject"]) == [
@@ -109,11 +83,7 @@ def test_the_sweep_role_reads_every_database_and_writes_only_sweep_records(examp
 
 
 def test_drill_functions_run_where_their_database_is(example: Synthesized) -> None:
-    (props,) = [
-        r["Properties"]
-        for k, r in example.of_type("AWS::Lambda::Function").items()
-        if k.startswith("VerificationDrillordersFunction")
-    ]
+    props = example.one("AWS::Lambda::Function", "VerificationDrillordersFunction")[1]["Properties"]
 
     assert props["ImageConfig"]["Command"] == ["backstop.handlers.drill.handler"]
     # restoring into /tmp it reads S3 only: outside any VPC, it needs no endpoint or NAT there
@@ -123,18 +93,11 @@ def test_drill_functions_run_where_their_database_is(example: Synthesized) -> No
 
 
 def test_a_drill_whose_scratch_is_on_efs_runs_in_the_databases_vpc(tmp_path: Path) -> None:
-    config = tmp_path / "backstop.yaml"
-    config.write_text(
-        EXAMPLE_CONFIG.read_text(encoding="utf-8").replace(
-            "    compression: zstd\n", "    compression: zstd\n    drill: {path: /mnt/data/drills}\n", 1
-        ),
-        encoding="utf-8",
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8").replace(
+        "    compression: zstd\n", "    compression: zstd\n    drill: {path: /mnt/data/drills}\n", 1
     )
-    (props,) = [
-        r["Properties"]
-        for k, r in synthesize(config, tmp_path / "cdk.out").of_type("AWS::Lambda::Function").items()
-        if k.startswith("VerificationDrillordersFunction")
-    ]
+    synthesized = synthesize_text(text, tmp_path)
+    props = synthesized.one("AWS::Lambda::Function", "VerificationDrillordersFunction")[1]["Properties"]
 
     assert props["VpcConfig"]["SecurityGroupIds"] == ["sg-0123456789abcdef0"]
     assert props["FileSystemConfigs"][0]["LocalMountPath"] == "/mnt/data"
@@ -178,12 +141,8 @@ def test_alarms_watch_failed_slow_and_overdue_drills_and_sweep_findings(example:
 
 def test_a_sweep_too_rare_for_an_alarm_window_gets_no_not_running_alarm(tmp_path: Path) -> None:
     # CloudWatch evaluates at most seven days: a sweep every 4 days cannot be watched by its silence
-    config = tmp_path / "backstop.yaml"
-    config.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8") + "sweep:\n  every: 4d\n", encoding="utf-8")
-    names = [
-        r["Properties"]["AlarmName"]
-        for r in synthesize(config, tmp_path / "cdk.out").of_type("AWS::CloudWatch::Alarm").values()
-    ]
+    synthesized = synthesize_text(EXAMPLE_CONFIG.read_text(encoding="utf-8") + "sweep:\n  every: 4d\n", tmp_path)
+    names = [r["Properties"]["AlarmName"] for r in synthesized.of_type("AWS::CloudWatch::Alarm").values()]
 
     assert "Backstop-sweep-errors" in names
     assert "Backstop-sweep-not-running" not in names
@@ -202,18 +161,17 @@ def test_the_dashboard_shows_drills_their_age_and_the_sweep(example: Synthesized
 
 def test_sweep_repair_is_for_the_command_and_synth_says_so(tmp_path: Path) -> None:
     # given a configuration whose operators want `backstop sweep` to repair what it finds overwritten
-    config = tmp_path / "backstop.yaml"
-    config.write_text(EXAMPLE_CONFIG.read_text() + "sweep:\n  repair: true\n")
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8") + "sweep:\n  repair: true\n"
 
     # when it is synthesized
-    synthesized = synthesize(config, tmp_path / "cdk.out")
+    synthesized = synthesize_text(text, tmp_path)
 
     # then synth warns that the deployed sweep does not repair, and its role still may not delete
     warnings = Annotations.from_stack(synthesized.stack).find_warning(
         "*", Match.string_like_regexp("sweep.repair applies to `backstop sweep`")
     )
     assert [w.id for w in warnings] == ["/Backstop/Verification/SweepHandle"]
-    grants = s3_grants(role_statements(synthesized, "VerificationSweepRole"))
+    grants = s3_grants(synthesized.role_statements("VerificationSweepRole"))
     assert not {a for a in grants if "Delete" in a or a.endswith("Retention")}
     assert all(r.endswith("*.sweep.json") for r in grants["s3:PutObjectTagging"])  # its own records only
 

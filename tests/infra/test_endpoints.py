@@ -11,24 +11,19 @@ The fleet below has three VPCs that create their endpoints and one database outs
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cdk_nag import AwsSolutionsChecks
 
 from backstop.config import parse_config
 from infra.endpoints import ENDPOINTS, endpoint_plans, functions_in_vpcs
 from infra.restore_workflow import RESTORE_HANDLER
 from infra.runner import BACKUP_HANDLER, DRILL_HANDLER
-from tests.infra import Synthesized, flatten, synthesize, synthesized_example
-from tests.infra.test_limits import config as many_databases
+from tests.infra import Synthesized, aws_solutions_findings, cfn_lint, flatten, many_databases, synthesize_text
 
 pytestmark = pytest.mark.xdist_group("infra")
 
-CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/{}-AbCdEf"
 VPC_A, VPC_B, VPC_C = "vpc-0aaaaaaaaaaaaaaaa", "vpc-0bbbbbbbbbbbbbbbb", "vpc-0cccccccccccccccc"
 SG_BILLING, SG_LEDGER, SG_SHOP, SG_ORDERS = (
@@ -96,10 +91,7 @@ NO_VPC_HANDLERS = ("freshness", "sweep", "retention_guard", "failure_alert", "ap
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    outdir = tmp_path_factory.mktemp("endpoints")
-    path = outdir / "backstop.yaml"
-    path.write_text(FLEET, encoding="utf-8")
-    return synthesize(path, outdir / "cdk.out")
+    return synthesize_text(FLEET, tmp_path_factory.mktemp("endpoints"))
 
 
 def endpoints_by_vpc(synthesized: Synthesized) -> dict[str, dict[str, dict[str, Any]]]:
@@ -222,19 +214,13 @@ def test_functions_that_reach_no_database_are_never_placed_in_a_vpc(fleet: Synth
 
 
 def test_a_file_drill_into_tmp_is_outside_the_vpc_so_its_vpc_needs_no_dynamodb(fleet: Synthesized) -> None:
-    (drill,) = [
-        r["Properties"]
-        for k, r in fleet.of_type("AWS::Lambda::Function").items()
-        if k.startswith("VerificationDrillordersFunction")
-    ]
+    drill = fleet.one("AWS::Lambda::Function", "VerificationDrillordersFunction")[1]["Properties"]
 
     assert "VpcConfig" not in drill
     assert "dynamodb" not in endpoints_by_vpc(fleet)[VPC_C]
 
 
-def test_no_endpoint_or_security_group_without_create_endpoints(tmp_path_factory: pytest.TempPathFactory) -> None:
-    example = synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
+def test_no_endpoint_or_security_group_without_create_endpoints(example: Synthesized) -> None:
     assert example.of_type("AWS::EC2::VPCEndpoint") == {}
     assert example.of_type("AWS::EC2::SecurityGroup") == {}
 
@@ -245,10 +231,7 @@ def test_a_vpc_named_without_create_endpoints_gets_none(tmp_path: Path) -> None:
         vpc(VPC_B, ["subnet-0b000000000000001"], [SG_SHOP]),
         vpc(VPC_B, ["subnet-0b000000000000001"], [SG_SHOP], create=False),
     )
-    path = tmp_path / "backstop.yaml"
-    path.write_text(text, encoding="utf-8")
-
-    found = endpoints_by_vpc(synthesize(path, tmp_path / "cdk.out"))
+    found = endpoints_by_vpc(synthesize_text(text, tmp_path))
 
     assert set(found) == {VPC_A, VPC_C}
 
@@ -278,16 +261,11 @@ def test_a_restore_that_reads_no_secret_needs_no_secrets_manager_endpoint() -> N
 
 
 def test_the_endpoints_pass_aws_solutions_checks(fleet: Synthesized) -> None:
-    report = AwsSolutionsChecks().validate_scope(fleet.stack)
-
-    assert [v.rule_name for v in report.violations] == []
+    assert aws_solutions_findings(fleet.stack) == []
 
 
 def test_the_endpoints_pass_cfn_lint(fleet: Synthesized, tmp_path: Path) -> None:
-    template = tmp_path / "Backstop.template.json"
-    template.write_text(json.dumps(fleet.template.to_json(), indent=1), encoding="utf-8")
-
-    result = subprocess.run([str(CFN_LINT), "--format", "parseable", str(template)], capture_output=True, text=True)
+    result = cfn_lint(tmp_path, Backstop=fleet.template)
 
     assert result.stdout + result.stderr == ""
     assert result.returncode == 0
@@ -299,11 +277,9 @@ def test_databases_sharing_a_vpc_add_one_set_of_endpoints_not_one_per_database(t
     text = many_databases(12, targets=False).replace(
         "    schedule: rate(1 day)\n", f"    schedule: rate(1 day)\n    vpc: {network}\n"
     )
-    path = tmp_path / "backstop.yaml"
-    path.write_text(text, encoding="utf-8")
 
     # when synthesized (check_limits included)
-    synthesized = synthesize(path, tmp_path / "cdk.out")
+    synthesized = synthesize_text(text, tmp_path)
 
     # then one set: S3, SNS and Secrets Manager, and one security group letting in their one security group
     assert len(synthesized.of_type("AWS::EC2::VPCEndpoint")) == 3

@@ -27,7 +27,7 @@ from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.retention_guard import RetentionGuard
 from infra.backup_vault import BackupVault
 from tests.conftest import BUCKET
-from tests.infra import EXAMPLE_CONFIG, Synthesized, flatten, synthesized_example
+from tests.infra import EXAMPLE_CONFIG, Synthesized, flatten, listed
 from tests.services import at, run_backup
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -168,11 +168,6 @@ def test_the_guard_changes_only_the_tier_tag(make_config: Any, orders_db: Path, 
 # -- the deployed guard ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
 def guard_statements(example: Synthesized) -> list[dict[str, Any]]:
     _, policy = example.one("AWS::IAM::Policy", "VerificationGuardRoleDefaultPolicy")
     return [flatten(s) for s in policy["Properties"]["PolicyDocument"]["Statement"]]
@@ -182,12 +177,12 @@ def test_the_guards_only_write_is_a_tier_tag_moved_between_a_tier_and_its_held_t
     writes = [
         s
         for s in guard_statements(example)
-        if any(a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List")) for a in _listed(s["Action"]))
+        if any(a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List")) for a in listed(s["Action"]))
     ]
 
     assert [s["Sid"] for s in writes] == [f"HoldAndRelease{tier.capitalize()}" for tier in TIERS]
     for statement, tier in zip(writes, TIERS, strict=True):
-        assert _listed(statement["Action"]) == ["s3:PutObjectVersionTagging"]
+        assert listed(statement["Action"]) == ["s3:PutObjectVersionTagging"]
         assert statement["Condition"] == {
             "StringEquals": {
                 "s3:ExistingObjectTag/backstop:tier": [tier, f"held-{tier}"],
@@ -199,7 +194,7 @@ def test_the_guards_only_write_is_a_tier_tag_moved_between_a_tier_and_its_held_t
 
 def test_the_guard_runs_every_six_hours_on_its_environment_alone(example: Synthesized) -> None:
     _, function = example.one("AWS::Lambda::Function", "VerificationGuard")
-    environment = function["Properties"]["Environment"]["Variables"]
+    environment = example.environment("VerificationGuard")
     _, schedule = example.one("AWS::Scheduler::Schedule", "VerificationGuardSchedule")
 
     assert function["Properties"]["ImageConfig"]["Command"] == ["backstop.handlers.retention_guard.handler"]
@@ -220,7 +215,3 @@ def test_the_guard_runs_every_six_hours_on_its_environment_alone(example: Synthe
     assert json.loads(schedule["Properties"]["Target"]["Input"]) == {"checked_at": "<aws.scheduler.scheduled-time>"}
     _, role = example.one("AWS::IAM::Role", "VerificationGuardRole")
     assert role["Properties"]["Path"] == "/backstop/Backstop/guard/"
-
-
-def _listed(value: Any) -> list[str]:
-    return value if isinstance(value, list) else [value]

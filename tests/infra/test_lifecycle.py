@@ -23,7 +23,7 @@ from infra.backup_vault import (
     cold_transition_days,
     lifecycle_rule_count,
 )
-from tests.infra import EXAMPLE_CONFIG, Synthesized, synthesized_example
+from tests.infra import EXAMPLE_CONFIG, Synthesized
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -43,11 +43,6 @@ EXPECTED_EXPIRY = {
     ("uploads", "monthly"): 186,
     ("uploads", "yearly"): 186,
 }
-
-
-@pytest.fixture(scope="session")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
 
 
 def lifecycle(template: Template, bucket_id: str = VAULT_BUCKET) -> dict[str, Any]:
@@ -121,33 +116,42 @@ def test_manifests_and_other_small_objects_never_leave_standard_storage(example:
     assert lifecycle(example.template)["TransitionDefaultMinimumObjectSize"] == "all_storage_classes_128K"
 
 
-def test_housekeeping_aborts_stale_uploads_and_purges_old_versions_and_delete_markers(example: Synthesized) -> None:
-    assert rules_by_id(example.template)["backstop-housekeeping"] == {
-        "Id": "backstop-housekeeping",
-        "Status": "Enabled",
-        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
-        "ExpiredObjectDeleteMarker": True,
-    }
-
-
-def test_released_run_locks_leave_no_versions_or_delete_markers_behind(example: Synthesized) -> None:
-    assert rules_by_id(example.template)["backstop-locks"] == {
-        "Id": "backstop-locks",
-        "Status": "Enabled",
-        "Prefix": "backups/_locks/",
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-        "ExpiredObjectDeleteMarker": True,
-    }
-
-
-def test_failure_records_expire_with_the_longest_daily_retention(example: Synthesized) -> None:
-    assert rules_by_id(example.template)["backstop-failures"] == {
-        "Id": "backstop-failures",
-        "Status": "Enabled",
-        "Prefix": "backups/_failures/",
-        "ExpirationInDays": 14,
-    }
+@pytest.mark.parametrize(
+    "rule",
+    [
+        pytest.param(
+            {
+                "Id": "backstop-housekeeping",
+                "Status": "Enabled",
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
+                "ExpiredObjectDeleteMarker": True,
+            },
+            id="stale-uploads-aborted-old-versions-and-delete-markers-purged",
+        ),
+        pytest.param(
+            {
+                "Id": "backstop-locks",
+                "Status": "Enabled",
+                "Prefix": "backups/_locks/",
+                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                "ExpiredObjectDeleteMarker": True,
+            },
+            id="released-run-locks-leave-no-versions-or-delete-markers",
+        ),
+        pytest.param(
+            {
+                "Id": "backstop-failures",
+                "Status": "Enabled",
+                "Prefix": "backups/_failures/",
+                "ExpirationInDays": 14,  # the longest daily retention
+            },
+            id="failure-records-expire-with-the-longest-daily-retention",
+        ),
+    ],
+)
+def test_housekeeping_rules_keep_the_vault_tidy(example: Synthesized, rule: dict[str, Any]) -> None:
+    assert rules_by_id(example.template)[rule["Id"]] == rule
 
 
 @pytest.mark.parametrize("tier", TIERS)

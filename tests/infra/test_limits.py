@@ -10,40 +10,14 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_lambda as lambda_
 
 from infra.limits import LAMBDA_ENVIRONMENT_BYTES, TOKEN_BYTES, DeploymentLimitError, environment_bytes
-from tests.infra import Synthesized, synthesize
+from tests.infra import Synthesized, many_databases, synthesize_text
 
 pytestmark = pytest.mark.xdist_group("infra")
-
-SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/{name}-AbCdEf"
-
-
-def config(databases: int, *, targets: bool) -> str:
-    entries = []
-    for index in range(databases):
-        name = f"db{index:03d}"
-        entry = (
-            f"  - name: {name}\n    engine: postgres\n    host: {name}.example.internal\n    dbname: {name}\n"
-            f"    user: backstop\n    password_secret: {SECRET.format(name=name)}\n    schedule: rate(1 day)\n"
-        )
-        if targets:
-            entry += (
-                f"    restore_targets:\n      staging:\n        host: {name}-staging.example.internal\n"
-                f"        password_secret: {SECRET.format(name=name + '-staging')}\n"
-            )
-        entries.append(entry)
-    return "bucket: backstop-many\ndatabases:\n" + "".join(entries)
-
-
-def synth(tmp_path: Path, text: str) -> Synthesized:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "backstop.yaml"
-    path.write_text(text, encoding="utf-8")
-    return synthesize(path, tmp_path / "cdk.out")
 
 
 def test_a_hundred_databases_are_refused_before_deploy_naming_the_resource_limit(tmp_path: Path) -> None:
     with pytest.raises(DeploymentLimitError, match=r"CloudFormation resources in one stack, over the limit of 500"):
-        synth(tmp_path, config(100, targets=False))
+        synthesize_text(many_databases(100, targets=False), tmp_path)
 
 
 def sizes(synthesized: Synthesized) -> dict[str, int]:
@@ -61,8 +35,8 @@ def sizes(synthesized: Synthesized) -> dict[str, int]:
 
 def test_no_functions_environment_grows_with_the_databases(tmp_path: Path) -> None:
     # given one and thirty server databases, each with a restore target (thirty used to pass Lambda's 4 KB by 3x)
-    one = synth(tmp_path / "one", config(1, targets=True))
-    thirty = synth(tmp_path / "thirty", config(30, targets=True))
+    one = synthesize_text(many_databases(1, targets=True), tmp_path / "one")
+    thirty = synthesize_text(many_databases(30, targets=True), tmp_path / "thirty")
 
     # then the functions that serve them all have environments of the same size, well under the limit,
     # and the databases are the catalog's thirty parameters
@@ -73,14 +47,12 @@ def test_no_functions_environment_grows_with_the_databases(tmp_path: Path) -> No
 
 
 def test_a_configuration_within_the_limits_synthesizes(tmp_path: Path) -> None:
-    synth(tmp_path, config(5, targets=True))
+    synthesize_text(many_databases(5, targets=True), tmp_path)
 
 
 def test_forty_databases_synthesize_with_the_overflow_policies_acknowledged_too(tmp_path: Path) -> None:
     # IAM splits the guard's and the sweep's grants over overflow policies; cdk-nag must see them acknowledged
-    path = tmp_path / "backstop.yaml"
-    path.write_text(config(40, targets=False), encoding="utf-8")
-    synthesized = synthesize(path, tmp_path / "cdk.out")
+    synthesized = synthesize_text(many_databases(40, targets=False), tmp_path)
 
     assert any("OverflowPolicy" in logical_id for logical_id in synthesized.of_type("AWS::IAM::ManagedPolicy"))
     assert len(synthesized.resources) <= 500
@@ -103,9 +75,7 @@ def test_an_environment_counts_names_text_and_each_deploy_time_value_pessimistic
 
 
 def test_the_stack_is_named_by_the_configuration_and_its_names_follow(tmp_path: Path) -> None:
-    path = tmp_path / "backstop.yaml"
-    path.write_text("stack_name: BackstopBilling\n" + config(1, targets=True), encoding="utf-8")
-    synthesized = synthesize(path, tmp_path / "cdk.out")
+    synthesized = synthesize_text("stack_name: BackstopBilling\n" + many_databases(1, targets=True), tmp_path)
 
     assert synthesized.stack.stack_name == "BackstopBilling"
     (role,) = [r for k, r in synthesized.of_type("AWS::IAM::Role").items() if k.startswith("Backupsdb000Role")]

@@ -12,7 +12,7 @@ import pytest
 from backstop.config import load_config
 from backstop.events import FreshnessCheckEvent
 from infra.schedules import SCHEDULED_TIME
-from tests.infra import EXAMPLE_CONFIG, ROOT, Synthesized, synthesized_example, synthesized_servers
+from tests.infra import EXAMPLE_CONFIG, ROOT, Synthesized, listed
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -33,29 +33,6 @@ HANDLERS = {
 """Each ``service`` metric dimension and the handler module whose powertools Metrics emit it."""
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
-
-
-def properties(synthesized: Synthesized, logical_id: str) -> dict[str, Any]:
-    props: dict[str, Any] = synthesized.resources[logical_id]["Properties"]
-    return props
-
-
-def alarms(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
-    """Alarms by name, without the stack name prefix."""
-    return {
-        r["Properties"]["AlarmName"].removeprefix("Backstop-"): r["Properties"]
-        for r in synthesized.of_type("AWS::CloudWatch::Alarm").values()
-    }
-
-
 def dimensions(alarm: dict[str, Any]) -> dict[str, Any]:
     return {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
 
@@ -64,13 +41,13 @@ def dimensions(alarm: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_alerts_topic_is_encrypted_with_its_own_rotating_customer_key(example: Synthesized) -> None:
-    assert properties(example, TOPIC)["KmsMasterKeyId"] == {"Fn::GetAtt": [KEY, "Arn"]}
-    assert properties(example, KEY)["EnableKeyRotation"] is True
+    assert example.properties(TOPIC)["KmsMasterKeyId"] == {"Fn::GetAtt": [KEY, "Arn"]}
+    assert example.properties(KEY)["EnableKeyRotation"] is True
     assert example.resources[KEY]["DeletionPolicy"] == "RetainExceptOnCreate"
 
 
 def test_key_policy_lets_cloudwatch_and_eventbridge_use_the_key_to_publish(example: Synthesized) -> None:
-    statements = properties(example, KEY)["KeyPolicy"]["Statement"]
+    statements = example.properties(KEY)["KeyPolicy"]["Statement"]
 
     (services,) = [s for s in statements if "Service" in s["Principal"]]
     assert services["Effect"] == "Allow"
@@ -120,7 +97,7 @@ def test_every_function_that_publishes_may_use_the_topic_key_only_through_sns(ex
 
 
 def test_dead_letter_queue_is_encrypted_with_the_alerts_key_and_tls_only(example: Synthesized) -> None:
-    queue = properties(example, DEAD_LETTERS)
+    queue = example.properties(DEAD_LETTERS)
     (policy,) = example.of_type("AWS::SQS::QueuePolicy").values()
 
     assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": [KEY, "Arn"]}
@@ -138,13 +115,9 @@ def test_dead_letters_are_turned_into_alerts_one_message_at_a_time(example: Synt
 
 
 def test_failure_alert_function_only_publishes_and_reads_dead_letters(example: Synthesized) -> None:
-    function = properties(example, FAILURE_ALERT)
+    function = example.properties(FAILURE_ALERT)
     role_id = function["Role"]["Fn::GetAtt"][0]
-    granted = {
-        a
-        for s in example.statements_of_role(role_id)
-        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    }
+    granted = {a for s in example.statements_of_role(role_id) for a in listed(s["Action"])}
 
     assert function["ImageConfig"] == {"Command": ["backstop.handlers.failure_alert.handler"]}
     assert function["Environment"]["Variables"] == {"BACKSTOP_ALERTS_TOPIC_ARN": {"Ref": TOPIC}}
@@ -165,7 +138,7 @@ def test_failure_alert_function_only_publishes_and_reads_dead_letters(example: S
 
 def test_dead_letter_queue_outlasts_the_failure_alert_function(example: Synthesized) -> None:
     # Lambda refuses an SQS event source whose visibility timeout is shorter than the function's timeout.
-    assert properties(example, DEAD_LETTERS)["VisibilityTimeout"] >= properties(example, FAILURE_ALERT)["Timeout"]
+    assert example.properties(DEAD_LETTERS)["VisibilityTimeout"] >= example.properties(FAILURE_ALERT)["Timeout"]
 
 
 # -- freshness --------------------------------------------------------------------------------------
@@ -211,7 +184,7 @@ def test_freshness_input_is_what_the_freshness_handler_parses(servers: Synthesiz
 
 
 def test_freshness_role_only_lists_and_reads_manifests_and_drill_records(example: Synthesized) -> None:
-    role_id = properties(example, FRESHNESS)["Role"]["Fn::GetAtt"][0]
+    role_id = example.properties(FRESHNESS)["Role"]["Fn::GetAtt"][0]
     s3 = [s for s in example.statements_of_role(role_id) if "s3:" in json.dumps(s["Action"])]
     bucket = "<VaultBucket0925C477.Arn>"
     readable = [f"{bucket}/backups/{db}/*.manifest.json" for db in ("orders", "uploads")] + [
@@ -227,11 +200,11 @@ def test_freshness_role_only_lists_and_reads_manifests_and_drill_records(example
 
 
 def test_every_alarm_publishes_to_the_alerts_topic(example: Synthesized) -> None:
-    assert all(alarm["AlarmActions"] == [{"Ref": TOPIC}] for alarm in alarms(example).values())
+    assert all(alarm["AlarmActions"] == [{"Ref": TOPIC}] for alarm in example.alarms().values())
 
 
 def test_alarms_cover_staleness_size_anomalies_and_the_alerting_path(example: Synthesized) -> None:
-    assert sorted(alarms(example)) == [
+    assert sorted(example.alarms()) == [
         "approval-errors",
         "dead-letters-unprocessed",
         "failure-alert-errors",
@@ -263,19 +236,19 @@ def test_every_function_has_an_errors_alarm_on_its_own_errors(example: Synthesiz
     functions = set(example.of_type("AWS::Lambda::Function"))
     watched = {
         dimensions(alarm)["FunctionName"]["Fn::Select"][1]["Fn::Split"][1]["Fn::GetAtt"][0]
-        for name, alarm in alarms(example).items()
+        for name, alarm in example.alarms().items()
         if name.endswith("-errors") and alarm["MetricName"] == "Errors"
     }
 
     assert watched == functions
-    for name, alarm in alarms(example).items():
+    for name, alarm in example.alarms().items():
         if name.endswith("-errors"):
             assert (alarm["Namespace"], alarm["Statistic"], alarm["Threshold"]) == ("AWS/Lambda", "Sum", 1), name
 
 
 @pytest.mark.parametrize("database", ["orders", "uploads"])
 def test_stale_alarm_fires_past_stale_after_and_when_the_check_goes_silent(example: Synthesized, database: str) -> None:
-    alarm = alarms(example)[f"{database}-backup-stale"]
+    alarm = example.alarms()[f"{database}-backup-stale"]
 
     assert (alarm["Namespace"], alarm["MetricName"]) == ("Backstop", "NewestBackupAgeSeconds")
     assert dimensions(alarm) == {"database": database, "service": "freshness"}
@@ -285,7 +258,7 @@ def test_stale_alarm_fires_past_stale_after_and_when_the_check_goes_silent(examp
 
 
 def test_guard_not_running_alarm_fires_when_a_day_passes_without_a_guard_run(example: Synthesized) -> None:
-    alarm = alarms(example)["guard-not-running"]
+    alarm = example.alarms()["guard-not-running"]
 
     assert (alarm["Namespace"], alarm["MetricName"]) == ("Backstop", "HeldBackups")
     assert dimensions(alarm) == {"service": "guard"}  # the whole run's count, emitted even when nothing is held
@@ -295,14 +268,14 @@ def test_guard_not_running_alarm_fires_when_a_day_passes_without_a_guard_run(exa
 
 
 def test_stale_alarm_window_follows_the_check_interval(servers: Synthesized) -> None:
-    alarm = alarms(servers)["billing-backup-stale"]
+    alarm = servers.alarms()["billing-backup-stale"]
 
     assert (alarm["Period"], alarm["Threshold"]) == (3600, 2 * 86400)  # checks every 30m; 2d stale_after
 
 
 @pytest.mark.parametrize("database", ["orders", "uploads"])
 def test_size_anomaly_alarm_fires_on_one_flagged_backup(example: Synthesized, database: str) -> None:
-    alarm = alarms(example)[f"{database}-backup-size-anomaly"]
+    alarm = example.alarms()[f"{database}-backup-size-anomaly"]
 
     assert (alarm["Namespace"], alarm["MetricName"]) == ("Backstop", "BackupSizeAnomaly")
     assert dimensions(alarm) == {"database": database, "service": "backup"}
@@ -314,14 +287,14 @@ def test_size_anomaly_alarm_fires_on_one_flagged_backup(example: Synthesized, da
     ("name", "function"), [("failure-alert-errors", FAILURE_ALERT), ("freshness-errors", FRESHNESS)]
 )
 def test_errors_of_the_alerting_functions_raise_an_alarm(example: Synthesized, name: str, function: str) -> None:
-    alarm = alarms(example)[name]
+    alarm = example.alarms()[name]
 
     assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == ("AWS/Lambda", "Errors", 1)
     assert function in json.dumps(dimensions(alarm)["FunctionName"])
 
 
 def test_dead_letters_left_unprocessed_for_an_hour_raise_an_alarm(example: Synthesized) -> None:
-    alarm = alarms(example)["dead-letters-unprocessed"]
+    alarm = example.alarms()["dead-letters-unprocessed"]
 
     assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == (
         "AWS/SQS",
@@ -335,7 +308,7 @@ def test_every_backstop_metric_an_alarm_watches_is_emitted_by_the_handler_of_its
     # An alarm on a metric nobody emits, or with other dimensions, can never fire.
     watched = {
         (alarm["MetricName"], dimensions(alarm)["service"])
-        for alarm in alarms(example).values()
+        for alarm in example.alarms().values()
         if alarm["Namespace"] == "Backstop"
     }
 

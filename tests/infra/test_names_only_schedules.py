@@ -18,7 +18,7 @@ from backstop.config.catalog import digest
 from backstop.config.environment import DatabaseFunctionSettings
 from infra.scheduled_backups import deployment_problems
 from infra.schedules import SCHEDULED_TIME
-from tests.infra import EXAMPLE_CONFIG, SERVERS_CONFIG, Synthesized, synthesized_example, synthesized_servers
+from tests.infra import EXAMPLE_CONFIG, SERVERS_CONFIG, Synthesized
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -27,42 +27,20 @@ SERVERS = ("billing", "shop")
 DATABASE = TypeAdapter(Database)
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
-
-
-def schedule_input(synthesized: Synthesized, fragment: str) -> dict[str, Any]:
-    (found,) = [
-        r["Properties"]["Target"]["Input"]
-        for r in synthesized.of_type("AWS::Scheduler::Schedule").values()
-        if fragment in r["Properties"]["Description"]
-    ]
-    sent: dict[str, Any] = json.loads(found)
+def schedule_input(synthesized: Synthesized, described: str) -> dict[str, Any]:
+    sent: dict[str, Any] = json.loads(synthesized.schedule(described)["Target"]["Input"])
     return sent
 
 
-def environment(synthesized: Synthesized, prefix: str) -> dict[str, Any]:
-    _, resource = synthesized.one("AWS::Lambda::Function", prefix)
-    variables: dict[str, Any] = resource["Properties"]["Environment"]["Variables"]
-    return variables
-
-
 @pytest.mark.parametrize(
-    ("which", "database"), [("example", db) for db in EXAMPLE] + [("servers", db) for db in SERVERS]
+    ("synthesized", "database"),
+    [("example", db) for db in EXAMPLE] + [("servers", db) for db in SERVERS],
+    indirect=["synthesized"],
 )
 def test_a_backup_schedule_sends_only_the_database_name_and_the_scheduled_time(
-    request: pytest.FixtureRequest, which: str, database: str
+    synthesized: Synthesized, database: str
 ) -> None:
-    # given the synthesized stack
-    synthesized: Synthesized = request.getfixturevalue(which)
-
-    # when the input of the database's backup schedule is read
+    # given the synthesized stack, when the input of the database's backup schedule is read
     sent = schedule_input(synthesized, f"backs up {database}")
 
     # then it names the database and Scheduler's time, and nothing else
@@ -92,7 +70,7 @@ def test_a_backup_function_has_its_databases_configuration_in_its_environment(
     configured = load_config(EXAMPLE_CONFIG).database(database)
 
     # when the backup function's environment is read
-    variables = environment(example, f"Backups{database}Function")
+    variables = example.environment(f"Backups{database}Function")
 
     # then it holds that database's configuration (what a backup needs), and the vault's settings
     deployed = variables["BACKSTOP_DATABASE"]
@@ -107,7 +85,7 @@ def test_a_server_databases_function_has_the_secret_arn_never_a_password(servers
     configured = parse_config(SERVERS_CONFIG).database(database)
     assert isinstance(configured, PostgresDatabase | MysqlDatabase)
 
-    deployed = json.loads(environment(servers, f"Backups{database}Function")["BACKSTOP_DATABASE"])
+    deployed = json.loads(servers.environment(f"Backups{database}Function")["BACKSTOP_DATABASE"])
 
     assert (deployed["host"], deployed["password_secret"]) == (configured.host, configured.password_secret)
     assert not {"password", "password_env"} & set(deployed)
@@ -115,7 +93,7 @@ def test_a_server_databases_function_has_the_secret_arn_never_a_password(servers
 
 def test_a_drill_function_knows_its_databases_restore_targets(example: Synthesized) -> None:
     # the run refuses to drill into a restore target, so its function must know them
-    deployed = json.loads(environment(example, "VerificationDrillordersFunction")["BACKSTOP_DATABASE"])
+    deployed = json.loads(example.environment("VerificationDrillordersFunction")["BACKSTOP_DATABASE"])
 
     assert deployed["name"] == "orders" and deployed["path"] == "/mnt/data/orders.db"
     assert set(deployed["restore_targets"]) == {"staging", "in-place"}
@@ -123,7 +101,7 @@ def test_a_drill_function_knows_its_databases_restore_targets(example: Synthesiz
 
 
 def test_the_sweep_function_has_the_databases_catalog_and_the_budget_in_its_environment(example: Synthesized) -> None:
-    variables = environment(example, "VerificationSweep")
+    variables = example.environment("VerificationSweep")
 
     assert sorted(example.catalog_databases()) == sorted(EXAMPLE)
     assert variables["BACKSTOP_CATALOG"] == "/backstop/Backstop/databases"
@@ -149,7 +127,7 @@ def test_a_configuration_too_big_for_a_functions_environment_cannot_be_deployed(
 
 def test_a_backup_function_writes_with_the_vaults_object_lock(servers: Synthesized, example: Synthesized) -> None:
     # the servers' vault locks in compliance mode: each backup function is told, the settings build it
-    variables = environment(servers, "BackupsbillingFunction")
+    variables = servers.environment("BackupsbillingFunction")
     settings = DatabaseFunctionSettings.from_env(
         {
             **variables,
@@ -161,4 +139,4 @@ def test_a_backup_function_writes_with_the_vaults_object_lock(servers: Synthesiz
     lock = settings.config().storage.object_lock
     assert lock is not None and lock.mode == "compliance"
     # without Object Lock there is nothing to say
-    assert "BACKSTOP_OBJECT_LOCK" not in environment(example, "BackupsordersFunction")
+    assert "BACKSTOP_OBJECT_LOCK" not in example.environment("BackupsordersFunction")

@@ -1,16 +1,14 @@
 """The second copy (``storage.replica``): the replica's stack, the vault's replication rule, who may do what.
 
 The replica is synthesized as ``cdk synth`` does (``app.build``), in another account and region than the
-vault. Its bucket policy is played against requests with the evaluator of test_vault_history, extended
-with Allow statements (a principal of another account needs one), since neither moto nor anything
-local evaluates cross-account policies.
+vault. Its bucket policy is played against requests with the evaluator in tests/infra (as test_vault_history
+plays the vault's), extended with Allow statements (a principal of another account needs one), since neither
+moto nor anything local evaluates cross-account policies.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,23 @@ from typing import Any
 import pytest
 from aws_cdk import Stack
 from aws_cdk.assertions import Template
-from cdk_nag import AwsSolutionsChecks
 
 from backstop.config import parse_config
 from infra.backup_vault import GUARDED_ACTIONS, ObjectLockConflictError, vault_lifecycle_rules
 from infra.replica import ReplicaStack
-from tests.infra import SERVERS_CONFIG, Synthesized, flatten, synthesize
-from tests.infra.test_vault_history import KNOWN_OPERATORS, Request, _condition_holds, _transport, _values, like
+from tests.infra import (
+    KNOWN_OPERATORS,
+    SERVERS_CONFIG,
+    Request,
+    Synthesized,
+    applies,
+    aws_solutions_findings,
+    cfn_lint,
+    enforces_tls,
+    flatten,
+    listed,
+    synthesize_text,
+)
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -50,16 +58,14 @@ VAULT_ADMIN = f"{VAULT}:role/vault-admin"
 REPLICA_READER = f"arn:<AWS::Partition>:iam::{REPLICA_ACCOUNT}:role/oncall"
 REPLICA_DEPLOY = f"arn:<AWS::Partition>:iam::<AWS::AccountId>:role/cdk-hnb659fds-cfn-exec-role-{REPLICA_ACCOUNT}-x"
 ALIAS = "alias/backstop/Backstop-replica"
+REPLICA_BUCKET_ARN = "<Bucket83908E77.Arn>"
 ARTIFACT = "db/billing/2026/11/21/billing-20261121T030000Z.0a1b2c3d.pgdump.zst"
 MANIFEST = "db/billing/2026/11/21/billing-20261121T030000Z.manifest.json"
 
 
 @cache
-def synthesized(text: str, outdir: Path) -> tuple[Synthesized, Template, Stack]:
-    outdir.mkdir(parents=True, exist_ok=True)
-    config = outdir / "backstop.yaml"
-    config.write_text(text, encoding="utf-8")
-    vault = synthesize(config, outdir / "cdk.out")
+def synthesized_with_replica(text: str, outdir: Path) -> tuple[Synthesized, Template, Stack]:
+    vault = synthesize_text(text, outdir)
     replica = vault.app.node.find_child("BackstopReplica")
     assert isinstance(replica, ReplicaStack)
     return vault, Template.from_stack(replica), replica
@@ -67,7 +73,7 @@ def synthesized(text: str, outdir: Path) -> tuple[Synthesized, Template, Stack]:
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Synthesized, Template, Stack]:
-    return synthesized(REPLICA_CONFIG, tmp_path_factory.getbasetemp() / "replica")
+    return synthesized_with_replica(REPLICA_CONFIG, tmp_path_factory.getbasetemp() / "replica")
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +98,9 @@ def replica_bucket(replica: dict[str, Any]) -> dict[str, Any]:
 
 
 def replication(vault: Synthesized) -> dict[str, Any]:
-    (bucket,) = [r for k, r in vault.of_type("AWS::S3::Bucket").items() if k.startswith("VaultBucket")]
-    rules: dict[str, Any] = flatten(bucket["Properties"]["ReplicationConfiguration"])
+    rules: dict[str, Any] = flatten(
+        vault.one("AWS::S3::Bucket", "VaultBucket")[1]["Properties"]["ReplicationConfiguration"]
+    )
     return rules
 
 
@@ -127,7 +134,7 @@ def test_the_replica_bucket_is_versioned_and_encrypted_with_its_own_rotating_key
 
 
 def test_the_replica_keeps_what_the_vault_keeps(vault: Synthesized, replica: dict[str, Any]) -> None:
-    (vault_bucket,) = [r for k, r in vault.of_type("AWS::S3::Bucket").items() if k.startswith("VaultBucket")]
+    _, vault_bucket = vault.one("AWS::S3::Bucket", "VaultBucket")
 
     replica_rules = replica_bucket(replica)["Properties"]["LifecycleConfiguration"]["Rules"]
     assert replica_rules == vault_bucket["Properties"]["LifecycleConfiguration"]["Rules"]
@@ -151,7 +158,7 @@ def test_the_replica_locks_every_version_as_long_as_lifecycle_keeps_the_shortest
 def test_synth_refuses_a_replica_lock_that_outlives_its_lifecycle(tmp_path: Path) -> None:
     config = REPLICA_CONFIG.replace("allowed_lag: 2h,", "allowed_lag: 2h, object_lock: {days: 38},")
     with pytest.raises(ObjectLockConflictError, match=r"storage.replica.object_lock.days \(38\) is longer than the 37"):
-        synthesized(config, tmp_path)
+        synthesized_with_replica(config, tmp_path)
 
 
 # -- the vault's replication rule ----------------------------------------------------------------------
@@ -185,7 +192,7 @@ def test_the_replication_role_reads_the_vault_and_only_adds_versions_to_the_repl
     assert role["Properties"]["Path"] == "/backstop-replica/Backstop/replication/"
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "s3.amazonaws.com"}
-    actions = {a for s in statements.values() for a in _values(s["Action"])}
+    actions = {a for s in statements.values() for a in listed(s["Action"])}
     assert not {a for a in actions if "Delete" in a or a in GUARDED_ACTIONS}
     assert statements["ReplicateIntoTheReplica"]["Action"] == [
         "s3:ReplicateObject",
@@ -203,7 +210,7 @@ def test_the_replication_role_reads_the_vault_and_only_adds_versions_to_the_repl
 
 
 def test_a_same_account_replica_needs_no_ownership_override(tmp_path: Path) -> None:
-    vault, _, stack = synthesized(SAME_ACCOUNT_CONFIG, tmp_path)
+    vault, _, stack = synthesized_with_replica(SAME_ACCOUNT_CONFIG, tmp_path)
     (rule,) = replication(vault)["Rules"]
     role_id, _ = vault.one("AWS::IAM::Role", "VaultReplicationRole")
 
@@ -212,7 +219,7 @@ def test_a_same_account_replica_needs_no_ownership_override(tmp_path: Path) -> N
         f"arn:<AWS::Partition>:kms:{REPLICA_REGION}:<AWS::AccountId>:alias/backstop/Backstop-replica"
     )
     assert all(
-        "s3:ObjectOwnerOverrideToBucketOwner" not in _values(s["Action"]) for s in vault.statements_of_role(role_id)
+        "s3:ObjectOwnerOverrideToBucketOwner" not in listed(s["Action"]) for s in vault.statements_of_role(role_id)
     )
     assert stack.region == REPLICA_REGION
 
@@ -231,31 +238,24 @@ def replica_policy(replica: dict[str, Any]) -> list[dict[str, Any]]:
     return [flatten(s) for s in policy["Properties"]["PolicyDocument"]["Statement"]]
 
 
-def _applies(statement: dict[str, Any], request: Request) -> bool:
-    bucket = "<Bucket83908E77.Arn>"
-    resource = bucket + (f"/{request.key}" if request.key is not None else "")
-    return (
-        any(like(a.lower(), request.action.lower()) for a in _values(statement["Action"]))
-        and any(like(r, resource) for r in _values(statement["Resource"]))
-        and _condition_holds(statement.get("Condition", {}), request)
-    )
-
-
 def _principal(statement: dict[str, Any], request: Request) -> bool:
     principal = statement["Principal"]
     if principal == {"AWS": "*"} or principal == "*":
         return True
-    accounts = [p.removesuffix(":root") for p in _values(principal["AWS"])]
+    accounts = [p.removesuffix(":root") for p in listed(principal["AWS"])]
     return any(request.principal.startswith(account + ":") for account in accounts)
 
 
 def decide(replica: dict[str, Any], request: Request) -> str:
     """``deny`` (a Deny applies), ``allow`` (an Allow names the principal), or ``identity`` (the principal's own
     account must allow it: for another account's principal, that is a refusal)."""
-    statements = [s for s in replica_policy(replica) if not _transport(s)]
-    if any(s["Effect"] == "Deny" and _applies(s, request) for s in statements):
+    statements = [s for s in replica_policy(replica) if not enforces_tls(s)]
+    if any(s["Effect"] == "Deny" and applies(s, request, REPLICA_BUCKET_ARN) for s in statements):
         return "deny"
-    if any(s["Effect"] == "Allow" and _principal(s, request) and _applies(s, request) for s in statements):
+    if any(
+        s["Effect"] == "Allow" and _principal(s, request) and applies(s, request, REPLICA_BUCKET_ARN)
+        for s in statements
+    ):
         return "allow"
     return "identity"
 
@@ -326,8 +326,7 @@ def test_the_replica_key_lets_the_vault_encrypt_replicas_and_its_check_decrypt_m
 
 
 def test_the_freshness_check_is_told_where_the_replica_is_and_may_read_its_manifests(vault: Synthesized) -> None:
-    _, function = vault.one("AWS::Lambda::Function", "MonitoringFreshness")
-    environment = function["Properties"]["Environment"]["Variables"]
+    environment = vault.environment("MonitoringFreshness")
     role_id, role = vault.one("AWS::IAM::Role", "MonitoringFreshnessRole")
     statements = {s.get("Sid"): s for s in vault.statements_of_role(role_id)}
 
@@ -345,10 +344,7 @@ def test_the_freshness_check_is_told_where_the_replica_is_and_may_read_its_manif
 
 
 def test_each_database_alarms_when_its_replica_trails_and_replication_failures_alarm(vault: Synthesized) -> None:
-    alarms = {
-        a["Properties"]["AlarmName"].removeprefix("Backstop-"): flatten(a["Properties"])
-        for a in vault.of_type("AWS::CloudWatch::Alarm").values()
-    }
+    alarms = {name: flatten(alarm) for name, alarm in vault.alarms().items()}
 
     billing = alarms["billing-replica-stale"]
     assert (billing["MetricName"], billing["Namespace"]) == ("ReplicaBackupAgeSeconds", "Backstop")
@@ -374,20 +370,13 @@ def test_each_database_alarms_when_its_replica_trails_and_replication_failures_a
 def test_both_stacks_pass_aws_solutions_checks(both: tuple[Synthesized, Template, Stack]) -> None:
     vault, _, stack = both
     for scope in (vault.stack, stack):
-        report = AwsSolutionsChecks().validate_scope(scope)
-        assert [v.rule_name for v in report.violations] == [], scope.stack_name
+        assert aws_solutions_findings(scope) == [], scope.stack_name
 
 
 def test_both_templates_pass_cfn_lint(both: tuple[Synthesized, Template, Stack], tmp_path: Path) -> None:
     vault, replica, _ = both
-    paths = []
-    for name, template in (("Backstop", vault.template), ("BackstopReplica", replica)):
-        path = tmp_path / f"{name}.template.json"
-        path.write_text(json.dumps(template.to_json(), indent=1), encoding="utf-8")
-        paths.append(str(path))
 
-    cfn_lint = Path(sys.executable).parent / "cfn-lint"
-    result = subprocess.run([str(cfn_lint), "--format", "parseable", *paths], capture_output=True, text=True)
+    result = cfn_lint(tmp_path, Backstop=vault.template, BackstopReplica=replica)
 
     assert result.stdout + result.stderr == ""
     assert result.returncode == 0
@@ -395,5 +384,5 @@ def test_both_templates_pass_cfn_lint(both: tuple[Synthesized, Template, Stack],
 
 def test_the_evaluator_knows_every_condition_operator_the_replica_policy_uses(replica: dict[str, Any]) -> None:
     for statement in replica_policy(replica):
-        if not _transport(statement):
+        if not enforces_tls(statement):
             assert set(statement.get("Condition", {})) <= KNOWN_OPERATORS, statement.get("Sid")

@@ -30,7 +30,7 @@ import pytest
 from backstop.adapters.restore_table import KIND_INDEX, RestoreTable
 from infra.drills import DRILL_STAMP
 from infra.restore_workflow import APPROVAL_LEADING_KEYS, CDK_EXECUTION_ROLES, KEY_MANAGEMENT, KEY_READS
-from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers
+from tests.infra import Synthesized, flatten, like, listed
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -60,7 +60,7 @@ def catalog() -> dict[str, dict[str, frozenset[str]]]:
 def expand(patterns: str | list[str]) -> frozenset[str]:
     """The actions ``patterns`` name, wildcards expanded: ``dynamodb:*`` is every DynamoDB action."""
     found = set()
-    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+    for pattern in listed(patterns):
         service = pattern.lower().partition(":")[0]
         services = catalog() if any(c in service for c in "*?") else {service: catalog().get(service, {})}
         known = {f"{s}:{action}" for s, actions in services.items() for action in actions}
@@ -72,14 +72,6 @@ def expand(patterns: str | list[str]) -> frozenset[str]:
 def actions_on(service: str, resource_type: str) -> frozenset[str]:
     """The actions of ``service`` that apply to a resource of ``resource_type`` (``kms``, ``key``)."""
     return frozenset(f"{service}:{a}" for a, types in catalog()[service].items() if resource_type in types)
-
-
-def arn_like(pattern: str, value: str) -> bool:
-    """IAM wildcard matching (``*`` any run of characters, ``/`` included; ``?`` one character)."""
-    return (
-        re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), value)
-        is not None
-    )
 
 
 @dataclass(frozen=True)
@@ -105,14 +97,14 @@ class Statement:
         return cls(
             effect=statement["Effect"],
             actions=actions,
-            resources=tuple([resources] if isinstance(resources, str) else resources),
+            resources=tuple(listed(resources)),
             not_resource="NotResource" in statement,
             condition=statement.get("Condition", {}),
             sid=statement.get("Sid"),
         )
 
     def covers(self, action: str, resource: str) -> bool:
-        named = any(arn_like(pattern, resource) for pattern in self.resources)
+        named = any(like(pattern, resource) for pattern in self.resources)
         return action.lower() in self.actions and named != self.not_resource
 
 
@@ -225,7 +217,7 @@ def principals_of(statement: dict[str, Any]) -> set[str]:
     if principal == "*":
         return {"*"}
     named = principal.get("AWS", [])
-    return set([named] if isinstance(named, str) else named)
+    return set(listed(named))
 
 
 def names(who: set[str], principal: Principal) -> bool:
@@ -238,7 +230,7 @@ def principal_arn_holds(condition: dict[str, Any], principal: Principal) -> bool
         for key, patterns in tests.items():
             if key.lower() != "aws:principalarn" or principal.arn is None:
                 continue
-            matched = any(arn_like(p, principal.arn) for p in ([patterns] if isinstance(patterns, str) else patterns))
+            matched = any(like(p, principal.arn) for p in listed(patterns))
             if matched == ("Not" in operator):
                 return False
     return True
@@ -252,16 +244,6 @@ def lower(*actions: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
-
-
-@pytest.fixture(scope="module")
 def access(example: Synthesized) -> Access:
     return Access(example)
 
@@ -272,11 +254,7 @@ def arn_of(synthesized: Synthesized, resource_type: str, prefix: str) -> str:
 
 
 def function_arn(synthesized: Synthesized, handler: str) -> str:
-    (logical_id,) = [
-        k
-        for k, r in synthesized.of_type("AWS::Lambda::Function").items()
-        if r["Properties"]["ImageConfig"]["Command"] == [f"backstop.handlers.{handler}.handler"]
-    ]
+    logical_id, _ = synthesized.function_running(handler)
     return f"<{logical_id}.Arn>"
 
 
@@ -291,12 +269,17 @@ def vault_object(synthesized: Synthesized, key: str) -> str:
 # -- the approval key: only the approval role seals grants, only the restore role checks them ------------
 
 
-def test_only_the_approval_role_may_seal_an_approval_grant(example: Synthesized, access: Access) -> None:
-    assert access.who_may("kms:GenerateMac", approval_key(example)) == {"RestoreApprovalRole"}
-
-
-def test_only_the_restore_role_may_check_an_approval_grant(example: Synthesized, access: Access) -> None:
-    assert access.who_may("kms:VerifyMac", approval_key(example)) == {"RestoreRole"}
+@pytest.mark.parametrize(
+    ("action", "role"),
+    [
+        pytest.param("kms:GenerateMac", "RestoreApprovalRole", id="only-the-approval-role-seals"),
+        pytest.param("kms:VerifyMac", "RestoreRole", id="only-the-restore-role-checks"),
+    ],
+)
+def test_only_one_role_may_seal_or_check_an_approval_grant(
+    example: Synthesized, access: Access, action: str, role: str
+) -> None:
+    assert access.who_may(action, approval_key(example)) == {role}
 
 
 def test_no_principal_of_the_stack_may_do_anything_else_with_the_approval_key(
@@ -400,23 +383,28 @@ def test_restores_are_followed_but_never_stopped_or_redriven(access: Access) -> 
     }
 
 
-def test_only_the_state_machine_may_invoke_the_restore_function(example: Synthesized, access: Access) -> None:
-    restore = function_arn(example, "restore")
-
-    assert access.matrix(actions_on("lambda", "function"), restore, f"{restore}:1") == {
-        "RestoreStateMachineRole": lower("lambda:InvokeFunction"),
-    }
-
-
-def test_the_approval_function_is_invoked_by_the_state_machine_and_approvers_only(
-    example: Synthesized, access: Access
+@pytest.mark.parametrize(
+    ("handler", "invokers"),
+    [
+        pytest.param("restore", {"RestoreStateMachineRole"}, id="restore-by-the-state-machine-only"),
+        pytest.param(
+            "approval",
+            {
+                "RestoreStateMachineRole",  # IdentifyRequester
+                "RestoreApproverPolicy",  # backstop approve / reject
+            },
+            id="approval-by-the-state-machine-and-approvers-only",
+        ),
+    ],
+)
+def test_who_may_invoke_each_restore_function(
+    example: Synthesized, access: Access, handler: str, invokers: set[str]
 ) -> None:
-    approval = function_arn(example, "approval")
+    function = function_arn(example, handler)
 
-    assert access.matrix(actions_on("lambda", "function"), approval, f"{approval}:1") == {
-        "RestoreStateMachineRole": lower("lambda:InvokeFunction"),  # IdentifyRequester
-        "RestoreApproverPolicy": lower("lambda:InvokeFunction"),  # backstop approve / reject
-    }
+    assert access.matrix(actions_on("lambda", "function"), function, f"{function}:1") == dict.fromkeys(
+        invokers, lower("lambda:InvokeFunction")
+    )
 
 
 def test_broad_rights_reach_the_approval_function_so_it_must_judge_every_caller_itself(example: Synthesized) -> None:
@@ -527,11 +515,8 @@ class RecordingClient:
 # -- what the approval role is not ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("which", ["example", "servers"])
-def test_the_approval_role_touches_no_backup_no_secret_and_no_target(
-    request: pytest.FixtureRequest, which: str
-) -> None:
-    synthesized: Synthesized = request.getfixturevalue(which)
+@pytest.mark.parametrize("synthesized", ["example", "servers"], indirect=True)
+def test_the_approval_role_touches_no_backup_no_secret_and_no_target(synthesized: Synthesized) -> None:
     role = Access(synthesized).principal("RestoreApprovalRole")
     services = {action.partition(":")[0] for statement in role.statements for action in statement.actions}
 

@@ -12,7 +12,7 @@ from backstop.config import parse_config
 from backstop.config.catalog import digest
 from backstop.errors import ConfigError
 from infra.stack import BackstopStack
-from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers
+from tests.infra import Synthesized, flatten
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -29,16 +29,6 @@ ORDER = [
     "Restore",
 ]
 STATE_MACHINE_ARN = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:stateMachine:<AWS::StackName>-restore"
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
 
 
 def machine(synthesized: Synthesized) -> dict[str, Any]:
@@ -58,18 +48,8 @@ def states(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
     return found
 
 
-def function_of(synthesized: Synthesized, handler: str) -> tuple[str, dict[str, Any]]:
-    """The logical id and properties of the one function running ``backstop.handlers.<handler>``."""
-    (found,) = [
-        (logical_id, r["Properties"])
-        for logical_id, r in synthesized.of_type("AWS::Lambda::Function").items()
-        if r["Properties"]["ImageConfig"]["Command"] == [f"backstop.handlers.{handler}.handler"]
-    ]
-    return found
-
-
 def restore_function(synthesized: Synthesized) -> dict[str, Any]:
-    return dict(function_of(synthesized, "restore")[1])
+    return dict(synthesized.function_running("restore")[1])
 
 
 def test_the_states_run_in_the_designed_order(example: Synthesized) -> None:
@@ -172,8 +152,7 @@ def test_the_restore_function_gets_the_targets_but_never_a_secret(servers: Synth
 
 
 def test_the_restore_role_reads_the_sources_and_the_targets_secrets_only(servers: Synthesized) -> None:
-    (role_id,) = [k for k in servers.of_type("AWS::IAM::Role") if k.startswith("RestoreRole")]
-    statements = servers.statements_of_role(role_id)
+    statements = servers.role_statements("RestoreRole")
     (secrets,) = [s for s in statements if s["Action"] == "secretsmanager:GetSecretValue"]
 
     assert sorted(secrets["Resource"]) == [
@@ -188,8 +167,7 @@ def test_the_restore_function_runs_where_its_databases_are(example: Synthesized,
     assert props["VpcConfig"]["SubnetIds"] == ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
     (mount,) = props["FileSystemConfigs"]
     assert mount["LocalMountPath"] == "/mnt/data"
-    (role_id,) = [k for k in example.of_type("AWS::IAM::Role") if k.startswith("RestoreRole")]
-    (efs,) = [s for s in example.statements_of_role(role_id) if s.get("Sid") == "MountTheDatabaseFileSystem"]
+    (efs,) = [s for s in example.role_statements("RestoreRole") if s.get("Sid") == "MountTheDatabaseFileSystem"]
     assert efs["Action"] == ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
     # the servers' billing (PostgreSQL in a VPC): the VPC, no file system
     props = restore_function(servers)
@@ -200,7 +178,7 @@ def test_the_restore_function_runs_where_its_databases_are(example: Synthesized,
 def test_the_stack_outputs_where_to_start_and_approve_a_restore(example: Synthesized) -> None:
     outputs = {name: flatten(output["Value"]) for name, output in example.template.to_json()["Outputs"].items()}
     (machine_id,) = example.of_type("AWS::StepFunctions::StateMachine")
-    approval_id, _ = function_of(example, "approval")
+    approval_id, _ = example.function_running("approval")
     requester_id, _ = example.one("AWS::IAM::ManagedPolicy", "RestoreRequesterPolicy")
     approver_id, _ = example.one("AWS::IAM::ManagedPolicy", "RestoreApproverPolicy")
     table_id, _ = example.one("AWS::DynamoDB::Table", "RestoreTable")
@@ -233,8 +211,8 @@ def test_every_step_is_told_its_execution_to_prove_it(example: Synthesized) -> N
 def test_the_approval_function_identifies_the_requester_and_every_other_step_is_the_restore_functions(
     example: Synthesized,
 ) -> None:
-    restore_id, _ = function_of(example, "restore")
-    approval_id, _ = function_of(example, "approval")
+    restore_id, _ = example.function_running("restore")
+    approval_id, _ = example.function_running("approval")
     found = states(example)
 
     def function(state: dict[str, Any]) -> str:
@@ -253,22 +231,22 @@ def test_the_approval_function_identifies_the_requester_and_every_other_step_is_
 def test_the_state_machine_has_the_name_the_functions_are_told(example: Synthesized) -> None:
     assert flatten(machine(example)["StateMachineName"]) == "<AWS::StackName>-restore"
     for handler in ("restore", "approval"):
-        env = function_of(example, handler)[1]["Environment"]["Variables"]
+        env = example.function_running(handler)[1]["Environment"]["Variables"]
         assert flatten(env["BACKSTOP_STATE_MACHINE_ARN"]) == STATE_MACHINE_ARN, handler
 
 
 @pytest.mark.parametrize(
-    ("which", "distinct", "approvers"),
+    ("synthesized", "distinct", "approvers"),
     [
         ("example", "false", "[]"),  # restore.approvers unset: whoever may invoke the approval function
         ("servers", "true", '["arn:aws:sts::123456789012:assumed-role/backstop-approver/*"]'),
     ],
+    indirect=["synthesized"],
 )
 def test_the_approval_function_gets_the_key_the_table_the_topic_and_who_may_approve(
-    request: pytest.FixtureRequest, which: str, distinct: str, approvers: str
+    synthesized: Synthesized, distinct: str, approvers: str
 ) -> None:
-    synthesized: Synthesized = request.getfixturevalue(which)
-    _, props = function_of(synthesized, "approval")
+    _, props = synthesized.function_running("approval")
     env = flatten(props["Environment"]["Variables"])
     key_id, _ = synthesized.one("AWS::KMS::Key", "RestoreApprovalKey")
     table_id, _ = synthesized.one("AWS::DynamoDB::Table", "RestoreTable")
@@ -368,8 +346,7 @@ def test_an_in_place_restore_waits_for_a_running_backup_and_may_hold_the_sources
     (wait,) = [r for r in safety["Retry"] if r["ErrorEquals"] == ["BackupAlreadyRunningError"]]
     assert wait["IntervalSeconds"] * (1 + 2 + 4 + 8) == 15 * 60 and wait["MaxAttempts"] == 4
 
-    (role_id,) = [k for k in example.of_type("AWS::IAM::Role") if k.startswith("RestoreRole")]
-    (locks,) = [s for s in example.statements_of_role(role_id) if s.get("Sid") == "RunLocks"]
+    (locks,) = [s for s in example.role_statements("RestoreRole") if s.get("Sid") == "RunLocks"]
     bucket = "<VaultBucket0925C477.Arn>"
     assert sorted(locks["Resource"]) == [
         f"{bucket}/backups/_locks/orders-pre-restore-in-place.backup.json",

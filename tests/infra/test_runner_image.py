@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 
 from backstop.config import Runner
 from infra.runner import LOG_RETENTION
-from tests.infra import ROOT, Synthesized, synthesized_example, synthesized_servers
+from tests.infra import ROOT, Synthesized
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -26,16 +26,6 @@ IMAGE_PYTHON = "3.13"
 """The Python of the base image in functions/Dockerfile (Debian 13's python3)."""
 IMAGE_EXTRAS = ("lambda",)
 """pyproject.toml's extras the image installs too (awslambdaric, its entry point)."""
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
 
 
 def functions(synthesized: Synthesized) -> dict[str, dict[str, Any]]:
@@ -134,11 +124,10 @@ def test_functions_run_on_the_configured_architecture(example: Synthesized, serv
     assert {tuple(props["Architectures"]) for props in functions(servers).values()} == {("arm64",)}
 
 
-@pytest.mark.parametrize(("which", "platform"), [("example", "linux/amd64"), ("servers", "linux/arm64")])
-def test_the_image_is_built_for_the_functions_architecture(
-    request: pytest.FixtureRequest, which: str, platform: str
-) -> None:
-    synthesized: Synthesized = request.getfixturevalue(which)
+@pytest.mark.parametrize(
+    ("synthesized", "platform"), [("example", "linux/amd64"), ("servers", "linux/arm64")], indirect=["synthesized"]
+)
+def test_the_image_is_built_for_the_functions_architecture(synthesized: Synthesized, platform: str) -> None:
     outdir = Path(synthesized.app.outdir)
     (image,) = json.loads((outdir / "Backstop.assets.json").read_text(encoding="utf-8"))["dockerImages"].values()
 

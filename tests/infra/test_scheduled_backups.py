@@ -14,7 +14,7 @@ from backstop.events import ScheduledBackupEvent
 from infra.scheduled_backups import DeploymentConfigError, deployment_problems
 from infra.schedules import SCHEDULED_TIME
 from infra.stack import BackstopStack
-from tests.infra import EXAMPLE_CONFIG, ROOT, SERVERS_CONFIG, Synthesized, synthesized_example, synthesized_servers
+from tests.infra import EXAMPLE_CONFIG, ROOT, SERVERS_CONFIG, Synthesized, listed
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -24,16 +24,6 @@ FAILURE_ALERT = "MonitoringFailureAlertFCFEFEE1"
 VAULT_BUCKET = "<VaultBucket0925C477.Arn>"
 EXAMPLE = ("orders", "uploads")
 SERVERS = ("billing", "shop")
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
 
 
 def schedule(synthesized: Synthesized, database: str) -> dict[str, Any]:
@@ -47,9 +37,8 @@ def function(synthesized: Synthesized, database: str) -> tuple[str, dict[str, An
     return logical_id, resource["Properties"]
 
 
-def backup_role(synthesized: Synthesized, database: str) -> str:
-    logical_id, _ = synthesized.one("AWS::IAM::Role", f"Backups{database}Role")  # not ...ScheduleRole
-    return logical_id
+def backup_statements(synthesized: Synthesized, database: str) -> list[dict[str, Any]]:
+    return synthesized.role_statements(f"Backups{database}Role")  # not ...ScheduleRole
 
 
 def sample(database: str) -> dict[str, Any]:
@@ -82,12 +71,11 @@ def test_every_sample_has_its_schedule_in_the_example() -> None:
 
 
 @pytest.mark.parametrize(
-    ("which", "database"), [("example", db) for db in EXAMPLE] + [("servers", db) for db in SERVERS]
+    ("synthesized", "database"),
+    [("example", db) for db in EXAMPLE] + [("servers", db) for db in SERVERS],
+    indirect=["synthesized"],
 )
-def test_schedule_inputs_are_what_the_backup_handler_parses(
-    request: pytest.FixtureRequest, which: str, database: str
-) -> None:
-    synthesized: Synthesized = request.getfixturevalue(which)
+def test_schedule_inputs_are_what_the_backup_handler_parses(synthesized: Synthesized, database: str) -> None:
     text = schedule(synthesized, database)["Target"]["Input"].replace(SCHEDULED_TIME, "2026-11-21T02:00:00Z")
 
     event = ScheduledBackupEvent.for_database(json.loads(text), database)  # what the backup handler does
@@ -97,8 +85,7 @@ def test_schedule_inputs_are_what_the_backup_handler_parses(
 
 @pytest.mark.parametrize("database", SERVERS)
 def test_server_functions_carry_the_secret_arn_and_no_deployment_settings(servers: Synthesized, database: str) -> None:
-    _, properties = function(servers, database)
-    deployed = json.loads(properties["Environment"]["Variables"]["BACKSTOP_DATABASE"])
+    deployed = json.loads(servers.environment(f"Backups{database}Function")["BACKSTOP_DATABASE"])
 
     assert deployed["password_secret"].startswith("arn:aws:secretsmanager:eu-west-1:123456789012:secret:backstop/")
     assert not {"password", "password_env", "function", "vpc", "efs"} & set(deployed)
@@ -187,7 +174,7 @@ def test_a_database_outside_any_vpc_gets_a_function_outside_any_vpc(servers: Syn
 
     assert "VpcConfig" not in properties
     assert "FileSystemConfigs" not in properties
-    assert not [s for s in servers.statements_of_role(backup_role(servers, "shop")) if "ec2" in str(s["Action"])]
+    assert not [s for s in backup_statements(servers, "shop") if "ec2" in str(s["Action"])]
 
 
 @pytest.mark.parametrize("database", EXAMPLE)
@@ -220,25 +207,15 @@ def test_a_failed_backup_is_retried_twice_then_handed_to_the_failure_alert_funct
 
 def s3_statements(synthesized: Synthesized, database: str) -> list[dict[str, Any]]:
     return [
-        s
-        for s in synthesized.statements_of_role(backup_role(synthesized, database))
-        if any(a.startswith("s3:") for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+        s for s in backup_statements(synthesized, database) if any(a.startswith("s3:") for a in listed(s["Action"]))
     ]
-
-
-def actions(statement: dict[str, Any]) -> list[str]:
-    return [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
-
-
-def resources(statement: dict[str, Any]) -> list[str]:
-    return [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
 
 
 @pytest.mark.parametrize("database", EXAMPLE)
 def test_backup_role_has_no_wildcard_action(example: Synthesized, database: str) -> None:
-    statements = example.statements_of_role(backup_role(example, database))
+    statements = backup_statements(example, database)
 
-    assert all("*" not in action for s in statements for action in actions(s))
+    assert all("*" not in action for s in statements for action in listed(s["Action"]))
 
 
 @pytest.mark.parametrize("database", EXAMPLE)
@@ -246,7 +223,7 @@ def test_backup_role_reaches_only_its_own_keys_lock_and_failure_records(example:
     objects = {
         resource
         for s in s3_statements(example, database)
-        for resource in resources(s)
+        for resource in listed(s["Resource"])
         if resource != VAULT_BUCKET  # the bucket itself: ListBucket, checked below
     }
 
@@ -259,12 +236,12 @@ def test_backup_role_reaches_only_its_own_keys_lock_and_failure_records(example:
 
 @pytest.mark.parametrize(("database", "other"), [("orders", "uploads"), ("uploads", "orders")])
 def test_backup_role_names_no_other_database(example: Synthesized, database: str, other: str) -> None:
-    assert other not in json.dumps(example.statements_of_role(backup_role(example, database)))
+    assert other not in json.dumps(backup_statements(example, database))
 
 
 @pytest.mark.parametrize("database", EXAMPLE)
 def test_backup_role_lists_only_its_own_prefix(example: Synthesized, database: str) -> None:
-    (listing,) = [s for s in s3_statements(example, database) if "s3:ListBucket" in actions(s)]
+    (listing,) = [s for s in s3_statements(example, database) if "s3:ListBucket" in listed(s["Action"])]
 
     assert listing["Resource"] == VAULT_BUCKET
     assert listing["Condition"] == {
@@ -276,7 +253,7 @@ def test_backup_role_lists_only_its_own_prefix(example: Synthesized, database: s
 def test_backup_role_deletes_nothing_but_its_run_lock_and_never_reads_acls_or_policies(
     example: Synthesized, database: str
 ) -> None:
-    granted = {action for s in s3_statements(example, database) for action in actions(s)}
+    granted = {action for s in s3_statements(example, database) for action in listed(s["Action"])}
 
     # no DeleteObjectVersion: an upload that fails its checks or loses the race is left to lifecycle
     assert granted == {
@@ -288,17 +265,13 @@ def test_backup_role_deletes_nothing_but_its_run_lock_and_never_reads_acls_or_po
         "s3:DeleteObject",
         "s3:ListBucket",
     }
-    (deletes,) = [s for s in s3_statements(example, database) if "s3:DeleteObject" in actions(s)]
+    (deletes,) = [s for s in s3_statements(example, database) if "s3:DeleteObject" in listed(s["Action"])]
     assert deletes["Resource"] == f"{VAULT_BUCKET}/backups/_locks/{database}.backup.json"  # only its run lock
 
 
 @pytest.mark.parametrize("database", EXAMPLE)
 def test_backup_role_uses_the_vault_key_only_through_s3_for_this_bucket(example: Synthesized, database: str) -> None:
-    (key,) = [
-        s
-        for s in example.statements_of_role(backup_role(example, database))
-        if s["Resource"] == "<VaultKeyCB88EF1A.Arn>"
-    ]
+    (key,) = [s for s in backup_statements(example, database) if s["Resource"] == "<VaultKeyCB88EF1A.Arn>"]
 
     assert key["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"]
     assert key["Condition"] == {
@@ -309,7 +282,7 @@ def test_backup_role_uses_the_vault_key_only_through_s3_for_this_bucket(example:
 
 @pytest.mark.parametrize(("database", "secret"), [("billing", "billing-AbCdEf"), ("shop", "shop-XyZ123")])
 def test_backup_role_reads_exactly_its_own_secret(servers: Synthesized, database: str, secret: str) -> None:
-    granted = [s for s in servers.statements_of_role(backup_role(servers, database)) if "secretsmanager" in str(s)]
+    granted = [s for s in backup_statements(servers, database) if "secretsmanager" in str(s)]
 
     assert granted == [
         {
@@ -335,7 +308,7 @@ def test_roles_without_a_server_database_read_no_secret(example: Synthesized) ->
 def test_efs_mount_is_allowed_only_through_the_configured_access_point(
     example: Synthesized, database: str, granted: str | list[str]
 ) -> None:
-    (mount,) = [s for s in example.statements_of_role(backup_role(example, database)) if "elasticfilesystem" in str(s)]
+    (mount,) = [s for s in backup_statements(example, database) if "elasticfilesystem" in str(s)]
 
     assert mount["Action"] == granted  # never ClientRootAccess
     assert mount["Resource"].endswith(":file-system/fs-0123456789abcdef0")
@@ -346,11 +319,7 @@ def test_efs_mount_is_allowed_only_through_the_configured_access_point(
 
 def test_backup_roles_may_invoke_only_the_failure_alert_function(example: Synthesized) -> None:
     for database in EXAMPLE:
-        invokes = [
-            s
-            for s in example.statements_of_role(backup_role(example, database))
-            if s["Action"] == "lambda:InvokeFunction"
-        ]
+        invokes = [s for s in backup_statements(example, database) if s["Action"] == "lambda:InvokeFunction"]
         assert [s["Resource"] for s in invokes] == [f"<{FAILURE_ALERT}.Arn>"]
 
 

@@ -11,34 +11,17 @@ from aws_cdk.assertions import Template
 
 from backstop.config import Config, parse_config
 from infra.backup_vault import GUARDED_ACTIONS, BackupVault, ObjectLockConflictError, check_object_lock
-from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers
+from tests.infra import Synthesized, flatten
 
 pytestmark = pytest.mark.xdist_group("infra")
 
 VAULT_BUCKET = "VaultBucket0925C477"
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
-
-
 def writers_statement(synthesized: Synthesized) -> dict[str, Any]:
-    for policy in synthesized.of_type("AWS::S3::BucketPolicy").values():
-        if policy["Properties"]["Bucket"] == {"Ref": VAULT_BUCKET}:
-            (statement,) = [
-                s
-                for s in policy["Properties"]["PolicyDocument"]["Statement"]
-                if s.get("Sid") == "OnlyBackstopWritesBackups"
-            ]
-            flat: dict[str, Any] = flatten(statement)
-            return flat
-    raise AssertionError("the vault has no bucket policy")
+    (statement,) = [s for s in synthesized.bucket_policy(VAULT_BUCKET) if s.get("Sid") == "OnlyBackstopWritesBackups"]
+    flat: dict[str, Any] = flatten(statement)
+    return flat
 
 
 def config_with(lock: dict[str, Any] | None, noncurrent_days: int = 30, daily: int = 7) -> Config:

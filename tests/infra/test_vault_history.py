@@ -1,9 +1,9 @@
 """History protection in the bucket policy, not only in code: the synthesized policy played against requests.
 
 moto does not evaluate bucket policies, so each request below (who, what action, which key, which
-headers) is evaluated against the vault's synthesized bucket policy by a small evaluator of its
-Deny statements: IAM's wildcard matching on actions, resources and ``aws:PrincipalArn``, and the
-``Null``, ``Bool``, ``ArnLike``, ``ArnNotLike``, ``StringEquals``, ``StringNotEquals`` and
+headers) is evaluated against the Deny statements of the vault's synthesized bucket policy by the
+small evaluator in tests/infra: IAM's wildcard matching on actions, resources and ``aws:PrincipalArn``,
+and the ``Null``, ``Bool``, ``ArnLike``, ``ArnNotLike``, ``StringEquals``, ``StringNotEquals`` and
 ``StringLikeIfExists`` condition operators the policies use (an operator it does not know
 fails the test rather than being ignored). The roles' identity policies, which only narrow further,
 are checked in test_scheduled_backups and test_restore_access.
@@ -11,15 +11,13 @@ are checked in test_scheduled_backups and test_restore_access.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from backstop.config import parse_config
 from infra.backup_vault import BUCKET_CONFIGURATION, HISTORY_SUFFIXES
-from tests.infra import Synthesized, flatten, synthesized_example, synthesized_servers
+from tests.infra import KNOWN_OPERATORS, Request, Synthesized, applies, enforces_tls, flatten
 
 pytestmark = pytest.mark.xdist_group("infra")
 
@@ -37,99 +35,20 @@ SIDECAR = "backups/orders/2026/11/21/orders-20261121T020000Z.sweep.json"
 RUN_LOCK = "backups/_locks/orders.backup.json"
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_example(tmp_path_factory.getbasetemp() / "cdk.out")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    return synthesized_servers(tmp_path_factory.getbasetemp() / "servers")
-
-
-@dataclass(frozen=True)
-class Request:
-    principal: str
-    action: str
-    key: str | None = None
-    """The object key; None for a bucket-level action."""
-    context: dict[str, Any] = field(default_factory=dict)
-    """Condition keys the request carries (absent keys are absent: ``Null`` sees them as null)."""
-
-
-def like(pattern: str, value: str) -> bool:
-    return (
-        re.fullmatch("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), value)
-        is not None
-    )
-
-
-def _values(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _condition_holds(condition: dict[str, Any], request: Request) -> bool:
-    context = {"aws:PrincipalArn": request.principal, **request.context}
-    for operator, entries in condition.items():
-        for name, expected in entries.items():
-            present = name in context
-            if operator == "Null":
-                if any(str(e).lower() == "true" for e in _values(expected)) == present:
-                    return False
-            elif operator == "Bool":
-                if not present or str(context[name]).lower() not in [str(e).lower() for e in _values(expected)]:
-                    return False
-            elif operator == "ArnNotLike":
-                if present and any(like(e, str(context[name])) for e in _values(expected)):
-                    return False
-            elif operator == "ArnLike":
-                if not present or not any(like(e, str(context[name])) for e in _values(expected)):
-                    return False
-            elif operator == "StringLikeIfExists":
-                if present and not any(like(e, str(context[name])) for e in _values(expected)):
-                    return False
-            elif operator == "StringEquals":
-                if not present or str(context[name]) not in _values(expected):
-                    return False
-            elif operator == "StringNotEquals":
-                # a key the request does not carry equals nothing: a negated operator then holds
-                if present and str(context[name]) in _values(expected):
-                    return False
-            else:
-                raise AssertionError(f"the evaluator does not know the condition operator {operator}")
-    return True
-
-
-def _transport(statement: dict[str, Any]) -> bool:
-    """The TLS statements CDK adds (enforce_ssl, minimum_tls_version): every request here uses TLS 1.2+."""
-    condition = str(statement.get("Condition"))
-    return "aws:SecureTransport" in condition or "s3:TlsVersion" in condition
-
-
 def vault_policy(synthesized: Synthesized) -> list[dict[str, Any]]:
-    for policy in synthesized.of_type("AWS::S3::BucketPolicy").values():
-        if policy["Properties"]["Bucket"] == {"Ref": VAULT_BUCKET}:
-            return [flatten(s) for s in policy["Properties"]["PolicyDocument"]["Statement"]]
-    raise AssertionError("the vault has no bucket policy")
+    return [flatten(s) for s in synthesized.bucket_policy(VAULT_BUCKET)]
 
 
 def denied_by(synthesized: Synthesized, request: Request) -> list[str]:
     """The Sids of the vault policy's Deny statements that refuse ``request`` (TLS assumed: it is enforced)."""
-    resource = f"<{VAULT_BUCKET}.Arn>" + (f"/{request.key}" if request.key is not None else "")
-    found = []
-    for statement in vault_policy(synthesized):
-        if statement["Effect"] != "Deny" or _transport(statement):
-            continue
-        if not any(like(a.lower(), request.action.lower()) for a in _values(statement["Action"])):
-            continue
-        if not any(like(r, resource) for r in _values(statement["Resource"])):
-            continue
-        if _condition_holds(statement.get("Condition", {}), request):
-            found.append(statement.get("Sid", "?"))
-    return found
+    return [
+        statement.get("Sid", "?")
+        for statement in vault_policy(synthesized)
+        if statement["Effect"] == "Deny"
+        and not enforces_tls(statement)
+        and applies(statement, request, f"<{VAULT_BUCKET}.Arn>")
+    ]
 
-
-KNOWN_OPERATORS = {"Null", "Bool", "ArnLike", "ArnNotLike", "StringEquals", "StringNotEquals", "StringLikeIfExists"}
 
 CREATE = {"s3:ObjectCreationOperation": "true"}
 WRITE_ONCE = {**CREATE, "s3:if-none-match": "*"}
@@ -287,7 +206,7 @@ def test_administrators_must_be_role_arns() -> None:
 def test_the_evaluator_knows_every_condition_operator_the_policy_uses(servers: Synthesized) -> None:
     # a statement with an operator the evaluator would skip would make the tests above pass vacuously
     for statement in vault_policy(servers):
-        if _transport(statement):
+        if enforces_tls(statement):
             continue
         for operator in statement.get("Condition", {}):
             assert operator in KNOWN_OPERATORS, statement.get("Sid")
