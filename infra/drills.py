@@ -23,9 +23,10 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from backstop.config import AnyDatabase, Config, FileDrill, FilesDatabase, ServerDrill, SqliteDatabase
+from backstop.observability import Metric, Service
 from infra.backup_vault import BackupVault
 from infra.catalog import DatabaseCatalog
-from infra.monitoring import FRESHNESS_SERVICE, Monitoring
+from infra.monitoring import Monitoring
 from infra.network import grant_network
 from infra.runner import DRILL_HANDLER, GUARD_HANDLER, SWEEP_HANDLER, FunctionSpec, RunnerImage
 from infra.schedules import (
@@ -36,10 +37,6 @@ from infra.schedules import (
     rate_expression,
     scheduled_input,
 )
-
-DRILL_SERVICE = "drill"
-SWEEP_SERVICE = "sweep"
-GUARD_SERVICE = "guard"
 
 GUARD_EVERY = timedelta(hours=6)
 """How often the keep-last-good guard runs: a new backup is held, and an old one released, within this."""
@@ -227,7 +224,9 @@ class Verification(Construct):
                 name=f"{db.name}-drill-failed",
                 description=f"A restore drill of {db.name} failed: its backup did not restore and validate "
                 "(docs/runbooks/drills.md).",
-                metric=self._monitoring.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", Duration.days(1)),
+                metric=self._monitoring.metric(
+                    Metric.DRILL_SUCCEEDED, Service.DRILL, db.name, "Minimum", Duration.days(1)
+                ),
                 threshold=1,
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             )
@@ -238,7 +237,7 @@ class Verification(Construct):
                 description=f"No restore drill of {db.name} succeeded in twice its cadence "
                 f"({int(2 * db.drill.every.total_seconds())} s), as the freshness check measures it.",
                 metric=self._monitoring.metric(
-                    "LastSuccessfulDrillAgeSeconds", FRESHNESS_SERVICE, db.name, "Maximum", window
+                    Metric.LAST_SUCCESSFUL_DRILL_AGE, Service.FRESHNESS, db.name, "Maximum", window
                 ),
                 threshold=2 * db.drill.every.total_seconds(),
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -252,7 +251,7 @@ class Verification(Construct):
                     description=f"A restore drill of {db.name} took longer than its RTO "
                     f"({int(db.drill.rto.total_seconds())} s).",
                     metric=self._monitoring.metric(
-                        "DrillDuration", DRILL_SERVICE, db.name, "Maximum", Duration.days(1)
+                        Metric.DRILL_DURATION, Service.DRILL, db.name, "Maximum", Duration.days(1)
                     ),
                     threshold=db.drill.rto.total_seconds(),
                     comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -263,7 +262,7 @@ class Verification(Construct):
             name="guard-not-running",
             description="The keep-last-good guard has not completed a run in a day: the newest good backups are "
             "not being held out of lifecycle's reach (docs/storage.md, Keep last good).",
-            metric=self._monitoring.metric("HeldBackups", GUARD_SERVICE, None, "SampleCount", Duration.days(1)),
+            metric=self._monitoring.metric(Metric.HELD_BACKUPS, Service.GUARD, None, "SampleCount", Duration.days(1)),
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             missing=cloudwatch.TreatMissingData.BREACHING,
@@ -276,8 +275,8 @@ class Verification(Construct):
                 description="The verification sweep has not completed a run in twice its interval: stored "
                 "backups are not being re-read (docs/runbooks/drills.md).",
                 metric=self._monitoring.metric(
-                    "SweepBackupsChecked",
-                    SWEEP_SERVICE,
+                    Metric.SWEEP_BACKUPS_CHECKED,
+                    Service.SWEEP,
                     None,
                     "SampleCount",
                     Duration.seconds(int(2 * config.sweep.every.total_seconds())),
@@ -287,16 +286,16 @@ class Verification(Construct):
                 missing=cloudwatch.TreatMissingData.BREACHING,
             )
         for metric_name, name, finding in (
-            ("SweepMismatches", "sweep-mismatch", "whose bytes differ from its manifest"),
-            ("SweepUnreadable", "sweep-unreadable", "that could not be read twice in a row"),
-            ("SweepOverwritten", "sweep-overwritten", "whose key serves another version than the backed-up one"),
+            (Metric.SWEEP_MISMATCHES, "sweep-mismatch", "whose bytes differ from its manifest"),
+            (Metric.SWEEP_UNREADABLE, "sweep-unreadable", "that could not be read twice in a row"),
+            (Metric.SWEEP_OVERWRITTEN, "sweep-overwritten", "whose key serves another version than the backed-up one"),
         ):
             self._monitored(
-                metric_name,
+                metric_name.value,  # the construct id: the metric's name, as before
                 name=name,
                 description=f"The verification sweep found a stored backup {finding}: the alert names it "
                 "(docs/runbooks/drills.md).",
-                metric=self._monitoring.metric(metric_name, SWEEP_SERVICE, None, "Sum", Duration.days(1)),
+                metric=self._monitoring.metric(metric_name, Service.SWEEP, None, "Sum", Duration.days(1)),
                 threshold=0,
                 comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             )
@@ -360,8 +359,8 @@ class Verification(Construct):
             dashboard.add_widgets(
                 cloudwatch.GraphWidget(
                     title=f"{db.name}: restore drill duration (s) and success",
-                    left=[self._monitoring.metric("DrillDuration", DRILL_SERVICE, db.name, "Maximum", day)],
-                    right=[self._monitoring.metric("DrillSucceeded", DRILL_SERVICE, db.name, "Minimum", day)],
+                    left=[self._monitoring.metric(Metric.DRILL_DURATION, Service.DRILL, db.name, "Maximum", day)],
+                    right=[self._monitoring.metric(Metric.DRILL_SUCCEEDED, Service.DRILL, db.name, "Minimum", day)],
                     left_annotations=[cloudwatch.HorizontalAnnotation(value=rto.total_seconds(), label="RTO")]
                     if rto
                     else None,
@@ -371,7 +370,7 @@ class Verification(Construct):
                     title=f"{db.name}: age of the last successful drill (s)",
                     left=[
                         self._monitoring.metric(
-                            "LastSuccessfulDrillAgeSeconds", FRESHNESS_SERVICE, db.name, "Maximum", day
+                            Metric.LAST_SUCCESSFUL_DRILL_AGE, Service.FRESHNESS, db.name, "Maximum", day
                         )
                     ],
                     left_annotations=[
@@ -383,8 +382,8 @@ class Verification(Construct):
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Verification sweep: bytes re-read and mismatches",
-                left=[self._monitoring.metric("SweepBytesRead", SWEEP_SERVICE, None, "Sum", day)],
-                right=[self._monitoring.metric("SweepMismatches", SWEEP_SERVICE, None, "Sum", day)],
+                left=[self._monitoring.metric(Metric.SWEEP_BYTES_READ, Service.SWEEP, None, "Sum", day)],
+                right=[self._monitoring.metric(Metric.SWEEP_MISMATCHES, Service.SWEEP, None, "Sum", day)],
                 width=12,
             )
         )

@@ -15,8 +15,8 @@ How a failure reaches a person:
 
 The topic is encrypted with a customer key whose policy lets CloudWatch and EventBridge use it (an
 alarm cannot publish to a topic whose key it may not use), and the topic policy lets them publish
-from this account only. Metric names and dimensions are the handlers' (powertools: namespace
-``Backstop``, dimension ``service`` from the handler's ``Metrics(service=...)`` plus ``database``).
+from this account only. Metric names and dimensions are the handlers' (``backstop.observability``: the
+namespace, the ``Metric`` names, the ``service`` dimension from the handler's ``Service``, plus ``database``).
 """
 
 from __future__ import annotations
@@ -37,15 +37,10 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from backstop.config import Config, Replica, format_duration
+from backstop.observability import NAMESPACE, Metric, Service
 from infra.backup_vault import REPLICATION_RULE, BackupVault, replica_reader_path
 from infra.runner import FAILURE_ALERT_HANDLER, FRESHNESS_HANDLER, FunctionSpec, RunnerImage
 from infra.schedules import ScheduledInvocation, freshness_input, rate_expression
-
-NAMESPACE = "Backstop"
-BACKUP_SERVICE = "backup"
-"""``service`` dimension of the backup handler's metrics (``Metrics(service="backup")``)."""
-FRESHNESS_SERVICE = "freshness"
-"""``service`` dimension of the freshness handler's metrics (``Metrics(service="freshness")``)."""
 
 PUBLISHING_SERVICES = ("cloudwatch.amazonaws.com", "events.amazonaws.com")
 """Services that publish to the alerts topic on their own: CloudWatch alarms and EventBridge rules."""
@@ -257,7 +252,7 @@ class Monitoring(Construct):
                 name=f"{db.name}-backup-size-anomaly",
                 description=f"A backup of {db.name} is far smaller or larger than the recent ones: check that the "
                 "database was not emptied or truncated before trusting it.",
-                metric=self.metric("BackupSizeAnomaly", BACKUP_SERVICE, db.name, "Sum", Duration.minutes(5)),
+                metric=self.metric(Metric.BACKUP_SIZE_ANOMALY, Service.BACKUP, db.name, "Sum", Duration.minutes(5)),
                 threshold=1,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
@@ -317,7 +312,7 @@ class Monitoring(Construct):
                 description=f"The replica s3://{replica.bucket} holds no backup of {db.name} newer than "
                 f"{format_duration(stale_after)} (stale_after + storage.replica.allowed_lag), or the freshness "
                 "check cannot read it: check the vault's replication rule and the replica (docs/storage.md).",
-                metric=self.metric("ReplicaBackupAgeSeconds", FRESHNESS_SERVICE, db.name, "Maximum", window),
+                metric=self.metric(Metric.REPLICA_BACKUP_AGE, Service.FRESHNESS, db.name, "Maximum", window),
                 threshold=stale_after.total_seconds(),
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
                 treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
@@ -344,15 +339,18 @@ class Monitoring(Construct):
         )
 
     @staticmethod
-    def metric(name: str, service: str, database: str | None, statistic: str, period: Duration) -> cloudwatch.Metric:
+    def metric(
+        name: Metric, service: Service, database: str | None, statistic: str, period: Duration
+    ) -> cloudwatch.Metric:
+        """The handlers' metric ``name`` of ``service`` (of ``database``, or the whole run's when None)."""
         dimensions = {"service": service} if database is None else {"service": service, "database": database}
         return cloudwatch.Metric(
             namespace=NAMESPACE, metric_name=name, dimensions_map=dimensions, statistic=statistic, period=period
         )
 
     def newest_backup_age(self, database: str, period: Duration) -> cloudwatch.Metric:
-        """The freshness check's ``NewestBackupAgeSeconds`` of ``database`` (its maximum over ``period``)."""
-        return self.metric("NewestBackupAgeSeconds", FRESHNESS_SERVICE, database, "Maximum", period)
+        """The freshness check's ``Metric.NEWEST_BACKUP_AGE`` of ``database`` (its maximum over ``period``)."""
+        return self.metric(Metric.NEWEST_BACKUP_AGE, Service.FRESHNESS, database, "Maximum", period)
 
     # -- dashboard ------------------------------------------------------------------------------
 
@@ -381,14 +379,14 @@ class Monitoring(Construct):
                 ),
                 cloudwatch.GraphWidget(
                     title=f"{db.name}: stored bytes per backup",
-                    left=[self.metric("BackupBytes", BACKUP_SERVICE, db.name, "Maximum", day)],
-                    right=[self.metric("BackupSizeAnomaly", BACKUP_SERVICE, db.name, "Sum", day)],
+                    left=[self.metric(Metric.BACKUP_BYTES, Service.BACKUP, db.name, "Maximum", day)],
+                    right=[self.metric(Metric.BACKUP_SIZE_ANOMALY, Service.BACKUP, db.name, "Sum", day)],
                     width=6,
                 ),
                 cloudwatch.GraphWidget(
                     title=f"{db.name}: backup duration (s)",
-                    left=[self.metric("BackupDuration", BACKUP_SERVICE, db.name, "Maximum", day)],
-                    right=[self.metric("BackupCommitted", BACKUP_SERVICE, db.name, "Sum", day)],
+                    left=[self.metric(Metric.BACKUP_DURATION, Service.BACKUP, db.name, "Maximum", day)],
+                    right=[self.metric(Metric.BACKUP_COMMITTED, Service.BACKUP, db.name, "Sum", day)],
                     width=6,
                 ),
                 cloudwatch.GraphWidget(
@@ -403,7 +401,7 @@ class Monitoring(Construct):
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Stale, missing or unreadable databases",
-                left=[self.metric("StaleDatabases", FRESHNESS_SERVICE, None, "Maximum", Duration.hours(1))],
+                left=[self.metric(Metric.STALE_DATABASES, Service.FRESHNESS, None, "Maximum", Duration.hours(1))],
                 width=8,
             ),
             cloudwatch.GraphWidget(
@@ -411,7 +409,8 @@ class Monitoring(Construct):
                 # SEARCH: every database's series, whatever dimensions the failure-alert function adds.
                 left=[
                     cloudwatch.MathExpression(
-                        expression=f"SEARCH('{{{NAMESPACE}}} MetricName=\"BackupFailureAlerts\"', 'Sum', 86400)",
+                        expression=f"SEARCH('{{{NAMESPACE}}} MetricName=\"{Metric.BACKUP_FAILURE_ALERTS}\"', "
+                        "'Sum', 86400)",
                         label="",
                         period=day,
                     )

@@ -39,6 +39,7 @@ from constructs import Construct, IConstruct
 from backstop.adapters.restore_table import KIND_INDEX
 from backstop.config import Config, FilesDatabase, ServerDatabase, SqliteDatabase
 from backstop.config.targets import IN_PLACE, resolve_target, safety_database
+from backstop.observability import NAMESPACE, Service
 from infra.backup_vault import BackupVault, writer_role_path
 from infra.catalog import DatabaseCatalog
 from infra.network import grant_network
@@ -251,8 +252,8 @@ class RestoreWorkflow(Construct):
                     "BACKSTOP_RESTORE_TABLE": self.table.table_name,
                     "BACKSTOP_STATE_MACHINE_ARN": self.state_machine_arn,
                     "BACKSTOP_APPROVAL_KEY_ARN": self.approval_key.attr_arn,
-                    "POWERTOOLS_SERVICE_NAME": "restore",
-                    "POWERTOOLS_METRICS_NAMESPACE": "Backstop",
+                    "POWERTOOLS_SERVICE_NAME": Service.RESTORE,
+                    "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
                 },
                 memory_mb=2048,
                 timeout_seconds=900,
@@ -276,7 +277,7 @@ class RestoreWorkflow(Construct):
                     "BACKSTOP_DISTINCT_APPROVER": "true" if config.restore.distinct_approver else "false",
                     "BACKSTOP_APPROVERS": json.dumps(list(config.restore.approvers)),
                     "BACKSTOP_ALERTS_TOPIC_ARN": alerts_topic_arn,
-                    "POWERTOOLS_SERVICE_NAME": "approval",
+                    "POWERTOOLS_SERVICE_NAME": Service.APPROVAL,
                 },
                 memory_mb=256,
                 timeout_seconds=30,

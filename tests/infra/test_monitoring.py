@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 from typing import Any
 
@@ -22,15 +20,6 @@ DEAD_LETTERS = "MonitoringDeadLettersD99D287D"
 FAILURE_ALERT = "MonitoringFailureAlertFCFEFEE1"
 FRESHNESS = "MonitoringFreshnessE00DB499"
 PUBLISHERS = ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
-HANDLERS = {
-    "backup": "backstop.handlers.backup",
-    "freshness": "backstop.handlers.freshness",
-    "failure-alert": "backstop.handlers.failure_alert",
-    "drill": "backstop.handlers.drill",
-    "sweep": "backstop.handlers.sweep",
-    "guard": "backstop.handlers.retention_guard",
-}
-"""Each ``service`` metric dimension and the handler module whose powertools Metrics emit it."""
 
 
 def dimensions(alarm: dict[str, Any]) -> dict[str, Any]:
@@ -302,34 +291,6 @@ def test_dead_letters_left_unprocessed_for_an_hour_raise_an_alarm(example: Synth
         3600,
     )
     assert dimensions(alarm) == {"QueueName": {"Fn::GetAtt": [DEAD_LETTERS, "QueueName"]}}
-
-
-def test_every_backstop_metric_an_alarm_watches_is_emitted_by_the_handler_of_its_service(example: Synthesized) -> None:
-    # An alarm on a metric nobody emits, or with other dimensions, can never fire.
-    watched = {
-        (alarm["MetricName"], dimensions(alarm)["service"])
-        for alarm in example.alarms().values()
-        if alarm["Namespace"] == "Backstop"
-    }
-
-    assert watched == {
-        ("NewestBackupAgeSeconds", "freshness"),
-        ("BackupSizeAnomaly", "backup"),
-        ("DrillSucceeded", "drill"),
-        ("LastSuccessfulDrillAgeSeconds", "freshness"),
-        ("SweepMismatches", "sweep"),
-        ("SweepUnreadable", "sweep"),
-        ("SweepOverwritten", "sweep"),
-        ("SweepBackupsChecked", "sweep"),
-        ("HeldBackups", "guard"),
-    }
-    for metric, service in watched:
-        handler = importlib.import_module(HANDLERS[service])
-        assert (handler.metrics.namespace, handler.metrics.service) == ("Backstop", service)
-        source = inspect.getsource(handler)
-        assert f'name="{metric}"' in source
-        if service not in ("sweep", "guard"):  # the sweep's and the guard's alarms are on the whole vault
-            assert 'add_dimension(name="database"' in source
 
 
 # -- dashboard --------------------------------------------------------------------------------------------

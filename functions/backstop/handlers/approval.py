@@ -25,10 +25,11 @@ from backstop.config.workflow_environment import ApprovalSettings
 from backstop.errors import RestoreError
 from backstop.grants import KmsGrantSigner
 from backstop.identity import IdentityProof
+from backstop.observability import Service
 from backstop.services.approval import ApprovalService
 from backstop.services.step_guard import StepGuard
 
-logger = Logger(service="backstop-approval")
+logger = Logger(service=Service.APPROVAL.log_name)
 
 
 class ApprovalRequest(BaseModel):

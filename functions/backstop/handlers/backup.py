@@ -18,10 +18,11 @@ from backstop.config.environment import DatabaseFunctionSettings
 from backstop.deadline import Deadline
 from backstop.events import ScheduledBackupEvent
 from backstop.manifest import Trigger
+from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.backup import BackupRequest, BackupService
 
-logger = Logger(service="backstop-backup")
-metrics = Metrics(namespace="Backstop", service="backup")
+logger = Logger(service=Service.BACKUP.log_name)
+metrics = Metrics(namespace=NAMESPACE, service=Service.BACKUP)
 
 REMEDY = "raise databases[].function.timeout, or use a runner without Lambda's 15-minute limit"
 
@@ -44,13 +45,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     manifest = outcome.manifest
     metrics.add_dimension(name="database", value=manifest.database)
-    metrics.add_metric(name="BackupCommitted" if outcome.created else "BackupDuplicate", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(
+        name=Metric.BACKUP_COMMITTED if outcome.created else Metric.BACKUP_DUPLICATE, unit=MetricUnit.Count, value=1
+    )
     if outcome.created:
-        metrics.add_metric(name="BackupBytes", unit=MetricUnit.Bytes, value=manifest.object.size)
+        metrics.add_metric(name=Metric.BACKUP_BYTES, unit=MetricUnit.Bytes, value=manifest.object.size)
         duration = (manifest.finished_at - manifest.started_at).total_seconds()
-        metrics.add_metric(name="BackupDuration", unit=MetricUnit.Seconds, value=duration)
+        metrics.add_metric(name=Metric.BACKUP_DURATION, unit=MetricUnit.Seconds, value=duration)
         # 1 when the size departs from the recent backups, 0 otherwise: every committed backup reports it.
-        metrics.add_metric(name="BackupSizeAnomaly", unit=MetricUnit.Count, value=int(outcome.size_anomaly is not None))
+        metrics.add_metric(
+            name=Metric.BACKUP_SIZE_ANOMALY, unit=MetricUnit.Count, value=int(outcome.size_anomaly is not None)
+        )
     return {
         "backup_id": manifest.backup_id,
         "created": outcome.created,

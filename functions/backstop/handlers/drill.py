@@ -18,10 +18,11 @@ from backstop.bootstrap import build_notifier, build_store
 from backstop.config.environment import DatabaseFunctionSettings
 from backstop.deadline import Deadline
 from backstop.events import ScheduledDrillEvent
+from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.drill import DrillService
 
-logger = Logger(service="backstop-drill")
-metrics = Metrics(namespace="Backstop", service="drill")
+logger = Logger(service=Service.DRILL.log_name)
+metrics = Metrics(namespace=NAMESPACE, service=Service.DRILL)
 
 REMEDY = "drill a backup this large with `backstop drill` or a runner without Lambda's 15-minute limit"
 
@@ -39,8 +40,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     result = service.run(request.database.name, request.backup)
     logger.info("drill done", extra=result.record())
     metrics.add_dimension(name="database", value=result.database)
-    metrics.add_metric(name="DrillSucceeded", unit=MetricUnit.Count, value=int(result.passed))
-    metrics.add_metric(name="DrillDuration", unit=MetricUnit.Seconds, value=result.seconds)
+    metrics.add_metric(name=Metric.DRILL_SUCCEEDED, unit=MetricUnit.Count, value=int(result.passed))
+    metrics.add_metric(name=Metric.DRILL_DURATION, unit=MetricUnit.Seconds, value=result.seconds)
     if result.within_rto is not None:
-        metrics.add_metric(name="DrillWithinRto", unit=MetricUnit.Count, value=int(result.within_rto))
+        metrics.add_metric(name=Metric.DRILL_WITHIN_RTO, unit=MetricUnit.Count, value=int(result.within_rto))
     return result.record()

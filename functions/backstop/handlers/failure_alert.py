@@ -9,8 +9,8 @@ Two event shapes:
   published stays in the queue and is retried, the others are deleted. (A message whose body is a
   destination record, when OnFailure is routed through a queue, is read as one.)
 
-Metric (namespace ``Backstop``, dimension ``service=failure-alert``): ``BackupFailureAlerts``, the
-number of alerts published by one invocation.
+Metric (``backstop.observability``, dimension ``service=failure-alert``): ``Metric.BACKUP_FAILURE_ALERTS``,
+the number of alerts published by one invocation.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from backstop.bootstrap import build_alert_notifier
 from backstop.config.environment import AlertSettings
 from backstop.events import AsyncInvocationRecord
+from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.failure_alerts import FailureAlertService, from_destination_record, from_queue_message
 
-logger = Logger(service="backstop-failure-alert")
-metrics = Metrics(namespace="Backstop", service="failure-alert")
+logger = Logger(service=Service.FAILURE_ALERT.log_name)
+metrics = Metrics(namespace=NAMESPACE, service=Service.FAILURE_ALERT)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -43,7 +44,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run = from_destination_record(AsyncInvocationRecord.model_validate(event))
     if run is not None:
         service.alert(run)
-    metrics.add_metric(name="BackupFailureAlerts", unit=MetricUnit.Count, value=int(run is not None))
+    metrics.add_metric(name=Metric.BACKUP_FAILURE_ALERTS, unit=MetricUnit.Count, value=int(run is not None))
     return {"alerts": int(run is not None)}
 
 
@@ -58,5 +59,5 @@ def _dead_letters(event: dict[str, Any], context: LambdaContext, service: Failur
             published.append(record.message_id)
 
     response = process_partial_response(event=event, record_handler=alert, processor=processor, context=context)
-    metrics.add_metric(name="BackupFailureAlerts", unit=MetricUnit.Count, value=len(published))
+    metrics.add_metric(name=Metric.BACKUP_FAILURE_ALERTS, unit=MetricUnit.Count, value=len(published))
     return dict(response)

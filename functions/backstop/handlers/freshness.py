@@ -1,10 +1,10 @@
 """Lambda entry point of the freshness check: every watched database's newest backup against its threshold.
 
-Metrics (namespace ``Backstop``): ``NewestBackupAgeSeconds`` per database that has a backup not
-dated in the future (dimensions ``service=freshness``, ``database``), and ``StaleDatabases`` for the
+Metrics (``backstop.observability``): ``Metric.NEWEST_BACKUP_AGE`` per database that has a backup not
+dated in the future (dimensions ``service=freshness``, ``database``), and ``Metric.STALE_DATABASES`` for the
 whole check (dimension ``service=freshness``; stale, missing, future-dated and unreadable databases
 all count), emitted on every run, so a missing data point means the check itself did not run. With a
-replica (``BACKSTOP_REPLICA``), ``ReplicaBackupAgeSeconds`` per database that the replica holds a backup of.
+replica (``BACKSTOP_REPLICA``), ``Metric.REPLICA_BACKUP_AGE`` per database that the replica holds a backup of.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from backstop.bootstrap import build_notifier, build_replica_store, build_store
 from backstop.config.environment import FunctionSettings
 from backstop.events import FreshnessCheckEvent
+from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.freshness import FreshnessRule, FreshnessService, ReplicaCheck
 
-logger = Logger(service="backstop-freshness")
-metrics = Metrics(namespace="Backstop", service="freshness")
+logger = Logger(service=Service.FRESHNESS.log_name)
+metrics = Metrics(namespace=NAMESPACE, service=Service.FRESHNESS)
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -47,23 +48,23 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         replica_age = entry.replica.age if entry.replica is not None else None
         if replica_age is not None:
             metrics.add_metric(
-                name="ReplicaBackupAgeSeconds", unit=MetricUnit.Seconds, value=replica_age.total_seconds()
+                name=Metric.REPLICA_BACKUP_AGE, unit=MetricUnit.Seconds, value=replica_age.total_seconds()
             )
         if entry.age is not None:
-            metrics.add_metric(name="NewestBackupAgeSeconds", unit=MetricUnit.Seconds, value=entry.age.total_seconds())
+            metrics.add_metric(name=Metric.NEWEST_BACKUP_AGE, unit=MetricUnit.Seconds, value=entry.age.total_seconds())
             if entry.database in drilling:
                 # Never drilled counts as overdue (the alarm compares with twice the cadence).
                 drill_age = entry.drill_age.total_seconds() if entry.drill_age is not None else None
                 overdue = 2 * drilling[entry.database].total_seconds() + 1
                 age = drill_age if drill_age is not None else (overdue if entry.drill_overdue else 0.0)
-                metrics.add_metric(name="LastSuccessfulDrillAgeSeconds", unit=MetricUnit.Seconds, value=age)
+                metrics.add_metric(name=Metric.LAST_SUCCESSFUL_DRILL_AGE, unit=MetricUnit.Seconds, value=age)
         if entry.age is not None or replica_age is not None:
             # One flush per database: an EMF document carries one set of dimension values.
             metrics.add_dimension(name="database", value=entry.database)
             metrics.flush_metrics()
     stale = [entry.database for entry in report if entry.is_stale]
     replica_stale = [entry.database for entry in report if entry.replica is not None and entry.replica.is_stale]
-    metrics.add_metric(name="StaleDatabases", unit=MetricUnit.Count, value=len(stale))
+    metrics.add_metric(name=Metric.STALE_DATABASES, unit=MetricUnit.Count, value=len(stale))
     logger.info("freshness checked", extra={"stale": stale, "replica_stale": replica_stale, "databases": len(report)})
     return {
         "checked_at": checked_at.isoformat(),

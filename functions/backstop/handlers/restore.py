@@ -24,11 +24,12 @@ from backstop.bootstrap import build_catalog, build_notifier, build_store
 from backstop.config.workflow_environment import WorkflowSettings
 from backstop.deadline import Deadline
 from backstop.grants import KmsGrantSigner
+from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.restore_workflow import RestoreWorkflow
 from backstop.services.step_guard import STEP_STATES, StepGuard
 
-logger = Logger(service="backstop-restore")
-metrics = Metrics(namespace="Backstop", service="restore")
+logger = Logger(service=Service.RESTORE.log_name)
+metrics = Metrics(namespace=NAMESPACE, service=Service.RESTORE)
 
 STEPS = tuple(step for step in STEP_STATES if step != "identify_requester")
 REMEDY = "restore a backup this large with `backstop restore` from a machine, where no 15-minute limit applies"
@@ -83,7 +84,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | N
         result = workflow.finish(state, event["outcome"], event.get("error"))
         metrics.add_dimension(name="database", value=str(state.get("database")))
         metrics.add_metric(
-            name="RestoreFinished" if event["outcome"] == "restored" else "RestoreFailed",
+            name=Metric.RESTORE_FINISHED if event["outcome"] == "restored" else Metric.RESTORE_FAILED,
             unit=MetricUnit.Count,
             value=1,
         )

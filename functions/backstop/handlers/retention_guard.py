@@ -3,8 +3,8 @@
 The databases and their retention are the stack's catalog (``backstop.config.catalog``); the event carries
 the time only.
 
-Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the guard did not
-run: ``HeldBackups`` per database (dimensions ``service=guard``, ``database``), fewer than the
+Metrics (``backstop.observability``), emitted on every run so a missing data point means the guard did not
+run: ``Metric.HELD_BACKUPS`` per database (dimensions ``service=guard``, ``database``), fewer than the
 database's ``keep_last`` while it has fewer good backups than that, and in all (dimension
 ``service=guard``), whose absence for a day is the ``guard-not-running`` alarm.
 """
@@ -21,11 +21,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from backstop.bootstrap import build_catalog, build_notifier, build_store
 from backstop.config.environment import GuardSettings
 from backstop.deadline import Deadline
+from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.retention_guard import RetentionGuard
 from backstop.sweep_events import GuardEvent
 
-logger = Logger(service="backstop-guard")
-metrics = Metrics(namespace="Backstop", service="guard")
+logger = Logger(service=Service.GUARD.log_name)
+metrics = Metrics(namespace=NAMESPACE, service=Service.GUARD)
 
 REMEDY = (
     "the databases it did not reach are not held until a run reaches them: keep fewer backups per database "
@@ -52,9 +53,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     for database, held in report.held.items():
         # One flush per database: an EMF document carries one set of dimension values.
         metrics.add_dimension(name="database", value=database)
-        metrics.add_metric(name="HeldBackups", unit=MetricUnit.Count, value=len(held))
+        metrics.add_metric(name=Metric.HELD_BACKUPS, unit=MetricUnit.Count, value=len(held))
         metrics.flush_metrics()
-    metrics.add_metric(name="HeldBackups", unit=MetricUnit.Count, value=sum(len(h) for h in report.held.values()))
+    metrics.add_metric(name=Metric.HELD_BACKUPS, unit=MetricUnit.Count, value=sum(len(h) for h in report.held.values()))
     logger.info(
         "guard done",
         extra={"newly_held": report.newly_held, "released": report.released, "timed_out": report.timed_out},

@@ -3,9 +3,9 @@
 The databases are the stack's catalog (``backstop.config.catalog``), the budget the function's environment; the event
 carries the time only.
 
-Metrics (namespace ``Backstop``), emitted on every run so a missing data point means the sweep did
-not run: ``SweepBackupsChecked``, ``SweepBytesRead``, ``SweepMismatches`` (backups found corrupt)
-``SweepUnreadable`` (backups that could not be read twice in a row) and ``SweepOverwritten`` (backups
+Metrics (``backstop.observability``), emitted on every run so a missing data point means the sweep did
+not run: ``Metric.SWEEP_BACKUPS_CHECKED``, ``SWEEP_BYTES_READ``, ``SWEEP_MISMATCHES`` (backups found corrupt),
+``SWEEP_UNREADABLE`` (backups that could not be read twice in a row) and ``SWEEP_OVERWRITTEN`` (backups
 whose key serves another version than the pinned one), once per database
 (dimensions ``service=sweep``, ``database``) and once for the whole run (dimension ``service=sweep``).
 """
@@ -22,11 +22,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from backstop.bootstrap import build_catalog, build_notifier, build_store
 from backstop.config.environment import SweepSettings
 from backstop.deadline import Deadline
+from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.sweep import SweepScope, SweepService, SweepTally
 from backstop.sweep_events import SweepEvent
 
-logger = Logger(service="backstop-sweep")
-metrics = Metrics(namespace="Backstop", service="sweep")
+logger = Logger(service=Service.SWEEP.log_name)
+metrics = Metrics(namespace=NAMESPACE, service=Service.SWEEP)
 
 REMEDY = (
     "lower sweep.budget (the backups it did not read come first in the next run), or verify a backup too large "
@@ -71,8 +72,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
 
 
 def _add_metrics(tally: SweepTally) -> None:
-    metrics.add_metric(name="SweepBackupsChecked", unit=MetricUnit.Count, value=tally.checked)
-    metrics.add_metric(name="SweepBytesRead", unit=MetricUnit.Bytes, value=tally.bytes_read)
-    metrics.add_metric(name="SweepMismatches", unit=MetricUnit.Count, value=tally.corrupt)
-    metrics.add_metric(name="SweepUnreadable", unit=MetricUnit.Count, value=tally.unreadable)
-    metrics.add_metric(name="SweepOverwritten", unit=MetricUnit.Count, value=tally.overwritten)
+    metrics.add_metric(name=Metric.SWEEP_BACKUPS_CHECKED, unit=MetricUnit.Count, value=tally.checked)
+    metrics.add_metric(name=Metric.SWEEP_BYTES_READ, unit=MetricUnit.Bytes, value=tally.bytes_read)
+    metrics.add_metric(name=Metric.SWEEP_MISMATCHES, unit=MetricUnit.Count, value=tally.corrupt)
+    metrics.add_metric(name=Metric.SWEEP_UNREADABLE, unit=MetricUnit.Count, value=tally.unreadable)
+    metrics.add_metric(name=Metric.SWEEP_OVERWRITTEN, unit=MetricUnit.Count, value=tally.overwritten)
