@@ -39,7 +39,9 @@ from constructs import Construct, IConstruct
 from backstop.adapters.restore_table import KIND_INDEX
 from backstop.config import Config, FilesDatabase, ServerDatabase, SqliteDatabase
 from backstop.config.targets import IN_PLACE, resolve_target, safety_database
+from backstop.errors import BackupAlreadyRunningError
 from backstop.observability import NAMESPACE, Service
+from backstop.workflow_steps import FINISH_OUTCOMES, Step, state_of
 from infra.backup_vault import BackupVault, writer_role_path
 from infra.catalog import DatabaseCatalog
 from infra.network import grant_network
@@ -494,7 +496,10 @@ class RestoreWorkflow(Construct):
 
     # -- the state machine ----------------------------------------------------------------------
 
-    def _task(self, name: str, step: str, comment: str, **payload: Any) -> tasks.LambdaInvoke:
+    def _task(self, step: Step, comment: str, *, name: str | None = None, **payload: Any) -> tasks.LambdaInvoke:
+        """The Task that sends ``step`` to the restore function, named as the step guard expects (``name``: one of
+        the step's states, for ``finish``)."""
+        name = name or state_of(step)
         body = {
             "step": step,
             "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
@@ -514,20 +519,23 @@ class RestoreWorkflow(Construct):
         task.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
         return task
 
-    def _finish(self, name: str, outcome: str, *, failed: bool, error_at: str = "$.error") -> tasks.LambdaInvoke:
+    def _finish(self, name: str, *, failed: bool, error_at: str = "$.error") -> tasks.LambdaInvoke:
+        outcome = FINISH_OUTCOMES[name]  # the one outcome the step guard lets this state finish with
         extra: dict[str, Any] = {"outcome": outcome}
         if failed:
             extra["error"] = sfn.JsonPath.object_at(error_at)
-        return self._task(name, "finish", f"Release the lock, close the audit record, publish: {outcome}", **extra)
+        return self._task(
+            Step.FINISH, f"Release the lock, close the audit record, publish: {outcome}", name=name, **extra
+        )
 
     def _state_machine(self) -> sfn.StateMachine:
         resolve = tasks.LambdaInvoke(
             self,
-            "Resolve",
+            state_of(Step.RESOLVE),
             lambda_function=self.function,
             payload=sfn.TaskInput.from_object(
                 {
-                    "step": "resolve",
+                    "step": Step.RESOLVE,
                     "input": sfn.JsonPath.object_at("$$.Execution.Input"),
                     "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
                 }
@@ -540,10 +548,10 @@ class RestoreWorkflow(Construct):
         resolve.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
         identify = tasks.LambdaInvoke(
             self,
-            "IdentifyRequester",
+            state_of(Step.IDENTIFY_REQUESTER),
             lambda_function=self.approval_function,
             payload=sfn.TaskInput.from_object(
-                {"step": "identify_requester", "execution": sfn.JsonPath.string_at("$$.Execution.Id")}
+                {"step": Step.IDENTIFY_REQUESTER, "execution": sfn.JsonPath.string_at("$$.Execution.Id")}
             ),
             result_path="$.requester",
             payload_response_only=True,
@@ -552,17 +560,17 @@ class RestoreWorkflow(Construct):
             comment="Who asked, as AWS says (the signed identity in the input), or marked unverified",
         )
         identify.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
-        validate = self._task("ValidateArtifact", "validate_artifact", "Checksum, decompression, engine check")
-        lock = self._task("Lock", "lock", "Take the target's lock (conditional write with owner and expiry)")
-        plan = self._task("Plan", "plan", "Backup vs target, safety snapshot, estimated duration")
+        validate = self._task(Step.VALIDATE_ARTIFACT, "Checksum, decompression, engine check")
+        lock = self._task(Step.LOCK, "Take the target's lock (conditional write with owner and expiry)")
+        plan = self._task(Step.PLAN, "Backup vs target, safety snapshot, estimated duration")
         approval = tasks.LambdaInvoke(
             self,
-            "Approval",
+            state_of(Step.REQUEST_APPROVAL),
             lambda_function=self.function,
             integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
             payload=sfn.TaskInput.from_object(
                 {
-                    "step": "request_approval",
+                    "step": Step.REQUEST_APPROVAL,
                     "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
                     "state": sfn.JsonPath.entire_payload,
                     "token": sfn.JsonPath.task_token,
@@ -577,21 +585,20 @@ class RestoreWorkflow(Construct):
         # token in place of the old one, so only the latest request can be answered.
         approval.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
         check_approval = self._task(
-            "CheckApproval",
-            "check_approval",
+            Step.CHECK_APPROVAL,
             "The answer must be a grant sealed by the approval component for this execution, target and backup",
         )
-        safety = self._task("SafetySnapshot", "safety_snapshot", "Back up the target through the backup path")
+        safety = self._task(Step.SAFETY_SNAPSHOT, "Back up the target through the backup path")
         # In place, a backup of the source running right now holds the lock the restore needs: wait for it.
         safety.add_retry(
-            errors=["BackupAlreadyRunningError"],
+            errors=[BackupAlreadyRunningError.__name__],
             interval=Duration.minutes(1),
             max_attempts=SOURCE_BACKUP_WAITS,
             backoff_rate=2,
         )
-        restore = self._task("Restore", "restore", "Restore atomically: fresh copy, validated, swapped in")
-        check = self._task("ValidateTarget", "validate_target", "Row counts of the target equal the backup's")
-        rollback = self._task("Rollback", "rollback", "Put the safety snapshot back and validate it")
+        restore = self._task(Step.RESTORE, "Restore atomically: fresh copy, validated, swapped in")
+        check = self._task(Step.VALIDATE_TARGET, "Row counts of the target equal the backup's")
+        rollback = self._task(Step.ROLLBACK, "Put the safety snapshot back and validate it")
 
         done = sfn.Succeed(self, "Restored")
         dry_done = sfn.Succeed(self, "DryRunReported")
@@ -601,17 +608,15 @@ class RestoreWorkflow(Construct):
             self, "RollbackFailed", error="RollbackFailed", cause="Manual intervention needed; the lock is kept"
         )
 
-        finish_not_restored = self._finish("FinishNotRestored", "not restored", failed=True).next(not_restored)
-        finish_rolled_back = self._finish("FinishRolledBack", "rolled back", failed=True).next(rolled_back)
+        finish_not_restored = self._finish("FinishNotRestored", failed=True).next(not_restored)
+        finish_rolled_back = self._finish("FinishRolledBack", failed=True).next(rolled_back)
         for state in (resolve, identify, validate, lock, plan, approval, check_approval, safety):
             state.add_catch(finish_not_restored, errors=["States.ALL"], result_path="$.error")
         for state in (restore, check):
             state.add_catch(rollback, errors=["States.ALL"], result_path="$.error")
         # Whatever made the rollback fail (its own error, a crash, a timeout), the lock is kept and a person
         # is called; if even that step fails, the execution still ends as RollbackFailed, lock unreleased.
-        finish_rollback_failed = self._finish(
-            "FinishRollbackFailed", "rollback failed", failed=True, error_at="$.rollback_error"
-        )
+        finish_rollback_failed = self._finish("FinishRollbackFailed", failed=True, error_at="$.rollback_error")
         finish_rollback_failed.add_catch(rollback_failed, errors=["States.ALL"], result_path="$.finish_error")
         finish_rollback_failed.next(rollback_failed)
         rollback.add_catch(finish_rollback_failed, errors=["States.ALL"], result_path="$.rollback_error")
@@ -626,13 +631,13 @@ class RestoreWorkflow(Construct):
             .next(
                 dry_run.when(
                     sfn.Condition.boolean_equals("$.dry_run", True),
-                    self._finish("FinishDryRun", "dry run", failed=False).next(dry_done),
+                    self._finish("FinishDryRun", failed=False).next(dry_done),
                 ).otherwise(
                     approval.next(check_approval)
                     .next(safety)
                     .next(restore)
                     .next(check)
-                    .next(self._finish("FinishRestored", "restored", failed=False).next(done))
+                    .next(self._finish("FinishRestored", failed=False).next(done))
                 )
             )
         )

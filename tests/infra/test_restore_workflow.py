@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
 import pytest
 from aws_cdk import App
 
+from backstop import errors
 from backstop.config import parse_config
 from backstop.config.catalog import digest
 from backstop.errors import ConfigError
+from backstop.workflow_steps import FINISH_OUTCOMES, STEP_STATES, STEPS
+from infra.restore_workflow import LAMBDA_TRANSIENT
 from infra.stack import BackstopStack
 from tests.infra import Synthesized, flatten
 
@@ -353,3 +357,41 @@ def test_an_in_place_restore_waits_for_a_running_backup_and_may_hold_the_sources
         f"{bucket}/backups/_locks/orders-pre-restore-staging.backup.json",
         f"{bucket}/backups/_locks/orders.backup.json",  # orders declares in-place
     ]
+
+
+# -- the names both sides share: steps, states and errors ------------------------------------------------
+
+
+def sent_step(state: dict[str, Any]) -> str:
+    parameters = state["Parameters"].get("Payload", state["Parameters"])  # the waitForTaskToken form nests it
+    return str(parameters["step"])
+
+
+def test_every_task_sends_a_shared_step_from_a_state_the_step_guard_admits_it_from(example: Synthesized) -> None:
+    tasks = {name: state for name, state in states(example).items() if state["Type"] == "Task"}
+
+    # a state renamed on one side only would be refused by the step guard in every execution
+    assert {sent_step(state) for state in tasks.values()} == set(STEPS)
+    assert set(tasks) == set().union(*STEP_STATES.values())
+    for name, state in tasks.items():
+        assert name in STEP_STATES[sent_step(state)], name
+    for name, outcome in FINISH_OUTCOMES.items():
+        assert tasks[name]["Parameters"]["outcome"] == outcome, name
+
+
+def test_every_error_a_catch_or_retry_names_is_an_exception_class_of_backstop_errors(example: Synthesized) -> None:
+    named = {
+        error
+        for state in states(example).values()
+        for clause in [*state.get("Retry", []), *state.get("Catch", [])]
+        for error in clause["ErrorEquals"]
+    }
+    classes = {
+        name
+        for name, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.BackstopError) and cls.__module__ == errors.__name__
+    }
+
+    ours = named - {"States.ALL", *LAMBDA_TRANSIENT}
+    assert ours == {"BackupAlreadyRunningError"}  # the in-place safety snapshot waits for the source's backup
+    assert ours <= classes  # a renamed class would otherwise never match, and the wait would become a failure

@@ -28,6 +28,7 @@ from backstop.identity import IdentityProof
 from backstop.observability import Service
 from backstop.services.approval import ApprovalService
 from backstop.services.step_guard import StepGuard
+from backstop.workflow_steps import Step
 
 logger = Logger(service=Service.APPROVAL.log_name)
 
@@ -71,8 +72,8 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Approva
 @logger.inject_lambda_context(log_event=False, clear_state=True)  # the event holds identity proofs
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     guard, service = _built()
-    if event.get("step") == "identify_requester":
-        admitted = guard.admit("identify_requester", event, function="approval")
+    if event.get("step") == Step.IDENTIFY_REQUESTER:
+        admitted = guard.admit(Step.IDENTIFY_REQUESTER, event, function="approval")
         requester = service.identify_requester(admitted)
         logger.info("requester identified", execution=admitted.execution, verified=requester["verified"])
         return requester

@@ -26,12 +26,14 @@ from backstop.deadline import Deadline
 from backstop.grants import KmsGrantSigner
 from backstop.observability import NAMESPACE, Metric, Service
 from backstop.services.restore_workflow import RestoreWorkflow
-from backstop.services.step_guard import STEP_STATES, StepGuard
+from backstop.services.step_guard import StepGuard
+from backstop.workflow_steps import STEPS, Step
 
 logger = Logger(service=Service.RESTORE.log_name)
 metrics = Metrics(namespace=NAMESPACE, service=Service.RESTORE)
 
-STEPS = tuple(step for step in STEP_STATES if step != "identify_requester")
+RESTORE_STEPS = tuple(step for step in STEPS if step is not Step.IDENTIFY_REQUESTER)
+"""The steps this function runs (the approval function identifies the requester)."""
 REMEDY = "restore a backup this large with `backstop restore` from a machine, where no 15-minute limit applies"
 
 
@@ -64,23 +66,23 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Restore
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | None:
     deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)
     step = event.get("step")
-    if step not in STEPS:
-        raise ValueError(f"Unknown restore step {step!r}; expected one of {', '.join(STEPS)}.")
+    if step not in RESTORE_STEPS:
+        raise ValueError(f"Unknown restore step {step!r}; expected one of {', '.join(RESTORE_STEPS)}.")
     guard, built = _built()
     workflow = built.within(deadline)
     logger.append_keys(step=step)
     admitted = guard.admit(step, event, function="restore")
-    if step == "resolve":
+    if step == Step.RESOLVE:
         state = workflow.resolve(admitted.input, admitted.execution)
         logger.info("restore requested", database=state["database"], target=state["target"])
         return state
     # The execution is the one the guard proved (Resolve may have failed before naming it in the state).
     state = {**event["state"], "execution": admitted.execution}
     logger.append_keys(database=state.get("database"), target=state.get("target"), execution=state.get("execution"))
-    if step == "request_approval":
+    if step == Step.REQUEST_APPROVAL:
         workflow.request_approval(state)
         return None
-    if step == "finish":
+    if step == Step.FINISH:
         result = workflow.finish(state, event["outcome"], event.get("error"))
         metrics.add_dimension(name="database", value=str(state.get("database")))
         metrics.add_metric(

@@ -16,32 +16,10 @@ from backstop.adapters.restore_table import RestoreTable
 from backstop.adapters.step_functions import Executions, StepContext, step_context
 from backstop.errors import UnauthorizedStepError
 from backstop.ports import Clock, Notifier
+from backstop.workflow_steps import FINISH_OUTCOMES, STEP_STATES
 
 log = logging.getLogger(__name__)
 
-STEP_STATES: dict[str, frozenset[str]] = {
-    "resolve": frozenset({"Resolve"}),
-    "identify_requester": frozenset({"IdentifyRequester"}),
-    "validate_artifact": frozenset({"ValidateArtifact"}),
-    "lock": frozenset({"Lock"}),
-    "plan": frozenset({"Plan"}),
-    "request_approval": frozenset({"Approval"}),
-    "check_approval": frozenset({"CheckApproval"}),
-    "safety_snapshot": frozenset({"SafetySnapshot"}),
-    "restore": frozenset({"Restore"}),
-    "validate_target": frozenset({"ValidateTarget"}),
-    "rollback": frozenset({"Rollback"}),
-    "finish": frozenset(
-        {"FinishNotRestored", "FinishRolledBack", "FinishRollbackFailed", "FinishDryRun", "FinishRestored"}
-    ),
-}
-FINISH_OUTCOMES = {
-    "FinishNotRestored": "not restored",
-    "FinishRolledBack": "rolled back",
-    "FinishRollbackFailed": "rollback failed",
-    "FinishDryRun": "dry run",
-    "FinishRestored": "restored",
-}
 REFUSED_STEP = "refused: no valid approval"
 
 
