@@ -3,6 +3,7 @@
 Every function runs from the same container image, built from ``functions/Dockerfile`` by
 ``cdk deploy``; only its handler command differs. Synthesis stages the build context into
 ``cdk.out`` and hashes it, and needs no Docker engine: the image is built and pushed at deploy time.
+Every function is traced by X-Ray (active tracing; its handler's powertools Tracer adds the rest).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import IgnoreMode, RemovalPolicy
+from aws_cdk import Acknowledgment, IgnoreMode, RemovalPolicy, Validations
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -50,6 +51,9 @@ LOG_RETENTION = {
     3653: logs.RetentionDays.TEN_YEARS,
 }
 """The retention periods CloudWatch Logs offers (``runner.log_retention_days`` accepts exactly these)."""
+
+TRACE_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+"""What a function with active tracing sends X-Ray (AWSXRayDaemonWriteAccess less the sampling reads)."""
 
 _ARCHITECTURES = {
     "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
@@ -100,13 +104,27 @@ class RunnerImage(Construct):
             platform=platform,
             ignore_mode=IgnoreMode.DOCKER,
         )
+        self.tracing = iam.ManagedPolicy(
+            self,
+            "Tracing",
+            description="Backstop: lets every function send its traces to X-Ray",
+            statements=[iam.PolicyStatement(sid="SendTraces", actions=list(TRACE_ACTIONS), resources=["*"])],
+        )
+        """Attached to every function's role by ``function``: one grant, one acknowledgment."""
+        Validations.of(self.tracing).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="X-Ray's PutTraceSegments and PutTelemetryRecords take no resource ARN; this policy grants "
+                "nothing else, and only Backstop's function roles have it.",
+            )
+        )
 
     def function(self, scope: Construct, construct_id: str, spec: FunctionSpec, *, label: str) -> lambda_.IFunction:
-        """A function of the runner image with ``spec``'s handler command, its own log group, and nothing more;
-        ``label`` names it in its alarms (``orders-backup`` -> ``<stack>-orders-backup-errors``).
+        """A function of the runner image with ``spec``'s handler command, its own log group, active tracing, and
+        nothing more; ``label`` names it in its alarms (``orders-backup`` -> ``<stack>-orders-backup-errors``).
 
-        The role is the caller's: it gets write access to the function's log group here, and every
-        other permission from the construct that knows why the function needs it. The function is
+        The role is the caller's: it gets write access to the function's log group and the tracing policy
+        here, and every other permission from the construct that knows why the function needs it. The function is
         created after the role's policy, since Lambda checks at creation that the role may do what
         the function's configuration asks (attach to a VPC, mount EFS, read a queue).
 
@@ -120,6 +138,7 @@ class RunnerImage(Construct):
             removal_policy=RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE,
         )
         log_group.grant_write(spec.role)
+        self.tracing.attach_to_role(spec.role)
         resource = lambda_.CfnFunction(
             scope,
             construct_id,
@@ -134,6 +153,7 @@ class RunnerImage(Construct):
             ephemeral_storage=lambda_.CfnFunction.EphemeralStorageProperty(size=spec.ephemeral_storage_mb),
             environment=lambda_.CfnFunction.EnvironmentProperty(variables=spec.environment),
             logging_config=lambda_.CfnFunction.LoggingConfigProperty(log_group=log_group.log_group_name),
+            tracing_config=lambda_.CfnFunction.TracingConfigProperty(mode="Active"),
         )
         # Lambda needs only these ids; CDK's L2 function would want an IVpc, that is a VPC look-up
         # (an AWS call at synth time) or the VPC's id in the configuration.
@@ -150,7 +170,7 @@ class RunnerImage(Construct):
         policy = spec.role.node.try_find_child("DefaultPolicy")
         if policy is None:  # grant_write above created it
             raise RuntimeError(f"{spec.role.node.path} has no default policy")
-        resource.node.add_dependency(policy)
+        resource.node.add_dependency(policy, self.tracing)  # Lambda refuses active tracing without the grant
         # The same function as a construct, for its ARN, metrics, grants and event sources.
         function = lambda_.Function.from_function_attributes(
             scope, f"{construct_id}Handle", function_arn=resource.attr_arn, role=spec.role, same_environment=True

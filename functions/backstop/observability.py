@@ -13,6 +13,10 @@ from enum import StrEnum
 NAMESPACE = "Backstop"
 """The CloudWatch namespace of every metric a Backstop function emits."""
 
+TRACED_MODULES = ("botocore",)
+"""What the X-Ray SDK patches when tracing is on: the AWS calls. Not the database drivers (sqlite3, pymysql),
+whose connections it would wrap in proxies, nor plain HTTP."""
+
 
 class Service(StrEnum):
     """A function's powertools service: the ``service`` dimension of its metrics and its POWERTOOLS_SERVICE_NAME."""

@@ -137,6 +137,8 @@ def test_every_acknowledgment_is_on_its_own_resource_and_says_why(example: Synth
         # what a person needs to request or approve a restore and follow it
         "RestoreRequesterPolicyBCD1B25B": sorted([executions, index]),
         "RestoreApproverPolicyE6DA09A2": sorted([executions, index]),
+        # every function's traces: X-Ray's actions take no resource
+        "RunnerTracing4CEE989B": ["AwsSolutions-IAM5[Resource::*]"],
     }
     # Key patterns are acknowledged on the role, so that they also cover the overflow policies IAM's size
     # limit makes of a role with many databases; CDK writes them on the role and on its default policy.
@@ -162,9 +164,10 @@ def test_wildcards_are_acknowledged_only_for_keys_named_at_run_time_and_network_
     anything = "AwsSolutions-IAM5[Resource::*]"
 
     assert all("unknown when deploying" in r for rule, r in reasons if "Resource::<VaultBucket" in rule)
-    # Resource::* is only ever Lambda's network interfaces, the state machine's X-Ray and log delivery, or the
-    # approval component's answer to the approval wait (an action that takes no resource)
-    expected = {"RestoreStateMachineRole": "X-Ray", "RestoreApprovalRole": "take no resource"}
+    # Resource::* is only ever Lambda's network interfaces, the state machine's and the functions' X-Ray (and the
+    # machine's log delivery), or the approval component's answer to the approval wait (an action that takes no
+    # resource)
+    expected = {"RestoreStateMachineRole": "X-Ray", "RunnerTracing": "X-Ray", "RestoreApprovalRole": "take no resource"}
     for logical_id, rules in found.items():
         if anything in rules:
             role = next((role for role in expected if logical_id.startswith(role)), None)

@@ -520,8 +520,8 @@ def test_the_approval_role_touches_no_backup_no_secret_and_no_target(synthesized
     role = Access(synthesized).principal("RestoreApprovalRole")
     services = {action.partition(":")[0] for statement in role.statements for action in statement.actions}
 
-    # no s3 (the vault), no secretsmanager (the targets' passwords), no network or file system
-    assert services == {"dynamodb", "kms", "logs", "sns", "states"}
+    # no s3 (the vault), no secretsmanager (the targets' passwords), no network or file system; its traces
+    assert services == {"dynamodb", "kms", "logs", "sns", "states", "xray"}
     kms = {r for s in role.statements if any(a.startswith("kms:") for a in s.actions) for r in s.resources}
     assert kms == {arn_of(synthesized, "AWS::KMS::Key", "MonitoringKey")}  # the alerts topic's, through SNS
     assert role.arn is not None and ":role/backstop/" not in role.arn  # not on the vault writers' path

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from backstop.config import Runner
-from infra.runner import LOG_RETENTION
+from infra.runner import LOG_RETENTION, TRACE_ACTIONS
 from tests.infra import ROOT, Synthesized
 
 pytestmark = pytest.mark.xdist_group("infra")
@@ -145,6 +145,30 @@ def test_functions_log_to_their_own_group_with_the_configured_retention(servers:
 
 def synthesized_log_groups(synthesized: Synthesized) -> dict[str, Any]:
     return synthesized.of_type("AWS::Logs::LogGroup")
+
+
+@pytest.mark.parametrize("synthesized", ["example", "servers"], indirect=True)
+def test_every_function_is_traced_by_x_ray(synthesized: Synthesized) -> None:
+    found = functions(synthesized)
+
+    assert len(found) >= 8
+    assert {logical_id: props.get("TracingConfig") for logical_id, props in found.items()} == {
+        logical_id: {"Mode": "Active"} for logical_id in found
+    }
+
+
+@pytest.mark.parametrize("synthesized", ["example", "servers"], indirect=True)
+def test_every_function_role_may_send_traces_before_its_function_is_created(synthesized: Synthesized) -> None:
+    tracing_id, tracing = synthesized.one("AWS::IAM::ManagedPolicy", "RunnerTracing")
+    (statement,) = tracing["Properties"]["PolicyDocument"]["Statement"]
+    roles = {props["Role"]["Fn::GetAtt"][0] for props in functions(synthesized).values()}
+
+    # only what sending traces takes, which names no resource
+    assert (statement["Effect"], statement["Action"], statement["Resource"]) == ("Allow", list(TRACE_ACTIONS), "*")
+    assert {role["Ref"] for role in tracing["Properties"]["Roles"]} == roles
+    # Lambda refuses to create a function with active tracing whose role may not send traces
+    for logical_id in functions(synthesized):
+        assert tracing_id in synthesized.resources[logical_id]["DependsOn"], logical_id
 
 
 # -- the build context ----------------------------------------------------------------------------------

@@ -181,8 +181,9 @@ def test_a_database_outside_any_vpc_gets_a_function_outside_any_vpc(servers: Syn
 def test_functions_are_created_after_the_policy_their_configuration_needs(example: Synthesized, database: str) -> None:
     function_id, _ = function(example, database)
     policy_id, _ = example.one("AWS::IAM::Policy", f"Backups{database}RoleDefaultPolicy")
+    tracing_id, _ = example.one("AWS::IAM::ManagedPolicy", "RunnerTracing")
 
-    assert example.resources[function_id]["DependsOn"] == [policy_id]
+    assert example.resources[function_id]["DependsOn"] == [policy_id, tracing_id]
 
 
 @pytest.mark.parametrize("database", EXAMPLE)

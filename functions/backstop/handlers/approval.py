@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,12 +25,13 @@ from backstop.config.workflow_environment import ApprovalSettings
 from backstop.errors import RestoreError
 from backstop.grants import KmsGrantSigner
 from backstop.identity import IdentityProof
-from backstop.observability import Service
+from backstop.observability import TRACED_MODULES, Service
 from backstop.services.approval import ApprovalService
 from backstop.services.step_guard import StepGuard
 from backstop.workflow_steps import Step
 
 logger = Logger(service=Service.APPROVAL.log_name)
+tracer = Tracer(service=Service.APPROVAL.log_name, patch_modules=TRACED_MODULES)
 
 
 class ApprovalRequest(BaseModel):
@@ -69,7 +70,9 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Approva
     return StepGuard(executions, settings.state_machine_arn, table, notifier), service
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)  # the event holds identity proofs
+# The event holds identity proofs, the answer a grant's essentials: neither is logged nor traced.
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     guard, service = _built()
     if event.get("step") == Step.IDENTIFY_REQUESTER:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -18,16 +18,18 @@ from backstop.config.environment import DatabaseFunctionSettings
 from backstop.deadline import Deadline
 from backstop.events import ScheduledBackupEvent
 from backstop.manifest import Trigger
-from backstop.observability import NAMESPACE, Metric, Service
+from backstop.observability import NAMESPACE, TRACED_MODULES, Metric, Service
 from backstop.services.backup import BackupRequest, BackupService
 
 logger = Logger(service=Service.BACKUP.log_name)
 metrics = Metrics(namespace=NAMESPACE, service=Service.BACKUP)
+tracer = Tracer(service=Service.BACKUP.log_name, patch_modules=TRACED_MODULES)
 
 REMEDY = "raise databases[].function.timeout, or use a runner without Lambda's 15-minute limit"
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)  # an event is whatever the invoker sent: not logged
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)

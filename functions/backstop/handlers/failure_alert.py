@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -26,16 +26,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from backstop.bootstrap import build_alert_notifier
 from backstop.config.environment import AlertSettings
 from backstop.events import AsyncInvocationRecord
-from backstop.observability import NAMESPACE, Metric, Service
+from backstop.observability import NAMESPACE, TRACED_MODULES, Metric, Service
 from backstop.services.failure_alerts import FailureAlertService, from_destination_record, from_queue_message
 
 logger = Logger(service=Service.FAILURE_ALERT.log_name)
 metrics = Metrics(namespace=NAMESPACE, service=Service.FAILURE_ALERT)
+tracer = Tracer(service=Service.FAILURE_ALERT.log_name, patch_modules=TRACED_MODULES)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 # The records may carry more than they should: never log them.
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     service = FailureAlertService(build_alert_notifier(AlertSettings.from_env()))

@@ -12,21 +12,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.bootstrap import build_notifier, build_replica_store, build_store
 from backstop.config.environment import FunctionSettings
 from backstop.events import FreshnessCheckEvent
-from backstop.observability import NAMESPACE, Metric, Service
+from backstop.observability import NAMESPACE, TRACED_MODULES, Metric, Service
 from backstop.services.freshness import FreshnessRule, FreshnessService, ReplicaCheck
 
 logger = Logger(service=Service.FRESHNESS.log_name)
 metrics = Metrics(namespace=NAMESPACE, service=Service.FRESHNESS)
+tracer = Tracer(service=Service.FRESHNESS.log_name, patch_modules=TRACED_MODULES)
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = FreshnessCheckEvent.model_validate(event)

@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -24,13 +24,14 @@ from backstop.bootstrap import build_catalog, build_notifier, build_store
 from backstop.config.workflow_environment import WorkflowSettings
 from backstop.deadline import Deadline
 from backstop.grants import KmsGrantSigner
-from backstop.observability import NAMESPACE, Metric, Service
+from backstop.observability import NAMESPACE, TRACED_MODULES, Metric, Service
 from backstop.services.restore_workflow import RestoreWorkflow
 from backstop.services.step_guard import StepGuard
 from backstop.workflow_steps import STEPS, Step
 
 logger = Logger(service=Service.RESTORE.log_name)
 metrics = Metrics(namespace=NAMESPACE, service=Service.RESTORE)
+tracer = Tracer(service=Service.RESTORE.log_name, patch_modules=TRACED_MODULES)
 
 RESTORE_STEPS = tuple(step for step in STEPS if step is not Step.IDENTIFY_REQUESTER)
 """The steps this function runs (the approval function identifies the requester)."""
@@ -61,7 +62,9 @@ def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Restore
     return StepGuard(executions, settings.state_machine_arn, table, notifier), workflow
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)  # the approval step's event holds the task token
+# The approval step's event holds the task token, a state holds the approval grant: neither is logged nor traced.
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | None:
     deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)

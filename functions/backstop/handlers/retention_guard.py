@@ -14,19 +14,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.bootstrap import build_catalog, build_notifier, build_store
 from backstop.config.environment import GuardSettings
 from backstop.deadline import Deadline
-from backstop.observability import NAMESPACE, Metric, Service
+from backstop.observability import NAMESPACE, TRACED_MODULES, Metric, Service
 from backstop.services.retention_guard import RetentionGuard
 from backstop.sweep_events import GuardEvent
 
 logger = Logger(service=Service.GUARD.log_name)
 metrics = Metrics(namespace=NAMESPACE, service=Service.GUARD)
+tracer = Tracer(service=Service.GUARD.log_name, patch_modules=TRACED_MODULES)
 
 REMEDY = (
     "the databases it did not reach are not held until a run reaches them: keep fewer backups per database "
@@ -35,6 +36,7 @@ REMEDY = (
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)

@@ -15,19 +15,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from backstop.bootstrap import build_catalog, build_notifier, build_store
 from backstop.config.environment import SweepSettings
 from backstop.deadline import Deadline
-from backstop.observability import NAMESPACE, Metric, Service
+from backstop.observability import NAMESPACE, TRACED_MODULES, Metric, Service
 from backstop.services.sweep import SweepScope, SweepService, SweepTally
 from backstop.sweep_events import SweepEvent
 
 logger = Logger(service=Service.SWEEP.log_name)
 metrics = Metrics(namespace=NAMESPACE, service=Service.SWEEP)
+tracer = Tracer(service=Service.SWEEP.log_name, patch_modules=TRACED_MODULES)
 
 REMEDY = (
     "lower sweep.budget (the backups it did not read come first in the next run), or verify a backup too large "
@@ -36,6 +37,7 @@ REMEDY = (
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     deadline = Deadline(context.get_remaining_time_in_millis, remedy=REMEDY)
