@@ -26,6 +26,7 @@ node_modules/.installed: package.json package-lock.json
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=.:functions $(BIN)/lint-imports --no-cache
 
 typecheck: setup
 	$(BIN)/mypy

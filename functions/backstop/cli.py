@@ -471,12 +471,12 @@ def drill(obj: Context, database: str, backup_id: str | None, as_json: bool) -> 
     """Restore a backup of DATABASE into scratch space, validate it, clean up: exit 1 if the drill fails."""
     import os
 
-    from backstop.adapters.restore_table import build_restore_table
+    from backstop.bootstrap import restore_ledger
     from backstop.services.drill import DrillService
 
     with _failures():
         table_name = os.environ.get("BACKSTOP_RESTORE_TABLE")
-        table = build_restore_table(table_name) if table_name else None
+        table = restore_ledger(table_name) if table_name else None
         result = DrillService(obj.config, obj.store(), obj.notifier(), table=table).run(database, backup_id)
         if as_json:
             _print_json(result.record())
@@ -847,23 +847,16 @@ EXECUTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 
 def _ask_approval(function: str, request: dict[str, Any]) -> dict[str, Any]:
     """Invoke the approval component; its refusal (class name and sentence) becomes ours."""
-    import boto3
+    from backstop.bootstrap import approval_component
 
-    response = boto3.client("lambda").invoke(
-        FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(request).encode()
-    )
-    body = json.loads(response["Payload"].read() or b"null")
-    if response.get("FunctionError"):
-        error = body if isinstance(body, dict) else {}
-        raise RestoreError(f"{error.get('errorMessage', 'The approval component failed.')} ({error.get('errorType')})")
-    return dict(body)
+    return approval_component(function).ask(request)
 
 
 def _caller() -> str:
     """Who is acting, as AWS knows them (the approver or requester recorded in the audit trail)."""
-    import boto3
+    from backstop.bootstrap import caller
 
-    return str(boto3.client("sts").get_caller_identity()["Arn"])
+    return caller()
 
 
 def _execution_arn(state_machine: str, execution: str) -> str:
@@ -901,9 +894,7 @@ def restore_request(
     """Start a restore execution of DATABASE into TARGET (as the console would) and print its name."""
     import secrets
 
-    import boto3
-
-    from backstop.identity import sign_proof
+    from backstop.bootstrap import executions, identity_proof
     from backstop.services.restore_workflow import parse_input
 
     with _failures():
@@ -912,7 +903,7 @@ def restore_request(
         name = name or f"restore-{database}-{target}-{stamp}-{secrets.token_hex(2)}"[:80]
         if not EXECUTION_NAME.fullmatch(name):
             raise RestoreError(f"{name[:80]!r} is not an execution name: 1 to 80 letters, digits, '-' or '_'.")
-        proof = sign_proof("request", _execution_arn(state_machine, name))
+        proof = identity_proof("request", _execution_arn(state_machine, name))
         data = {
             "database": database,
             "backup": backup,
@@ -923,12 +914,10 @@ def restore_request(
             "identity": proof.model_dump(),
         }
         parse_input(data)
-        response = boto3.client("stepfunctions").start_execution(
-            stateMachineArn=state_machine, name=name, input=json.dumps(data)
-        )
+        execution_arn = executions().start(state_machine, name, data)
         if as_json:
             shown = {k: v for k, v in data.items() if k != "identity"}
-            _print_json({"execution": name, "execution_arn": response["executionArn"], "input": shown})
+            _print_json({"execution": name, "execution_arn": execution_arn, "input": shown})
             return
         click.echo(name)
         err.print(f"Started; the plan arrives on the alerts topic. Follow it with `backstop restore-status {name}`.")
@@ -942,22 +931,15 @@ def restore_request(
 @json_option
 def restore_status(execution: str, state_machine: str, table: str, as_json: bool) -> None:
     """Where the restore EXECUTION stands: its status, its last step, and its audit record."""
-    import boto3
-
-    from backstop.adapters.restore_table import build_restore_table
+    from backstop.bootstrap import executions, restore_ledger
 
     with _failures():
-        sfn = boto3.client("stepfunctions")
         arn = _execution_arn(state_machine, execution)
-        described = sfn.describe_execution(executionArn=arn)
-        # The whole history, oldest first (a restore's is a few dozen events), ordered by event id: not
-        # every implementation honours reverseOrder.
-        pages = sfn.get_paginator("get_execution_history").paginate(executionArn=arn)
-        entered = sorted(
-            (e for page in pages for e in page["events"] if "stateEnteredEventDetails" in e), key=lambda e: e["id"]
-        )
+        described = executions().describe(arn)
+        # The whole history, oldest first (a restore's is a few dozen events).
+        entered = [e for e in executions().history(arn) if "stateEnteredEventDetails" in e]
         step = entered[-1]["stateEnteredEventDetails"]["name"] if entered else None
-        audit = build_restore_table(table).audit(_execution_name(execution)) or {}
+        audit = restore_ledger(table).audit(_execution_name(execution)) or {}
         status = {
             "execution": _execution_name(execution),
             "status": described["status"],
@@ -1005,7 +987,7 @@ def _who(record: Any) -> str | None:
 @approval_option
 def approve(execution: str, phrase: str, state_machine: str, approval_function: str) -> None:
     """Approve the pending restore EXECUTION with its confirmation phrase, as the AWS identity you are."""
-    from backstop.identity import sign_proof
+    from backstop.bootstrap import identity_proof
 
     with _failures():
         arn = _execution_arn(state_machine, execution)
@@ -1013,7 +995,7 @@ def approve(execution: str, phrase: str, state_machine: str, approval_function: 
             "action": "approve",
             "execution": arn,
             "phrase": phrase,
-            "identity": sign_proof("approve", arn).model_dump(),
+            "identity": identity_proof("approve", arn).model_dump(),
         }
         grant = _ask_approval(approval_function, request)["approved"]
         out.print(f"Approved: {escape(_execution_name(execution))} restores {escape(grant['backup_id'])} now.")
@@ -1029,7 +1011,7 @@ def approve(execution: str, phrase: str, state_machine: str, approval_function: 
 @approval_option
 def reject(execution: str, reason: str, state_machine: str, approval_function: str) -> None:
     """Reject the pending restore EXECUTION; the target is not touched."""
-    from backstop.identity import sign_proof
+    from backstop.bootstrap import identity_proof
 
     with _failures():
         arn = _execution_arn(state_machine, execution)
@@ -1037,7 +1019,7 @@ def reject(execution: str, reason: str, state_machine: str, approval_function: s
             "action": "reject",
             "execution": arn,
             "reason": reason,
-            "identity": sign_proof("reject", arn).model_dump(),
+            "identity": identity_proof("reject", arn).model_dump(),
         }
         rejected = _ask_approval(approval_function, request)["rejected"]
         out.print(
@@ -1054,10 +1036,10 @@ def restores(limit: int, table: str, as_json: bool) -> None:
     """The most recent restores from the audit trail, newest first."""
     from rich.table import Table
 
-    from backstop.adapters.restore_table import build_restore_table
+    from backstop.bootstrap import restore_ledger
 
     with _failures():
-        records = build_restore_table(table).audits(limit)
+        records = restore_ledger(table).audits(limit)
         if as_json:
             _print_json(records)
             return

@@ -106,3 +106,15 @@ class UnauthorizedStepError(RestoreError):
 
 class IdentityProofError(BackstopError):
     """A caller's proof of identity (a signed sts:GetCallerIdentity request) is missing, stale or not accepted."""
+
+
+class TargetLockedError(RestoreError):
+    """Another restore holds the lock of this target."""
+
+
+class ApprovalNotPendingError(RestoreError):
+    """No approval is waiting for this execution (never asked, already answered, or timed out)."""
+
+
+class RestoreTableError(BackstopError):
+    """The restore table could not be read or written."""

@@ -86,40 +86,6 @@ def unverified(claimed: str) -> dict[str, Any]:
     return {"verified": False, "principal": None, "arn": None, "claimed": claimed}
 
 
-def sign_proof(
-    action: Intent, execution_arn: str, *, session: Any = None, endpoint_url: str | None = None
-) -> IdentityProof:
-    """Sign (not send) a GetCallerIdentity request with this machine's AWS credentials, bound to the action.
-
-    It is signed for the STS endpoint of the execution's region, the one the approval component sends
-    it to (or the endpoint ``AWS_ENDPOINT_URL`` names, locally).
-    """
-    import boto3
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    session = session or boto3.Session()
-    region = execution_arn.split(":")[3]
-    credentials = session.get_credentials()
-    if credentials is None:
-        from backstop.errors import IdentityProofError
-
-        raise IdentityProofError("No AWS credentials are configured here: Backstop cannot prove who you are.")
-    sts = session.client("sts", region_name=region, endpoint_url=endpoint_url)
-    endpoint = sts.meta.endpoint_url.rstrip("/") + "/"
-    request = AWSRequest(
-        method="POST",
-        url=endpoint,
-        data=GET_CALLER_IDENTITY,
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-            INTENT_HEADER: intent(action, execution_arn),
-        },
-    )
-    SigV4Auth(credentials.get_frozen_credentials(), "sts", region).add_auth(request)
-    return IdentityProof(url=endpoint, headers=dict(request.headers.items()), body=GET_CALLER_IDENTITY)
-
-
 def signed_at(proof: IdentityProof) -> datetime | None:
     """When the proof was signed (its ``X-Amz-Date``), or None if it carries no readable date."""
     stamp = proof.header("X-Amz-Date") or ""

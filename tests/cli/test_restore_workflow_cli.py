@@ -17,9 +17,11 @@ import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
-from backstop.adapters.restore_table import PendingApproval, RestoreTable
+from backstop import bootstrap
+from backstop.adapters.restore_table import RestoreTable
 from backstop.cli import main
 from backstop.handlers import approval as approval_handler
+from backstop.ports import PendingApproval
 from local.lambdas import in_process_lambdas
 from tests.conftest import REGION
 from tests.store.test_restore_table import create_table
@@ -65,10 +67,10 @@ def _deployed(monkeypatch: pytest.MonkeyPatch) -> Iterator[RestoreTable]:
         PendingApproval("exec-1", "orders", "staging", BACKUP, "alice"), datetime.now(UTC) + timedelta(hours=1)
     )
     restore_table.put_audit("exec-1", {"started_at": "2026-11-22T10:00:00+00:00", "database": "orders"})
-    approval_handler._built_for.cache_clear()
+    bootstrap.clear_cache()
     with in_process_lambdas():
         yield restore_table
-    approval_handler._built_for.cache_clear()
+    bootstrap.clear_cache()
 
 
 def test_approve_of_an_execution_that_is_not_waiting_is_one_sentence_and_changes_nothing(table: RestoreTable) -> None:

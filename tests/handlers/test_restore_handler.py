@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
+from backstop import bootstrap
 from backstop.adapters.restore_table import RestoreTable
 from backstop.errors import ConfigError, RestoreError, UnauthorizedStepError
 from backstop.handlers import approval as approval_handler
@@ -71,15 +72,13 @@ def deployed(
     monkeypatch.setenv("BACKSTOP_APPROVAL_KEY_ARN", key["KeyMetadata"]["Arn"])
     monkeypatch.setenv("BACKSTOP_ALERTS_TOPIC_ARN", topic)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Backstop")
-    restore_handler._built_for.cache_clear()
-    approval_handler._built_for.cache_clear()
+    bootstrap.clear_cache()
     yield {
         "source": source,
         "staging": staging,
         "table": RestoreTable(boto3.client("dynamodb", region_name=REGION), TABLE),
     }
-    restore_handler._built_for.cache_clear()
-    approval_handler._built_for.cache_clear()
+    bootstrap.clear_cache()
 
 
 def call(payload: dict[str, Any], handler: Any = restore_handler.handler) -> Any:

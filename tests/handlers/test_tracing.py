@@ -92,7 +92,9 @@ class Approvals:
     def identify_requester(self, admitted):
         return {{"verified": True, "arn": "arn:aws:iam::123456789012:user/alice", "proof": secret}}
 
-handler._built = lambda: (Guard(), Workflow() if "{module}" == "restore" else Approvals())
+# the handler's parts, built by the composition root in Lambda: here stand-ins that echo the secret back
+steps = "restore_steps" if "{module}" == "restore" else "approval_steps"
+setattr(handler, steps, lambda: (Guard(), Workflow() if "{module}" == "restore" else Approvals()))
 event = {event}
 print(json.dumps(handler.handler(event, Context())))
 """

@@ -10,14 +10,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from backstop.adapters.restore_table import (
-    KIND_INDEX,
-    ApprovalNotPendingError,
-    PendingApproval,
-    RestoreTable,
-    RestoreTableError,
-    TargetLockedError,
-)
+from backstop.adapters.restore_table import KIND_INDEX, RestoreTable
+from backstop.errors import ApprovalNotPendingError, RestoreTableError, TargetLockedError
+from backstop.ports import PendingApproval
 from tests.conftest import REGION
 
 TABLE = "backstop-restores"

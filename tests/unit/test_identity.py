@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from backstop.adapters.sts import StsIdentityVerifier
+from backstop.adapters.sts import StsIdentityVerifier, sign_proof
 from backstop.config import RestoreSettings
 from backstop.errors import IdentityProofError
-from backstop.identity import IdentityProof, Principal, intent, sign_proof
+from backstop.identity import IdentityProof, Principal, intent
 from local.emulator import ACCOUNT, Emulator, running
 from local.principals import role_sessions, user_session
 

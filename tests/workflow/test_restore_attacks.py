@@ -311,7 +311,7 @@ def test_four_eyes_refuses_any_approval_of_an_unverified_console_request(four_ey
 
 def test_a_requester_proof_made_for_another_execution_fails_the_restore(world: World, paths: dict[str, Path]) -> None:
     # given alice's proof for one execution, copied into the input of another
-    from backstop.identity import sign_proof
+    from backstop.adapters.sts import sign_proof
 
     proof = sign_proof(
         "request", world.execution_arn("run-a"), session=world.alice, endpoint_url=world.emulator.endpoint
@@ -328,7 +328,7 @@ def test_a_requester_proof_made_for_another_execution_fails_the_restore(world: W
 
 
 def test_an_approval_proof_cannot_be_replayed_for_another_action(world: World) -> None:
-    from backstop.identity import sign_proof
+    from backstop.adapters.sts import sign_proof
 
     arn = world.start(sample("latest-to-staging.json"), "run-proof")
     world.wait_for_approval("run-proof")

@@ -17,7 +17,7 @@ import boto3
 import pytest
 import zstandard
 
-from backstop.adapters.restore_table import RestoreTable, TargetLockedError
+from backstop.adapters.restore_table import RestoreTable
 from backstop.adapters.s3_store import S3Store
 from backstop.config import Config
 from backstop.deadline import Deadline
@@ -30,6 +30,7 @@ from backstop.errors import (
     DeadlineExceededError,
     IntegrityError,
     RestoreError,
+    TargetLockedError,
 )
 from backstop.grants import GrantClaims, LocalGrantSigner, seal
 from backstop.services.restore_workflow import (

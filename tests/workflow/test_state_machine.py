@@ -21,10 +21,11 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Template
 
-from backstop.adapters.restore_table import ApprovalNotPendingError, RestoreTable
+from backstop.adapters.restore_table import RestoreTable
 from backstop.adapters.s3_store import S3Store
+from backstop.adapters.sts import sign_proof
 from backstop.config import Config, parse_config
-from backstop.identity import sign_proof
+from backstop.errors import ApprovalNotPendingError
 from backstop.manifest import Trigger
 from backstop.services.backup import BackupRequest, BackupService
 from infra.stack import BackstopStack

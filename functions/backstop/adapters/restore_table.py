@@ -20,46 +20,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from backstop.errors import BackstopError, RestoreError
+from backstop.errors import ApprovalNotPendingError, RestoreError, RestoreTableError, TargetLockedError
+from backstop.ports import PendingApproval, TargetLock
 
 KIND_INDEX = "by-kind"
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _EXECUTION = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
-
-
-class TargetLockedError(RestoreError):
-    """Another restore holds the lock of this target."""
-
-
-class ApprovalNotPendingError(RestoreError):
-    """No approval is waiting for this execution (never asked, already answered, or timed out)."""
-
-
-class RestoreTableError(BackstopError):
-    """The restore table could not be read or written."""
-
-
-@dataclass(frozen=True)
-class TargetLock:
-    database: str
-    target: str
-    owner: str
-    expires_at: datetime | None
-
-
-@dataclass(frozen=True)
-class PendingApproval:
-    execution: str
-    database: str
-    target: str
-    backup_id: str
-    requested_by: str
 
 
 def _lock_key(database: str, target: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import os
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
@@ -20,7 +21,9 @@ from backstop.identity import (
     GET_CALLER_IDENTITY,
     INTENT_HEADER,
     IdentityProof,
+    Intent,
     Principal,
+    intent,
     signed_at,
     signed_headers,
 )
@@ -90,3 +93,42 @@ class StsIdentityVerifier:
         if account != self._account:
             raise IdentityProofError(f"The identity proof is from account {account}, not this stack's {self._account}.")
         return Principal.of(user_id, arn, account)
+
+
+def sign_proof(
+    action: Intent, execution_arn: str, *, session: Any = None, endpoint_url: str | None = None
+) -> IdentityProof:
+    """Sign (not send) a GetCallerIdentity request with this machine's AWS credentials, bound to the action.
+
+    It is signed for the STS endpoint of the execution's region, the one the approval component sends
+    it to (or the endpoint ``AWS_ENDPOINT_URL`` names, locally).
+    """
+    import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    session = session or boto3.Session()
+    region = execution_arn.split(":")[3]
+    credentials = session.get_credentials()
+    if credentials is None:
+        from backstop.errors import IdentityProofError
+
+        raise IdentityProofError("No AWS credentials are configured here: Backstop cannot prove who you are.")
+    sts = session.client("sts", region_name=region, endpoint_url=endpoint_url)
+    endpoint = sts.meta.endpoint_url.rstrip("/") + "/"
+    request = AWSRequest(
+        method="POST",
+        url=endpoint,
+        data=GET_CALLER_IDENTITY,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            INTENT_HEADER: intent(action, execution_arn),
+        },
+    )
+    SigV4Auth(credentials.get_frozen_credentials(), "sts", region).add_auth(request)
+    return IdentityProof(url=endpoint, headers=dict(request.headers.items()), body=GET_CALLER_IDENTITY)
+
+
+def caller_arn(client: Any) -> str:
+    """Who this machine's credentials are, as STS says (``GetCallerIdentity``)."""
+    return str(client.get_caller_identity()["Arn"])

@@ -13,8 +13,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.adapters.restore_table import build_restore_table
-from backstop.bootstrap import build_notifier, build_store
+from backstop.bootstrap import build_notifier, build_store, restore_ledger
 from backstop.config.environment import DatabaseFunctionSettings
 from backstop.deadline import Deadline
 from backstop.events import ScheduledDrillEvent
@@ -37,7 +36,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = ScheduledDrillEvent.for_database(event, settings.database.name)
     config = settings.config()
     table_name = os.environ.get("BACKSTOP_RESTORE_TABLE")
-    table = build_restore_table(table_name) if table_name else None
+    table = restore_ledger(table_name) if table_name else None
     service = DrillService(config, build_store(config), build_notifier(config), table=table, deadline=deadline)
     result = service.run(request.database.name, request.backup)
     logger.info("drill done", extra=result.record())

@@ -9,24 +9,15 @@ propagates with its class name, which the state machine's Catch and Retry clause
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from backstop.adapters.restore_table import build_restore_table
-from backstop.adapters.step_functions import StepFunctionsExecutions
-from backstop.bootstrap import build_catalog, build_notifier, build_store
-from backstop.config.workflow_environment import WorkflowSettings
+from backstop.bootstrap import restore_steps
 from backstop.deadline import Deadline
-from backstop.grants import KmsGrantSigner
 from backstop.observability import NAMESPACE, TRACED_MODULES, Metric, Service
-from backstop.services.restore_workflow import RestoreWorkflow
-from backstop.services.step_guard import StepGuard
 from backstop.workflow_steps import STEPS, Step
 
 logger = Logger(service=Service.RESTORE.log_name)
@@ -38,30 +29,6 @@ RESTORE_STEPS = tuple(step for step in STEPS if step is not Step.IDENTIFY_REQUES
 REMEDY = "restore a backup this large with `backstop restore` from a machine, where no 15-minute limit applies"
 
 
-def _built() -> tuple[StepGuard, RestoreWorkflow]:
-    """The guard and workflow of this environment, built once per container (and again if the environment changes)."""
-    keys = [f"BACKSTOP_{name.upper()}" for name in WorkflowSettings.model_fields] + ["AWS_ENDPOINT_URL"]
-    return _built_for(tuple(os.environ.get(k) for k in keys))
-
-
-@cache
-def _built_for(_environment: tuple[str | None, ...]) -> tuple[StepGuard, RestoreWorkflow]:
-    settings = WorkflowSettings.from_env()
-    config = settings.config(build_catalog(settings).read())
-    table = build_restore_table(settings.restore_table)
-    notifier = build_notifier(config)
-    executions = StepFunctionsExecutions(boto3.client("stepfunctions"))
-    workflow = RestoreWorkflow(
-        config,
-        build_store(config),
-        table,
-        notifier,
-        grants=KmsGrantSigner(boto3.client("kms"), settings.approval_key_arn),
-        state_machine_arn=settings.state_machine_arn,
-    )
-    return StepGuard(executions, settings.state_machine_arn, table, notifier), workflow
-
-
 # The approval step's event holds the task token, a state holds the approval grant: neither is logged nor traced.
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
@@ -71,7 +38,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | N
     step = event.get("step")
     if step not in RESTORE_STEPS:
         raise ValueError(f"Unknown restore step {step!r}; expected one of {', '.join(RESTORE_STEPS)}.")
-    guard, built = _built()
+    guard, built = restore_steps()
     workflow = built.within(deadline)
     logger.append_keys(step=step)
     admitted = guard.admit(step, event, function="restore")

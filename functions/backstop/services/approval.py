@@ -25,13 +25,10 @@ import fnmatch
 from datetime import UTC, datetime
 from typing import Any
 
-from backstop.adapters.restore_table import RestoreTable
-from backstop.adapters.step_functions import Executions, StepContext, execution_arn_of, step_context
-from backstop.adapters.sts import StsIdentityVerifier
 from backstop.errors import IdentityProofError, RestoreError
 from backstop.grants import Grant, GrantClaims, GrantSigner, seal
 from backstop.identity import IdentityProof, Principal, intent, unverified
-from backstop.ports import Clock, Notifier
+from backstop.ports import Clock, Executions, IdentityVerifier, Notifier, RestoreLedger
 from backstop.services.restore_workflow import (
     GRANT_LIFETIME,
     RestoreRejectedError,
@@ -39,6 +36,7 @@ from backstop.services.restore_workflow import (
     WrongConfirmationError,
     confirmation_phrase,
 )
+from backstop.services.step_context import StepContext, execution_arn_of, step_context
 
 APPROVAL_STATE = "Approval"
 
@@ -59,9 +57,9 @@ class ApprovalService:
         *,
         executions: Executions,
         state_machine_arn: str,
-        verifier: StsIdentityVerifier,
+        verifier: IdentityVerifier,
         signer: GrantSigner,
-        table: RestoreTable,
+        table: RestoreLedger,
         notifier: Notifier,
         distinct_approver: bool,
         approvers: tuple[str, ...] = (),

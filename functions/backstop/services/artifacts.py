@@ -9,7 +9,7 @@ from backstop.errors import BackupNotFoundError, ChecksumMismatchError, Manifest
 from backstop.manifest import Manifest
 from backstop.names import backup_id_for, parse_backup_id
 from backstop.pipeline import Sink, StreamDigest, decompress_stream
-from backstop.ports import BackupStore, NoProgress, Progress
+from backstop.ports import Backups, NoProgress, Progress
 
 CLOCK_TOLERANCE = timedelta(minutes=5)
 """How far after this clock a backup may be dated: clocks of machines differ by seconds, not minutes.
@@ -38,7 +38,7 @@ def how_far(span: timedelta) -> str:
     return " ".join(kept) or "0 seconds"
 
 
-def newest_backup_id(store: BackupStore, database: str, now: datetime) -> str | None:
+def newest_backup_id(store: Backups, database: str, now: datetime) -> str | None:
     """The newest committed backup of ``database`` that is not future-dated at ``now``, if any.
 
     One look-up when the newest backup is not future-dated (the store's walk, a few requests), one
@@ -51,7 +51,7 @@ def newest_backup_id(store: BackupStore, database: str, now: datetime) -> str | 
     return newest_not_future_dated(store, database, now)
 
 
-def newest_not_future_dated(store: BackupStore, database: str, now: datetime) -> str | None:
+def newest_not_future_dated(store: Backups, database: str, now: datetime) -> str | None:
     """The newest committed backup of ``database`` dated at most ``CLOCK_TOLERANCE`` after ``now`` (one
     listing bounded like ``recent_backup_ids``), for when the newest one is future-dated."""
     bound = backup_id_for(database, now + CLOCK_TOLERANCE + timedelta(seconds=1))
@@ -59,7 +59,7 @@ def newest_not_future_dated(store: BackupStore, database: str, now: datetime) ->
     return found[0] if found else None
 
 
-def resolve_backup(store: BackupStore, database: str, ref: str | Manifest, *, now: datetime | None = None) -> Manifest:
+def resolve_backup(store: Backups, database: str, ref: str | Manifest, *, now: datetime | None = None) -> Manifest:
     """The manifest of ``ref`` (a backup id, ``latest`` for the newest committed backup, or one already pinned).
 
     A pinned manifest (the restore workflow's, read at the version its execution recorded) is used as
@@ -73,7 +73,7 @@ def resolve_backup(store: BackupStore, database: str, ref: str | Manifest, *, no
     return store.get_manifest(backup_id_of(store, database, ref, now=now))
 
 
-def backup_id_of(store: BackupStore, database: str, ref: str, *, now: datetime | None = None) -> str:
+def backup_id_of(store: Backups, database: str, ref: str, *, now: datetime | None = None) -> str:
     """The backup id ``ref`` names: itself (checked), or for ``latest`` the newest committed backup's
     that is not future-dated at ``now`` (default: the current time)."""
     if ref == "latest":
@@ -92,7 +92,7 @@ def expected_digest(manifest: Manifest) -> StreamDigest:
 
 
 def fetch_artifact(
-    store: BackupStore,
+    store: Backups,
     manifest: Manifest,
     dest: Path,
     progress: Progress | None = None,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from backstop.manifest import Manifest
 from backstop.pipeline import StreamDigest, check_stored
-from backstop.ports import BackupStore, NoProgress, Progress
+from backstop.ports import Backups, NoProgress, Progress
 from backstop.services.artifacts import fetch_artifact, resolve_backup
 
 
 def download(
-    store: BackupStore,
+    store: Backups,
     database: str,
     ref: str | Manifest,
     out: Path,

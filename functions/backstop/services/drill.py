@@ -27,12 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backstop.adapters.restore_table import RestoreTable
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase, ServerDatabase
 from backstop.config.targets import resolve_target
 from backstop.deadline import NO_DEADLINE, Deadline
 from backstop.errors import BackstopError, ConfigError
-from backstop.ports import BackupStore, Clock, Notifier, Progress
+from backstop.ports import BackupStore, Clock, Notifier, Progress, RestoreLedger
 from backstop.services.artifacts import newest_backup_id
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class DrillService:
         store: BackupStore,
         notifier: Notifier,
         *,
-        table: RestoreTable | None = None,
+        table: RestoreLedger | None = None,
         clock: Clock = lambda: datetime.now(UTC),
         chooser: Callable[[list[str]], str] = random.choice,
         deadline: Deadline = NO_DEADLINE,

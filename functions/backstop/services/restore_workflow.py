@@ -26,13 +26,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backstop.adapters.restore_table import ApprovalNotPendingError, PendingApproval, RestoreTable
 from backstop.config import AnyDatabase, Config, MysqlDatabase, PostgresDatabase
 from backstop.config.targets import IN_PLACE, safety_database, target_for
 from backstop.deadline import NO_DEADLINE, Deadline
 from backstop.engines import engine_for
 from backstop.errors import (
     ApprovalInvalidError,
+    ApprovalNotPendingError,
     BackstopError,
     BackupNotFoundError,
     IntegrityError,
@@ -43,7 +43,7 @@ from backstop.grants import GrantClaims, GrantSigner, check_grant
 from backstop.identity import IdentityProof
 from backstop.manifest import Manifest, Trigger
 from backstop.names import backup_id_for, parse_backup_id
-from backstop.ports import BackupStore, Clock, Notifier, RunLock
+from backstop.ports import BackupStore, Clock, Notifier, PendingApproval, RestoreLedger, RunLock
 from backstop.services.artifacts import CLOCK_TOLERANCE, backup_id_of, fetch_artifact
 from backstop.services.backup import BackupRequest, BackupService
 from backstop.services.restore import RestoreService
@@ -160,7 +160,7 @@ class RestoreWorkflow:
         self,
         config: Config,
         store: BackupStore,
-        table: RestoreTable,
+        table: RestoreLedger,
         notifier: Notifier,
         *,
         grants: GrantSigner,

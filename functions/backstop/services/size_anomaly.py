@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from backstop.manifest import Manifest
-from backstop.ports import BackupStore
+from backstop.ports import Backups
 
 HISTORY = 7  # previous backups read
 MIN_HISTORY = 3  # comparable previous backups needed for the ratio rules
@@ -78,7 +78,7 @@ class SizeAnomaly:
         }
 
 
-def check_size(store: BackupStore, manifest: Manifest) -> SizeAnomaly | None:
+def check_size(store: Backups, manifest: Manifest) -> SizeAnomaly | None:
     """The anomaly of the committed ``manifest`` against its database's recent backups, or None.
 
     Reads nothing for the types that are not checked; StorageError or ManifestError when the

@@ -2,7 +2,7 @@
 
 The restore and approval functions can be invoked by anyone with ``lambda:InvokeFunction``, with any
 payload. Before a step does anything, its context is proved against Step Functions
-(``backstop.adapters.step_functions.step_context``). A refusal changes nothing but two records: an audit record
+(``backstop.services.step_context.step_context``). A refusal changes nothing but two records: an audit record
 of its own (never over a restore's) and an alert that says what was tried, against what.
 """
 
@@ -12,10 +12,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from backstop.adapters.restore_table import RestoreTable
-from backstop.adapters.step_functions import Executions, StepContext, step_context
 from backstop.errors import UnauthorizedStepError
-from backstop.ports import Clock, Notifier
+from backstop.ports import Clock, Executions, Notifier, RestoreLedger
+from backstop.services.step_context import StepContext, step_context
 from backstop.workflow_steps import FINISH_OUTCOMES, STEP_STATES
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ class StepGuard:
         self,
         executions: Executions,
         state_machine_arn: str,
-        table: RestoreTable,
+        table: RestoreLedger,
         notifier: Notifier,
         *,
         clock: Clock = lambda: datetime.now(UTC),
