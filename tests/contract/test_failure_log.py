@@ -126,15 +126,6 @@ def test_a_bucket_that_cannot_be_listed_raises_storage_error_when_counting(vault
         vault.unreachable().failure_count("orders")
 
 
-def test_a_failure_the_bucket_refuses_to_record_raises_storage_error(
-    request: pytest.FixtureRequest, vault: Vault
-) -> None:
-    if request.node.callspec.params["vault"] == "real":
-        # S3Store.record_failure writes with a bare put_object: S3's ClientError reaches the caller. BackupService
-        # catches any exception there, so no service is affected; the fake raises what the port promises.
-        request.applymarker(
-            pytest.mark.xfail(reason="S3Store.record_failure lets botocore's ClientError out", strict=True)
-        )
-
+def test_a_failure_the_bucket_refuses_to_record_raises_storage_error(vault: Vault) -> None:
     with pytest.raises(StorageError):
         vault.unreachable().record_failure("orders", RUN, T0, SourceError("x"))

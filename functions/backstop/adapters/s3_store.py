@@ -743,13 +743,16 @@ class S3Store:
             },
             indent=2,
         )
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body.encode(),
-            ContentType="application/json",
-            Tagging=self.tagging({TIER_TAG: "daily", DATABASE_TAG: database}),
-            **self.sse_args(),
+        _call(
+            f"Recording the failed run {backup_id}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body.encode(),
+                ContentType="application/json",
+                Tagging=self.tagging({TIER_TAG: "daily", DATABASE_TAG: database}),
+                **self.sse_args(),
+            ),
         )
         return attempts
 
