@@ -104,3 +104,21 @@ def test_a_database_whose_last_successful_drill_is_older_than_twice_its_cadence_
     overdue = sorted(str(m["database"]) for _, m in notifier.alerts if m["event"] == "drill_overdue")
     assert overdue == ["late", "never"]
     assert not [m for _, m in notifier.alerts if m["event"] == "backup_stale"]
+
+
+def entry(age: timedelta | None, drill_age: timedelta | None, *, overdue: bool, every: timedelta | None) -> Freshness:
+    return Freshness(
+        "orders", None, None, age, timedelta(hours=26), drill_age=drill_age, drill_overdue=overdue, drill_every=every
+    )
+
+
+def test_the_drill_age_metric_is_what_the_drill_overdue_alarm_compares_with() -> None:
+    day, hour = timedelta(days=1), timedelta(hours=1)
+    # a drilled database: its last good drill's age
+    assert entry(hour, 3 * hour, overdue=False, every=day).drill_age_metric == 3 * 3600
+    # never drilled, not yet due: 0, so the alarm stays quiet; once due: just past twice the cadence
+    assert entry(hour, None, overdue=False, every=day).drill_age_metric == 0.0
+    assert entry(hour, None, overdue=True, every=day).drill_age_metric == 2 * 86400 + 1
+    # no metric for a database that does not drill, or has no backup to drill (the stale alarm covers it)
+    assert entry(hour, None, overdue=True, every=None).drill_age_metric is None
+    assert entry(None, None, overdue=True, every=day).drill_age_metric is None

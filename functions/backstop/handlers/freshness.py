@@ -45,7 +45,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         ),
     )
     report = service.check([FreshnessRule(db.name, db.stale_after, db.drill_every) for db in request.databases])
-    drilling = {db.name: db.drill_every for db in request.databases if db.drill_every is not None}
     for entry in report:
         replica_age = entry.replica.age if entry.replica is not None else None
         if replica_age is not None:
@@ -54,12 +53,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             )
         if entry.age is not None:
             metrics.add_metric(name=Metric.NEWEST_BACKUP_AGE, unit=MetricUnit.Seconds, value=entry.age.total_seconds())
-            if entry.database in drilling:
-                # Never drilled counts as overdue (the alarm compares with twice the cadence).
-                drill_age = entry.drill_age.total_seconds() if entry.drill_age is not None else None
-                overdue = 2 * drilling[entry.database].total_seconds() + 1
-                age = drill_age if drill_age is not None else (overdue if entry.drill_overdue else 0.0)
-                metrics.add_metric(name=Metric.LAST_SUCCESSFUL_DRILL_AGE, unit=MetricUnit.Seconds, value=age)
+        if (drill_age := entry.drill_age_metric) is not None:
+            metrics.add_metric(name=Metric.LAST_SUCCESSFUL_DRILL_AGE, unit=MetricUnit.Seconds, value=drill_age)
         if entry.age is not None or replica_age is not None:
             # One flush per database: an EMF document carries one set of dimension values.
             metrics.add_dimension(name="database", value=entry.database)
@@ -72,29 +67,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "checked_at": checked_at.isoformat(),
         "stale": stale,
         "replica_stale": replica_stale,
-        "databases": [
-            {
-                "database": entry.database,
-                "status": entry.status,
-                "newest_backup": entry.newest_backup,
-                "age_seconds": int(entry.age.total_seconds()) if entry.age is not None else None,
-                "stale_after_seconds": int(entry.stale_after.total_seconds()),
-                "drill_age_seconds": int(entry.drill_age.total_seconds()) if entry.drill_age is not None else None,
-                "drill_overdue": entry.drill_overdue,
-                "future_backup": entry.future_backup,
-                "ahead_seconds": int(entry.ahead.total_seconds()) if entry.ahead is not None else None,
-                **(
-                    {
-                        "replica_status": entry.replica.status,
-                        "replica_newest_backup": entry.replica.newest_backup,
-                        "replica_age_seconds": int(entry.replica.age.total_seconds())
-                        if entry.replica.age is not None
-                        else None,
-                    }
-                    if entry.replica is not None
-                    else {}
-                ),
-            }
-            for entry in report
-        ],
+        "databases": [entry.as_dict() for entry in report],
     }

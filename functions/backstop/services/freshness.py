@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from backstop.errors import StorageError
 from backstop.names import parse_backup_id
@@ -86,6 +87,45 @@ class Freshness:
     ahead: timedelta | None = None
     replica: ReplicaFreshness | None = None
     """Set when the vault has a replica: what the replica holds of this database."""
+    drill_every: timedelta | None = None
+    """The database's drill cadence, when it drills."""
+
+    @property
+    def drill_age_metric(self) -> float | None:
+        """``LastSuccessfulDrillAgeSeconds``: the last good drill's age, for a drilled database with a backup.
+
+        A database never drilled counts as age 0 until it is overdue, then as just past twice its
+        cadence, which is what its ``<db>-drill-overdue`` alarm compares with.
+        """
+        if self.drill_every is None or self.age is None:
+            return None
+        if self.drill_age is not None:
+            return self.drill_age.total_seconds()
+        return 2 * self.drill_every.total_seconds() + 1 if self.drill_overdue else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the freshness function returns of this database (seconds as whole numbers)."""
+        replica = self.replica
+        return {
+            "database": self.database,
+            "status": self.status,
+            "newest_backup": self.newest_backup,
+            "age_seconds": _whole(self.age),
+            "stale_after_seconds": int(self.stale_after.total_seconds()),
+            "drill_age_seconds": _whole(self.drill_age),
+            "drill_overdue": self.drill_overdue,
+            "future_backup": self.future_backup,
+            "ahead_seconds": _whole(self.ahead),
+            **(
+                {
+                    "replica_status": replica.status,
+                    "replica_newest_backup": replica.newest_backup,
+                    "replica_age_seconds": _whole(replica.age),
+                }
+                if replica is not None
+                else {}
+            ),
+        }
 
     @property
     def is_stale(self) -> bool:
@@ -143,6 +183,7 @@ class FreshnessService:
 
     def _with_drill(self, entry: Freshness, every: timedelta, now: datetime) -> Freshness:
         """``entry`` with the age of its database's last successful drill, and whether it is overdue."""
+        entry = replace(entry, drill_every=every)
         try:
             last = self._last_successful_drill(entry.database)
             first = self._store.earliest_backup_since(entry.database, now - timedelta(days=3660)) if not last else None
@@ -271,3 +312,7 @@ def _newest(store: BackupStore, database: str, now: datetime) -> tuple[str | Non
 def _age(backup_id: str | None, now: datetime) -> timedelta | None:
     # Within the clock tolerance a backup may be a little ahead of the check: it is not younger than new.
     return max(now - parse_backup_id(backup_id)[1], timedelta(0)) if backup_id else None
+
+
+def _whole(value: timedelta | None) -> int | None:
+    return int(value.total_seconds()) if value is not None else None
