@@ -49,7 +49,7 @@ class FakeCatalog(Faulty):
     def read(self) -> list[tuple[AnyDatabase, dict[str, Any]]]:
         if self._changed:
             raise ConfigError(
-                f"The database catalog {self.path} ({self._parts} databases) is not the one this function was "
+                f"The database catalog {self.path} ({self._parts} parameters) is not the one this function was "
                 "deployed with: a parameter was changed outside a deploy, or a deploy is under way; "
                 "deploy again (cdk deploy) and retry."
             )

@@ -43,7 +43,7 @@ class ParameterCatalog:
             raise ConfigError(f"The database catalog {self._path} cannot be read ({exc}).") from None
         if digest(found) != self._expected:
             raise ConfigError(
-                f"The database catalog {self._path} ({len(found)} databases) is not the one this function was "
+                f"The database catalog {self._path} ({len(found)} parameters) is not the one this function was "
                 "deployed with: a parameter was changed outside a deploy, or a deploy is under way; "
                 "deploy again (cdk deploy) and retry."
             )
