@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from moto.server import ThreadedMotoServer
 from rich.console import Console
 
-import backstop.cli
+import backstop.cli.output
 from backstop.adapters.s3_store import S3Store
 from backstop.cli import main
 from backstop.manifest import Manifest
@@ -49,8 +49,8 @@ def config_file(tmp_path: Path, orders_db: Path, work_dir: Path) -> Path:
 @pytest.fixture
 def cli(s3: Any, config_file: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """Run `backstop --config <file> ...` in-process against moto; stdout and stderr kept apart."""
-    # rich tables wide enough that ids are never wrapped (COLUMNS is read once, when backstop.cli is imported)
-    monkeypatch.setattr(backstop.cli, "out", Console(highlight=False, soft_wrap=True, width=200))
+    # rich tables wide enough that ids are never wrapped (COLUMNS is read once, when backstop.cli.output is imported)
+    monkeypatch.setattr(backstop.cli.output, "out", Console(highlight=False, soft_wrap=True, width=200))
 
     def run(*args: str, config: Path = config_file) -> Result:
         return CliRunner().invoke(main, ["--config", str(config), *args])

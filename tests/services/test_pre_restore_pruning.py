@@ -23,7 +23,7 @@ import yaml
 from click.testing import CliRunner
 from rich.console import Console
 
-import backstop.cli
+import backstop.cli.output
 from backstop.adapters.s3_store import S3Store
 from backstop.cli import main
 from backstop.config import Config, KeepPreRestore
@@ -693,7 +693,7 @@ def test_backstop_restore_reports_what_it_pruned_and_list_shows_the_copies_left(
 def test_backstop_list_pre_restore_says_which_copies_are_never_pruned(
     orders: Callable[..., Config], store: S3Store, tmp_path: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backstop.cli, "out", Console(highlight=False, soft_wrap=True, width=200))  # no wrapping
+    monkeypatch.setattr(backstop.cli.output, "out", Console(highlight=False, soft_wrap=True, width=200))  # no wrapping
     # given a staging target with one completed copy and the copy of a restore that did not complete
     live = tmp_path / "live"
     live.mkdir()
