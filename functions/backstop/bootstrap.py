@@ -166,8 +166,9 @@ def _approval_steps(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Ap
     settings = ApprovalSettings.from_env()
     table = build_restore_table(settings.restore_table)
     notifier = build_notifier(settings)
+    steps = executions()
     service = ApprovalService(
-        executions=executions(),
+        executions=steps,
         state_machine_arn=settings.state_machine_arn,
         verifier=StsIdentityVerifier(sts_endpoint(settings.region), settings.account),
         signer=KmsGrantSigner(boto3.client("kms", config=_BOTO), settings.approval_key_arn),
@@ -176,7 +177,7 @@ def _approval_steps(_environment: tuple[str | None, ...]) -> tuple[StepGuard, Ap
         distinct_approver=settings.distinct_approver,
         approvers=settings.approvers,
     )
-    return StepGuard(executions(), settings.state_machine_arn, table, notifier), service
+    return StepGuard(steps, settings.state_machine_arn, table, notifier), service
 
 
 def clear_cache() -> None:

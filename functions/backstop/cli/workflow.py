@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import click
 from rich.markup import escape
@@ -133,9 +133,10 @@ def restore_status(execution: str, state_machine: str, table: str, as_json: bool
 
     with failures():
         arn = _execution_arn(state_machine, execution)
-        described = executions().describe(arn)
+        steps = executions()
+        described = steps.describe(arn)
         # The whole history, oldest first (a restore's is a few dozen events).
-        entered = [e for e in executions().history(arn) if "stateEnteredEventDetails" in e]
+        entered = [e for e in steps.history(arn) if "stateEnteredEventDetails" in e]
         step = entered[-1]["stateEnteredEventDetails"]["name"] if entered else None
         audit = restore_ledger(table).audit(_execution_name(execution)) or {}
         status = {
@@ -185,17 +186,8 @@ def _who(record: Any) -> str | None:
 @approval_option
 def approve(execution: str, phrase: str, state_machine: str, approval_function: str) -> None:
     """Approve the pending restore EXECUTION with its confirmation phrase, as the AWS identity you are."""
-    from backstop.bootstrap import identity_proof
-
     with failures():
-        arn = _execution_arn(state_machine, execution)
-        request = {
-            "action": "approve",
-            "execution": arn,
-            "phrase": phrase,
-            "identity": identity_proof("approve", arn).model_dump(),
-        }
-        grant = _ask_approval(approval_function, request)["approved"]
+        grant = _answer("approve", execution, state_machine, approval_function, phrase=phrase)["approved"]
         output.out.print(f"Approved: {escape(_execution_name(execution))} restores {escape(grant['backup_id'])} now.")
         for key in ("database", "target", "sha256", "object_version", "approver", "expires_at"):
             output.out.print(f"{key:>15}: {escape(str(grant[key]))}")
@@ -209,17 +201,8 @@ def approve(execution: str, phrase: str, state_machine: str, approval_function: 
 @approval_option
 def reject(execution: str, reason: str, state_machine: str, approval_function: str) -> None:
     """Reject the pending restore EXECUTION; the target is not touched."""
-    from backstop.bootstrap import identity_proof
-
     with failures():
-        arn = _execution_arn(state_machine, execution)
-        request = {
-            "action": "reject",
-            "execution": arn,
-            "reason": reason,
-            "identity": identity_proof("reject", arn).model_dump(),
-        }
-        rejected = _ask_approval(approval_function, request)["rejected"]
+        rejected = _answer("reject", execution, state_machine, approval_function, reason=reason)["rejected"]
         output.out.print(
             f"Rejected by {escape(rejected['by'])}: {escape(_execution_name(execution))}; the target was not touched."
         )
@@ -251,3 +234,14 @@ def restores(limit: int, table: str, as_json: bool) -> None:
                 escape(str(r.get("outcome") or "-")),
             )
         output.out.print(listing)
+
+
+def _answer(
+    action: Literal["approve", "reject"], execution: str, state_machine: str, approval_function: str, **fields: str
+) -> dict[str, Any]:
+    """The approval component's answer to ``action`` on ``execution``, with a proof of who is asking."""
+    from backstop.bootstrap import identity_proof
+
+    arn = _execution_arn(state_machine, execution)
+    request = {"action": action, "execution": arn, **fields, "identity": identity_proof(action, arn).model_dump()}
+    return _ask_approval(approval_function, request)
